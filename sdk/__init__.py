@@ -1,0 +1,56 @@
+"""ponder: make a PyTorch model adaptive — early exits, dynamic-k experts, calibrated thresholds.
+
+Attributes are imported lazily so that `import ponder` stays cheap (no torch until needed, and
+never executorch, onnxruntime or triton).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> private module that defines it
+_LAZY = {
+    # errors
+    "PonderError": "_errors",
+    "ConfigError": "_errors",
+    "UnsupportedModelError": "_errors",
+    "CheckpointError": "_errors",
+    "BundleError": "_errors",
+    "ExportMismatchError": "_errors",
+    "MissingDependencyError": "_errors",
+    "InternalError": "_errors",
+    "NoEffectWarning": "_errors",
+    # conversion
+    "convert_": "_convert",
+    "list_conversions": "_convert",
+    "EarlyExitConfig": "_early_exit",
+    # running
+    "infer": "_infer",
+    "exit_outputs": "_infer",
+    "AdaptiveResult": "_infer",
+    "ExitOutputs": "_infer",
+    "exit_rule": "_rules",
+    "list_exit_rules": "_rules",
+}
+
+__all__ = ["__version__", *sorted(_LAZY)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ponder' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"ponder.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ponder._errors import *  # noqa: F403

@@ -1,0 +1,107 @@
+"""Checkpoints: a folder with safetensors weights and a JSON config that rebuilds the model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+import ponder
+from ponder._config import config_from_dict
+from ponder._errors import CheckpointError, MissingDependencyError
+
+FORMAT, FORMAT_VERSION = "ponder-checkpoint", 1
+WEIGHTS, CONFIG = "weights.safetensors", "config.json"
+SOURCE_ATTR = "_ponder_source"  # set on models ponder can rebuild by itself
+
+
+def _safetensors():
+    try:
+        import safetensors.torch as st
+    except ImportError:
+        raise MissingDependencyError("safetensors", "train", "Saving checkpoints") from None
+    return st
+
+
+def save(model: nn.Module, path: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
+    """Write `model` (with its conversions) to folder `path`; `extra` is stored as given (JSON)."""
+    from ponder._exits import ATTR
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    conversions = []
+    stack = getattr(model, ATTR, None)
+    if stack is not None:
+        conversions.append({"config": stack.config.to_dict(), "spec": stack.spec})
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "ponder_version": ponder.__version__,
+        "source": getattr(model, SOURCE_ATTR, {"kind": "user", "class": type(model).__name__}),
+        "conversions": conversions,
+        "extra": extra or {},
+    }
+    _safetensors().save_model(model, str(path / WEIGHTS))
+    (path / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+    return path
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's JSON config, checked for format and version."""
+    file = Path(path) / CONFIG
+    if not file.is_file():
+        raise CheckpointError(
+            f"{path} is not a ponder checkpoint: {file.name} is missing. "
+            "Write one with ponder.save(model, folder) or `ponder demo`."
+        )
+    try:
+        meta = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(
+            f"{file} is not valid JSON ({exc}); the checkpoint is corrupt"
+        ) from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{file} is not a ponder checkpoint config (format={meta.get('format')!r})"
+        )
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} uses checkpoint format {meta['format_version']}, newer than this ponder "
+            f"({FORMAT_VERSION}); upgrade ponder to read it"
+        )
+    return meta
+
+
+def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
+    """Rebuild a saved model: the base model (built in, or `model` for user models), its
+    conversions re-applied, then the saved weights. Returned in eval mode."""
+    from ponder._early_exit import attach_exits
+
+    path = Path(path)
+    meta = read_config(path)
+    if model is None:
+        model = _build(meta["source"], path)
+    for conversion in meta["conversions"]:
+        attach_exits(model, config_from_dict(conversion["config"]), conversion["spec"])
+    if not (path / WEIGHTS).is_file():
+        raise CheckpointError(f"{path} has no {WEIGHTS}; the checkpoint is incomplete")
+    missing, unexpected = _safetensors().load_model(model, str(path / WEIGHTS), strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"the weights in {path} do not fit the model: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}; was it saved from a different architecture?"
+        )
+    return model.eval()
+
+
+def _build(source: dict[str, Any], path: Path) -> nn.Module:
+    if source.get("kind") == "builtin":
+        from ponder.models import create_model
+
+        return create_model(source["name"], **source.get("kwargs", {}))
+    raise CheckpointError(
+        f"{path} holds a user model ({source.get('class')}) that ponder cannot build by itself; "
+        "pass the unconverted model: ponder.load(path, model=MyModel(...))"
+    )

@@ -1,0 +1,40 @@
+"""`convert_`: the one verb that turns a model adaptive, dispatching on the config's type."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from ponder._config import Config
+from ponder._errors import ConfigError, NoEffectWarning
+from ponder._registry import Registry
+from torch import nn
+
+# handler(model, config, example_inputs) -> True if it changed the model
+CONVERTERS: Registry[Callable[[nn.Module, Any, Any], bool]] = Registry("conversion")
+
+
+def convert_(model: nn.Module, config: Config, *, example_inputs: Any = None) -> nn.Module:
+    """Convert `model` in place as `config` says and return it.
+
+    Converting twice with the same config changes nothing; a conversion that changes nothing
+    emits `ponder.NoEffectWarning`. `example_inputs` (a tensor or a dict of keyword tensors)
+    lets ponder read shapes from a dry run instead of from module attributes.
+    """
+    if not isinstance(config, Config):
+        raise ConfigError(
+            f"convert_ takes a ponder config such as EarlyExitConfig(...), got {type(config).__name__}"
+        )
+    changed = CONVERTERS.get(config.kind)(model, config, example_inputs)
+    if not changed:
+        warnings.warn(
+            f"{config.kind} conversion changed nothing on {type(model).__name__}",
+            NoEffectWarning,
+            stacklevel=2,
+        )
+    return model
+
+
+def list_conversions() -> list[str]:
+    return CONVERTERS.names()

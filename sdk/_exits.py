@@ -1,0 +1,136 @@
+"""The exit stack: heads attached to a model's blocks through forward hooks.
+
+With no run active the hooks do nothing, so `model(x)` computes exactly what it did before
+conversion. A run (`collect` or `adaptive`) makes each hooked block feed its exit head; an
+adaptive run also drops the samples that exit from the batch so later blocks see fewer rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from ponder._heads import ExitHead, GeometricEnsemble, Pool
+from ponder._runs import AllExited, Run
+from ponder._surgery import get_module
+from torch import nn
+
+ATTR = "ponder_exits"  # where the stack lives on a converted model
+
+
+class ExitStack(nn.Module):
+    """Exit heads (and ZTW ensembles) for one model, plus the hooks that drive them.
+
+    `spec` holds the resolved, JSON-plain facts needed to rebuild the stack: the block paths,
+    which blocks carry exits, feature widths, class count and pooling.
+    """
+
+    def __init__(self, config: Any, spec: dict[str, Any]):
+        super().__init__()
+        self.config, self.spec = config, spec
+        classes, widths = spec["classes"], spec["widths"]
+        cascade = config.style == "ztw"
+        self.pool = Pool(spec["pooling"])
+        self.heads = nn.ModuleList(
+            ExitHead(w, classes, config.head, config.head_hidden, cascade and i > 0)
+            for i, w in enumerate(widths)
+        )
+        self.ensembles = (
+            nn.ModuleList(GeometricEnsemble(i + 1, classes) for i in range(len(widths)))
+            if cascade
+            else None
+        )
+        self._run: Run | None = None
+        self._handles: list[Any] = []
+
+    @property
+    def num_exits(self) -> int:
+        """Exits including the model's own final head."""
+        return len(self.heads) + 1
+
+    @property
+    def ensembled(self) -> bool:
+        return self.ensembles is not None
+
+    def attach(self, model: nn.Module) -> None:
+        """Register the hooks on `model`'s blocks (not saved with the weights; redone on load)."""
+        paths, exits = self.spec["block_paths"], self.spec["exit_blocks"]
+        for k, b in enumerate(exits):
+            block = get_module(model, paths[b])
+            self._handles.append(block.register_forward_hook(functools.partial(self._after, k)))
+        for path in paths[exits[0] + 1 :]:
+            hook = self._before
+            self._handles.append(
+                get_module(model, path).register_forward_pre_hook(hook, with_kwargs=True)
+            )
+
+    @contextlib.contextmanager
+    def running(self, run: Run) -> Iterator[Run]:
+        if self._run is not None:
+            raise RuntimeError("an exit run is already active on this model (not re-entrant)")
+        self._run = run
+        try:
+            yield run
+        finally:
+            self._run = None
+
+    def exit_step(self, k: int, feats: torch.Tensor, run: Run) -> torch.Tensor:
+        """Head k on pooled features [b, D] -> the exit's log-probs [b, C] (ensembled for ZTW)."""
+        logits = self.heads[k](feats, run.prev_logits)  # [b, C]
+        logp = F.log_softmax(logits.float(), dim=-1)
+        run.prev_logits = logits
+        run.head_logits.append(logits)
+        run.head_logps.append(logp)
+        return self.ensembles[k](run.head_logps) if self.ensembles is not None else logp
+
+    def _after(self, k: int, module: nn.Module, args: Any, output: Any) -> Any:
+        run = self._run
+        if run is None:
+            return None
+        hidden = output[0] if isinstance(output, tuple | list) else output
+        feats = self.pool(hidden)  # [b, D]
+        if run.features_only:
+            run.feats.append(feats)
+            return None
+        keep = run.on_exit(k, self.exit_step(k, feats, run))  # bool [b] or None
+        if keep is None:
+            return None
+        if not keep.any():
+            raise AllExited
+        return _rows(output, keep, hidden.shape[0])
+
+    def _before(self, module: nn.Module, args: tuple, kwargs: dict) -> Any:
+        run = self._run
+        if run is None or run.alive is None or len(run.alive) == run.batch:
+            return None
+        # tensors built before the blocks (attention masks, ...) still have the full batch
+        idx = run.alive_index
+        args = tuple(_rows(a, idx, run.batch) for a in args)
+        kwargs = {key: _rows(v, idx, run.batch) for key, v in kwargs.items()}
+        return args, kwargs
+
+
+def _rows(value: Any, index: torch.Tensor, batch: int) -> Any:
+    """Select batch rows of every tensor whose first dimension is `batch` (in tuples too)."""
+    if isinstance(value, torch.Tensor):
+        return value[index] if value.dim() and value.shape[0] == batch else value
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return tuple(_rows(v, index, batch) for v in value)
+    return value
+
+
+def get_stack(model: nn.Module) -> ExitStack:
+    """The exit stack of a converted model, with a clear error for an unconverted one."""
+    stack = getattr(model, ATTR, None)
+    if not isinstance(stack, ExitStack):
+        from ponder._errors import ConfigError
+
+        raise ConfigError(
+            f"{type(model).__name__} has no early exits; convert it first with "
+            "ponder.convert_(model, ponder.EarlyExitConfig(...))"
+        )
+    return stack

@@ -1,0 +1,67 @@
+"""Plots for reports: cost–accuracy curves with marked operating points, and per-exit bars."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ponder._metrics import CostAccuracyCurve
+
+
+def plot_exits(
+    path: str | Path,
+    curves: Mapping[str, CostAccuracyCurve],
+    per_exit: Mapping[str, Mapping[str, Sequence[float]]],
+    points: Mapping[str, tuple[float, float]] | None = None,
+    full_accuracy: float | None = None,
+    title: str = "",
+) -> Path:
+    """Left: accuracy against FLOPs fraction per curve; right: per-exit accuracy and EEFP."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for label, curve in curves.items():
+        order = np.argsort(curve.flops_fraction)
+        left.plot(curve.flops_fraction[order], curve.accuracy[order], label=label, lw=1.6)
+    for label, (x, y) in (points or {}).items():
+        left.scatter([x], [y], marker="*", s=120, zorder=5, label=label)
+    if full_accuracy is not None:
+        left.axhline(full_accuracy, color="grey", ls="--", lw=1, label="full model")
+    left.set(xlabel="FLOPs / full model", ylabel="accuracy", title="cost–accuracy")
+    left.grid(alpha=0.3)
+    left.legend(fontsize=8)
+    width = 0.8 / max(1, 2 * len(per_exit))
+    for i, (label, stats) in enumerate(per_exit.items()):
+        k = np.arange(len(stats["accuracy"]))
+        right.bar(k + (2 * i) * width, stats["accuracy"], width, label=f"{label} accuracy")
+        eefp = np.nan_to_num(np.asarray(stats["eefp"], dtype=float))
+        right.bar(k + (2 * i + 1) * width, eefp, width, label=f"{label} EEFP", alpha=0.7)
+    right.set(xlabel="exit", ylabel="score", title="per exit", ylim=(0, 1.05))
+    right.grid(alpha=0.3, axis="y")
+    right.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain aligned text table; floats get 4 significant digits."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    line = "  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True))
+    body = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join([line, "-" * len(line), *body])
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
