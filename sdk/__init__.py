@@ -34,6 +34,21 @@ _LAZY = {
     "ExitOutputs": "_infer",
     "exit_rule": "_rules",
     "list_exit_rules": "_rules",
+    # training, cost, evaluation, calibration
+    "train_exits": "_train",
+    "TrainConfig": "_train",
+    "count_costs": "_flops",
+    "ExitCosts": "_flops",
+    "exit_data": "_evaluate",
+    "ExitData": "_evaluate",
+    "evaluate": "_evaluate",
+    "calibrate": "_evaluate",
+    "operating_points": "_evaluate",
+    "thresholds_for_budget": "_calibrate",
+    "RiskControlResult": "_calibrate",
+    # checkpoints
+    "save": "_checkpoint",
+    "load": "_checkpoint",
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ponder._calibrate import RiskControlResult, risk_controlled_threshold
 from ponder._exits import get_stack
 from ponder._flops import ExitCosts
 from ponder._infer import exit_outputs
@@ -103,3 +104,33 @@ def flops_saved_at_drop(
     """Largest FLOPs saving (1 - fraction) among curve points within `drop` of accuracy `full`."""
     ok = curve_accuracy >= full - drop - 1e-12
     return float(1.0 - flops[ok].min()) if ok.any() else 0.0
+
+
+def operating_points(data: ExitData, rows: int = 8) -> list[dict[str, Any]]:
+    """A small table of Pareto-optimal shared thresholds on `data`, spread over FLOPs fractions:
+    what each threshold costs and how accurate it is (the table a policy chooses from)."""
+    curve = cost_accuracy_curve(data.scores, data.correct, data.exit_costs, data.costs.full)
+    order = np.argsort(curve.flops_fraction, kind="stable")
+    best, front = -1.0, []
+    for i in order:  # keep points that beat every cheaper point
+        if curve.accuracy[i] > best:
+            best = curve.accuracy[i]
+            front.append(i)
+    targets = np.linspace(curve.flops_fraction[front[0]], curve.flops_fraction[front[-1]], rows)
+    picked = sorted(
+        {front[int(np.argmin(np.abs(curve.flops_fraction[front] - t)))] for t in targets}
+    )
+    return [
+        {"threshold": float(curve.thresholds[i]), **data.outcome(curve.thresholds[i])}
+        for i in picked
+    ]
+
+
+def calibrate(
+    data: ExitData, delta: float, epsilon: float, bound: str = "binomial"
+) -> RiskControlResult:
+    """Risk-controlled shared threshold: accuracy drop against the full model <= delta with
+    probability >= 1 - epsilon over the draw of the calibration data (Learn-then-Test)."""
+    return risk_controlled_threshold(
+        data.scores, data.correct, data.full_correct, delta, epsilon, bound=bound
+    )

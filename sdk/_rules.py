@@ -38,6 +38,9 @@ class ExitRule:
 
 
 def _probs(logp: np.ndarray) -> np.ndarray:
+    # float64: confident exits have max-probabilities within 1e-8 of 1, which float32 rounds to
+    # exactly 1.0 and so ties them (seen on MNIST-1D ZTW ensembles: half the sweep collapsed).
+    logp = logp.astype(np.float64)
     e = np.exp(logp - logp.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 

@@ -88,7 +88,8 @@ def _head_logits(stack: ExitStack, feats: list[torch.Tensor]) -> list[torch.Tens
 
 
 def _batches(n: int, batch_size: int, epochs: int, progress: bool, desc: str):
-    for _ in tqdm(range(epochs), desc=desc, disable=not progress, leave=False):
+    # disable=None: tqdm stays quiet when the output is not a terminal (logs, CI)
+    for _ in tqdm(range(epochs), desc=desc, disable=None if progress else True, leave=False):
         yield torch.randperm(n).split(batch_size)
 
 
@@ -106,7 +107,7 @@ def _fit_heads_frozen(stack, feats, y, config) -> list[float]:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         losses.append(total / len(y))
     return losses
 
@@ -131,7 +132,7 @@ def _fit_joint(model, stack, x, y, config) -> list[float]:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         losses.append(total / len(y))
     return losses
 
@@ -151,6 +152,6 @@ def _fit_ensembles(stack, feats, y, config) -> list[float]:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         losses.append(total / len(y))
     return losses

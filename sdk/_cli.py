@@ -1,0 +1,107 @@
+"""The `ponder` command line: thin click commands over the Python functions users import."""
+
+from __future__ import annotations
+
+import click
+
+import ponder
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(ponder.__version__, prog_name="ponder")
+def main() -> None:
+    """ponder: adaptive-computation models for edge devices (early exits, calibrated thresholds)."""
+
+
+@main.command()
+@click.option(
+    "--out",
+    default="ponder-demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder for the checkpoint, plot and report.",
+)
+@click.option(
+    "--delta",
+    default=0.02,
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="Largest accuracy drop against the full model that risk control may allow.",
+)
+@click.option(
+    "--epsilon",
+    default=0.1,
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="Allowed probability that the drop exceeds delta.",
+)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def demo(out: str, delta: float, epsilon: float, quiet: bool) -> None:
+    """Train a digits CNN, add ZTW early exits, calibrate, and show the cost–accuracy trade-off."""
+    from ponder._demo import run_demo
+
+    run_demo(out, delta=delta, epsilon=epsilon, progress=not quiet, echo=click.echo)
+
+
+@main.command("list")
+@click.argument("registry", type=click.Choice(["rules", "conversions", "models", "datasets"]))
+def list_(registry: str) -> None:
+    """List what a registry holds (exit rules, conversions, built-in models, data sets)."""
+    if registry == "rules":
+        for name, description in ponder.list_exit_rules().items():
+            click.echo(f"{name:10s} {description}")
+        return
+    if registry == "conversions":
+        names = ponder.list_conversions()
+    elif registry == "models":
+        from ponder.models import list_models
+
+        names = list_models()
+    else:
+        from ponder._data import list_datasets
+
+        names = list_datasets()
+    click.echo("\n".join(names))
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks that users can run on their own machine (JSON + PNG + a printed table)."""
+
+
+@bench.command("exits")
+@click.option(
+    "--out", default="ponder-bench/exits", show_default=True, type=click.Path(file_okay=False)
+)
+@click.option("--samples", type=int, help="MNIST-1D samples to generate (default: the recipe's).")
+@click.option("--epochs", type=int, help="Epochs for the base model (default: the recipe's).")
+@click.option("--num-exits", default=5, show_default=True, help="Early exits (evenly spaced).")
+@click.option("--head", default="mlp", show_default=True, type=click.Choice(["linear", "mlp"]))
+@click.option(
+    "--delta", default=0.01, show_default=True, help="Accuracy drop allowed by risk control."
+)
+@click.option(
+    "--epsilon", default=0.1, show_default=True, help="Risk control's failure probability."
+)
+@click.option("--repeats", default=15, show_default=True, help="Timing repeats per variant.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def bench_exits(out, samples, epochs, num_exits, head, delta, epsilon, repeats, quiet) -> None:
+    """SDN vs ZTW heads on MNIST-1D: accuracy per FLOPs budget, EEFP, risk control, wall-clock."""
+    from ponder._bench_exits import run_bench_exits
+
+    run_bench_exits(
+        out,
+        samples=samples,
+        epochs=epochs,
+        num_exits=num_exits,
+        head=head,
+        delta=delta,
+        epsilon=epsilon,
+        repeats=repeats,
+        progress=not quiet,
+        echo=click.echo,
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

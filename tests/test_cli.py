@@ -1,0 +1,46 @@
+"""The `ponder` command line: help everywhere, registries listable, clear errors."""
+
+import pytest
+from click.testing import CliRunner
+
+import ponder
+from ponder._cli import main
+
+
+def _commands(group, prefix=()):
+    for name, command in group.commands.items():
+        yield (*prefix, name)
+        if hasattr(command, "commands"):
+            yield from _commands(command, (*prefix, name))
+
+
+@pytest.mark.parametrize("path", [(), *_commands(main)])
+def test_every_command_has_help(path):
+    result = CliRunner().invoke(main, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output and "--help" in result.output
+
+
+def test_version():
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0 and ponder.__version__ in result.output
+
+
+def test_list_rules_and_conversions():
+    runner = CliRunner()
+    rules = runner.invoke(main, ["list", "rules"])
+    assert rules.exit_code == 0
+    assert [line.split()[0] for line in rules.output.splitlines()] == sorted(ponder.list_exit_rules())
+    assert runner.invoke(main, ["list", "conversions"]).output.split() == ["early_exit"]
+    assert "mnist1d" in runner.invoke(main, ["list", "datasets"]).output
+    assert "digits_cnn" in runner.invoke(main, ["list", "models"]).output
+
+
+def test_unknown_registry_is_a_usage_error():
+    result = CliRunner().invoke(main, ["list", "gates"])
+    assert result.exit_code == 2 and "Invalid value" in result.output
+
+
+def test_bad_option_value_is_a_usage_error():
+    result = CliRunner().invoke(main, ["demo", "--delta", "1.5"])
+    assert result.exit_code == 2 and "--delta" in result.output
