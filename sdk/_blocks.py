@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from torch import nn
+
 from ponder._errors import UnsupportedModelError
 from ponder._surgery import get_module
-from torch import nn
 
 # (container path suffix, family, default pooling) in the order they are tried.
 _CONTAINERS = (

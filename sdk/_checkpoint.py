@@ -10,7 +10,7 @@ from torch import nn
 
 import ponder
 from ponder._config import config_from_dict
-from ponder._errors import CheckpointError, MissingDependencyError
+from ponder._errors import CheckpointError, MissingDependencyError, PonderError
 
 FORMAT, FORMAT_VERSION = "ponder-checkpoint", 1
 WEIGHTS, CONFIG = "weights.safetensors", "config.json"
@@ -81,19 +81,27 @@ def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
 
     path = Path(path)
     meta = read_config(path)
-    if model is None:
-        model = _build(meta["source"], path)
-    for conversion in meta["conversions"]:
-        attach_exits(model, config_from_dict(conversion["config"]), conversion["spec"])
     if not (path / WEIGHTS).is_file():
         raise CheckpointError(f"{path} has no {WEIGHTS}; the checkpoint is incomplete")
-    missing, unexpected = _safetensors().load_model(model, str(path / WEIGHTS), strict=False)
+    if model is None:
+        model = _build(meta["source"], path)
+    try:
+        for conversion in meta["conversions"]:
+            attach_exits(model, config_from_dict(conversion["config"]), conversion["spec"])
+        missing, unexpected = _safetensors().load_model(model, str(path / WEIGHTS), strict=False)
+    except (PonderError, RuntimeError) as exc:
+        raise CheckpointError(_MISFIT.format(path=path, detail=exc)) from exc
     if missing or unexpected:
-        raise CheckpointError(
-            f"the weights in {path} do not fit the model: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}; was it saved from a different architecture?"
-        )
+        detail = f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+        raise CheckpointError(_MISFIT.format(path=path, detail=detail))
     return model.eval()
+
+
+_MISFIT = (
+    "the checkpoint in {path} does not fit the model it is loaded into ({detail}); "
+    "was it saved from a different architecture? Pass the same unconverted model it was "
+    "saved from: ponder.load(path, model=...)"
+)
 
 
 def _build(source: dict[str, Any], path: Path) -> nn.Module:

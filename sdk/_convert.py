@@ -6,10 +6,11 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from torch import nn
+
 from ponder._config import Config
 from ponder._errors import ConfigError, NoEffectWarning
 from ponder._registry import Registry
-from torch import nn
 
 # handler(model, config, example_inputs) -> True if it changed the model
 CONVERTERS: Registry[Callable[[nn.Module, Any, Any], bool]] = Registry("conversion")

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
+
 from ponder._blocks import find_blocks
 from ponder._config import Config, check_choice
 from ponder._convert import CONVERTERS
@@ -13,8 +15,8 @@ from ponder._errors import ConfigError, UnsupportedModelError
 from ponder._exits import ATTR, ExitStack
 from ponder._heads import Pool
 from ponder._infer import _call, final_logits
+from ponder._modes import kept_modes
 from ponder._surgery import attach_sidecar, get_module
-from torch import nn
 
 
 @dataclass(frozen=True)
@@ -151,12 +153,10 @@ def _dry_run(model: nn.Module, paths: list[str], pool: Pool, example_inputs: Any
         return hook
 
     handles = [get_module(model, p).register_forward_hook(grab(p)) for p in paths]
-    was_training = model.training
     try:
-        model.eval()
-        classes = int(final_logits(_call(model, example_inputs)).shape[-1])
+        with kept_modes(model, eval_now=True):
+            classes = int(final_logits(_call(model, example_inputs)).shape[-1])
     finally:
-        model.train(was_training)
         for h in handles:
             h.remove()
     return [widths[p] for p in paths], classes

@@ -14,10 +14,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from ponder._heads import ExitHead, GeometricEnsemble, Pool
 from ponder._runs import AllExited, Run
 from ponder._surgery import get_module
-from torch import nn
 
 ATTR = "ponder_exits"  # where the stack lives on a converted model
 

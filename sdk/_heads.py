@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from ponder._errors import ConfigError
 from torch import nn
+
+from ponder._errors import ConfigError
 
 
 class Pool(nn.Module):

@@ -9,11 +9,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
 from ponder._errors import ConfigError
 from ponder._exits import get_stack
 from ponder._rules import ExitRule, exit_rule
 from ponder._runs import AdaptiveRun, AllExited, Run
-from torch import nn
 
 Inputs = torch.Tensor | Mapping[str, torch.Tensor]
 

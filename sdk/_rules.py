@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+
 from ponder._registry import Registry
 
 EXIT_RULES: Registry[type[ExitRule]] = Registry("exit rule")

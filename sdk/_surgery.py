@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from ponder._errors import ConfigError
 from torch import nn
+
+from ponder._errors import ConfigError
 
 
 def get_module(root: nn.Module, path: str) -> nn.Module:

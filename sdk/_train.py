@@ -8,12 +8,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
 from ponder._config import Config, check_choice
 from ponder._errors import ConfigError
 from ponder._exits import ExitStack, get_stack
 from ponder._infer import forward_all
-from torch import nn
-from tqdm.auto import tqdm
+from ponder._modes import kept_modes
 
 
 @dataclass(frozen=True)
@@ -52,9 +54,9 @@ def train_exits(
     config = config or TrainConfig()
     stack = get_stack(model)
     torch.manual_seed(config.seed)
-    was_training, started = model.training, time.perf_counter()
+    started = time.perf_counter()
     history: dict[str, Any] = {"mode": config.mode}
-    try:
+    with kept_modes(model):
         if config.mode == "frozen":
             feats = features(model, x, config.batch_size)
             history["heads"] = _fit_heads_frozen(stack, feats, y, config)
@@ -63,8 +65,6 @@ def train_exits(
             feats = features(model, x, config.batch_size)
         if stack.ensembles is not None and config.ensemble_epochs:
             history["ensembles"] = _fit_ensembles(stack, feats, y, config)
-    finally:
-        model.train(was_training)
     history["seconds"] = time.perf_counter() - started
     return history
 

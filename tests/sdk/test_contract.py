@@ -1,0 +1,123 @@
+"""The contract every registered converter keeps, on a tiny model of every family.
+
+A new converter joins by adding its config to CONFIGS (a typical setting) and NO_OP_CONFIGS
+(a setting that asks for nothing); test_every_converter_is_in_the_suite fails until it does.
+"""
+
+from __future__ import annotations
+
+import pytest
+import tiny_models
+import torch
+import torch.nn.functional as F
+from tiny_models import CLASSES, inputs, make
+
+import ponder
+from ponder._convert import CONVERTERS
+from ponder._infer import _call, forward_all
+
+for _name in ponder.__all__:  # import every public module, so every converter is registered
+    getattr(ponder, _name)
+
+CONFIGS = {"early_exit": lambda: ponder.EarlyExitConfig(num_exits=2)}
+NO_OP_CONFIGS = {"early_exit": lambda: ponder.EarlyExitConfig(num_exits=0)}
+
+FAMILIES = sorted(tiny_models.FAMILIES)
+CONVERTER_NAMES = CONVERTERS.names()
+
+
+@pytest.fixture(params=CONVERTER_NAMES)
+def converter(request) -> str:
+    return request.param
+
+
+@pytest.fixture(params=FAMILIES)
+def family(request) -> str:
+    return request.param
+
+
+def _config(converter: str, table=CONFIGS):
+    if converter not in table:
+        pytest.fail(f"converter {converter!r} has no config in test_contract.py; add one")
+    return table[converter]()
+
+
+def _converted(converter: str, family: str):
+    model = make(family)
+    torch.manual_seed(0)
+    return ponder.convert_(model, _config(converter), example_inputs=inputs(family))
+
+
+def _hooks(model) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def _state(model) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_every_converter_is_in_the_suite():
+    assert CONVERTER_NAMES, "no converter is registered"
+    for table in (CONFIGS, NO_OP_CONFIGS):
+        assert set(CONVERTER_NAMES) <= set(table), f"add the missing converters to {table}"
+
+
+def test_forward_runs_and_keeps_the_output_shape(converter, family):
+    x = inputs(family)
+    before = _call(make(family), x)
+    model = _converted(converter, family)
+    after = _call(model, x)
+    assert after.shape == before.shape == (6, CLASSES)
+    assert torch.isfinite(after).all()
+
+
+def test_every_exit_gives_finite_log_probabilities(converter, family):
+    model = _converted(converter, family)
+    run = forward_all(model, inputs(family))
+    assert len(run.exit_logps) >= 2  # at least one early exit and the model's own head
+    for logp in [*run.head_logits, *run.exit_logps]:
+        assert logp.shape == (6, CLASSES) and torch.isfinite(logp).all()
+    for logp in run.exit_logps:  # log-probabilities: each row sums to one
+        torch.testing.assert_close(logp.exp().sum(-1), torch.ones(6), rtol=0, atol=1e-5)
+
+
+def test_gradients_reach_every_new_parameter(converter, family):
+    old = {name for name, _ in make(family).named_parameters()}
+    model = _converted(converter, family)
+    new = {name: p for name, p in model.named_parameters() if name not in old}
+    assert new, "the conversion added no parameters"
+    run = forward_all(model, inputs(family))
+    labels = torch.arange(6) % CLASSES
+    sum(F.nll_loss(logp, labels) for logp in run.exit_logps).backward()
+    silent = [n for n, p in new.items() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert silent == []
+
+
+def test_converting_with_nothing_to_do_matches_the_original(converter, family):
+    original, model = make(family), make(family)
+    hooks, state = _hooks(model), _state(model)
+    with pytest.warns(ponder.NoEffectWarning, match="changed nothing"):
+        ponder.convert_(model, _config(converter, NO_OP_CONFIGS), example_inputs=inputs(family))
+    assert type(model) is type(original) and _hooks(model) == hooks
+    assert model.state_dict().keys() == state.keys()
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    x = inputs(family)
+    torch.testing.assert_close(_call(model, x), _call(original, x), rtol=0, atol=0)
+
+
+def test_converting_twice_changes_nothing(converter, family):
+    model = _converted(converter, family)
+    x = inputs(family)
+    hooks, state, out = _hooks(model), _state(model), _call(model, x)
+    exits = forward_all(model, x).exit_logps
+    with pytest.warns(ponder.NoEffectWarning, match="changed nothing"):
+        ponder.convert_(model, _config(converter), example_inputs=inputs(family))
+    assert _hooks(model) == hooks
+    assert model.state_dict().keys() == state.keys()
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    torch.testing.assert_close(_call(model, x), out, rtol=0, atol=0)
+    for a, b in zip(forward_all(model, x).exit_logps, exits, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+# Export contract (exports, and matches eager within a stated tolerance) joins when export lands.
