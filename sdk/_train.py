@@ -140,14 +140,14 @@ def _fit_joint(model, stack, x, y, config) -> list[float]:
 def _fit_ensembles(stack, feats, y, config) -> list[float]:
     with torch.no_grad():
         stack.heads.eval()
-        logps = [F.log_softmax(z, -1) for z in _head_logits(stack, feats)]  # K-1 x [N, C]
+        logits = _head_logits(stack, feats)  # K-1 x [N, C]
     opt = torch.optim.Adam(stack.ensembles.parameters(), lr=config.ensemble_lr)
     losses = []
     desc = "ZTW ensembles"
     for order in _batches(len(y), config.batch_size, config.ensemble_epochs, config.progress, desc):
         total = 0.0
         for idx in order:
-            members = [lp[idx] for lp in logps]
+            members = [z[idx] for z in logits]
             loss = sum(F.nll_loss(ens(members), y[idx]) for ens in stack.ensembles)
             opt.zero_grad(set_to_none=True)
             loss.backward()

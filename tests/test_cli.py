@@ -30,7 +30,9 @@ def test_list_rules_and_conversions():
     runner = CliRunner()
     rules = runner.invoke(main, ["list", "rules"])
     assert rules.exit_code == 0
-    assert [line.split()[0] for line in rules.output.splitlines()] == sorted(ponder.list_exit_rules())
+    assert [line.split()[0] for line in rules.output.splitlines()] == sorted(
+        ponder.list_exit_rules()
+    )
     assert runner.invoke(main, ["list", "conversions"]).output.split() == ["early_exit"]
     assert "mnist1d" in runner.invoke(main, ["list", "datasets"]).output
     assert "digits_cnn" in runner.invoke(main, ["list", "models"]).output

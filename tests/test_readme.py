@@ -38,11 +38,14 @@ def test_python_blocks_run(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "command", [c for c in _commands() if c.startswith("ponder") and c.split()[1] in ("--help", "list")]
+    "command",
+    [c for c in _commands() if c.startswith("ponder") and c.split()[1] in ("--help", "list")],
 )
 def test_quick_ponder_commands_run(command):
     args = shlex.split(command)
-    out = subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [str(BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
 
 

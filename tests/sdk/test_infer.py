@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-import torch
 import tiny_models
+import torch
 from tiny_models import inputs, make
 
 import ponder
@@ -15,7 +15,9 @@ RULES = ("max_prob", "entropy", "margin", "patience", "ztw")
 
 def converted(family, style="ztw", seed=0):
     model = make(family, seed)
-    ponder.convert_(model, ponder.EarlyExitConfig(num_exits=3 if family == "conv1d" else 2, style=style))
+    ponder.convert_(
+        model, ponder.EarlyExitConfig(num_exits=3 if family == "conv1d" else 2, style=style)
+    )
     torch.manual_seed(seed)
     for name, p in model.ponder_exits.named_parameters():
         # untrained heads are near-uniform; large random weights spread their confidences
@@ -76,10 +78,14 @@ def test_a_sample_gets_the_same_answer_alone_as_in_a_shrinking_batch():
     # the padded rows make a wrongly sliced attention mask change the answer
     model = converted("bert", "sdn")
     x = inputs("bert", batch=12)
-    batch = ponder.infer(model, x, rule="margin", thresholds=0.3)
+    scores, _ = offline_scores(exit_rule("margin"), ponder.exit_outputs(model, x).logp)
+    thresholds = [float(np.median(scores[0])), 2.0]  # about half leave at exit 0, the rest run on
+    batch = ponder.infer(model, x, rule="margin", thresholds=thresholds)
     assert 0 < int((batch.exit_index == 2).sum()) < 12
     for i in range(12):
-        alone = ponder.infer(model, {k: v[i : i + 1] for k, v in x.items()}, rule="margin", thresholds=0.3)
+        alone = ponder.infer(
+            model, {k: v[i : i + 1] for k, v in x.items()}, rule="margin", thresholds=thresholds
+        )
         assert alone.exit_index.item() == batch.exit_index[i].item()
         torch.testing.assert_close(alone.logprobs[0], batch.logprobs[i], rtol=1e-5, atol=1e-5)
 

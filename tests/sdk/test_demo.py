@@ -1,0 +1,46 @@
+"""`ponder demo` end to end (what `make demo` runs), and a small `ponder bench exits`."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from ponder._cli import main
+
+
+@pytest.mark.slow
+def test_demo_writes_checkpoint_plot_report_and_explains(tmp_path):
+    result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path), "--quiet"])
+    assert result.exit_code == 0, result.output
+    for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]", "risk control"):
+        assert step in result.output
+    assert "matches the offline table" in result.output
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["online_matches_offline"] is True
+    assert report["test"]["full_accuracy"] > 0.9
+    assert (tmp_path / "exits.png").stat().st_size > 10_000
+    assert {p.name for p in (tmp_path / "checkpoint").iterdir()} == {
+        "config.json",
+        "weights.safetensors",
+    }
+
+    import ponder
+
+    model = ponder.load(tmp_path / "checkpoint")  # a built-in model: no model= needed
+    assert model.ponder_exits.num_exits == 4
+
+
+@pytest.mark.slow
+def test_bench_exits_small_run(tmp_path):
+    args = ["bench", "exits", "--out", str(tmp_path), "--samples", "2000", "--epochs", "2",
+            "--repeats", "2", "--quiet"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "exits.json").read_text())
+    for style in ("sdn", "ztw"):
+        assert set(data[style]["accuracy_at_budget"]) == {"0.25", "0.5", "0.75", "1.0"}
+        assert len(data[style]["eefp"]) == 6
+    batches = {row["batch_size"] for row in data["wallclock"]}
+    assert batches == {1, 256}
+    assert all(0 < row["flops_fraction"] <= 1.1 for row in data["wallclock"])
+    assert "time frac" in result.output and (tmp_path / "exits.png").exists()
