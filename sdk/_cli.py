@@ -73,10 +73,14 @@ def bench() -> None:
 @click.option(
     "--out", default="ponder-bench/exits", show_default=True, type=click.Path(file_okay=False)
 )
-@click.option("--samples", type=int, help="MNIST-1D samples to generate (default: the recipe's).")
+@click.option("--samples", default=5000, show_default=True, help="MNIST-1D samples to generate.")
+@click.option("--width", default=128, show_default=True, help="Channels of the MNIST-1D CNN.")
 @click.option("--epochs", type=int, help="Epochs for the base model (default: the recipe's).")
+@click.option(
+    "--seeds", default=3, show_default=True, help="Seeds (data split and init) to average."
+)
 @click.option("--num-exits", default=5, show_default=True, help="Early exits (evenly spaced).")
-@click.option("--head", default="mlp", show_default=True, type=click.Choice(["linear", "mlp"]))
+@click.option("--head", default="linear", show_default=True, type=click.Choice(["linear", "mlp"]))
 @click.option(
     "--delta", default=0.01, show_default=True, help="Accuracy drop allowed by risk control."
 )
@@ -85,14 +89,18 @@ def bench() -> None:
 )
 @click.option("--repeats", default=15, show_default=True, help="Timing repeats per variant.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def bench_exits(out, samples, epochs, num_exits, head, delta, epsilon, repeats, quiet) -> None:
+def bench_exits(
+    out, samples, width, epochs, seeds, num_exits, head, delta, epsilon, repeats, quiet
+):
     """SDN vs ZTW heads on MNIST-1D: accuracy per FLOPs budget, EEFP, risk control, wall-clock."""
     from ponder._bench_exits import run_bench_exits
 
     run_bench_exits(
         out,
         samples=samples,
+        width=width,
         epochs=epochs,
+        seeds=seeds,
         num_exits=num_exits,
         head=head,
         delta=delta,

@@ -53,3 +53,22 @@ def time_operating_point(
         "median_ms_adaptive": 1e3 * t_adaptive,
         "exit_counts": np.bincount(exits, minlength=len(costs.backbone)).tolist(),
     }
+
+
+def exit_overhead(
+    model: nn.Module, x: torch.Tensor, costs: ExitCosts, batch_size: int, repeats: int
+) -> dict[str, Any]:
+    """What computing the exits costs when nobody leaves: the adaptive run with a threshold no
+    score reaches, against the unconverted forward, per early exit and per forward call."""
+    early_exits = len(costs.heads)
+    row = time_operating_point(model, x, costs, float("inf"), batch_size, repeats)
+    calls = -(-len(x) // batch_size)
+    return {
+        "batch_size": batch_size,
+        "us_full_forward": 1e3 * row["median_ms_full"] / calls,
+        "us_per_exit": 1e3
+        * (row["median_ms_adaptive"] - row["median_ms_full"])
+        / calls
+        / early_exits,
+        "time_fraction_no_exit_taken": row["time_fraction"],
+    }

@@ -33,14 +33,19 @@ def test_demo_writes_checkpoint_plot_report_and_explains(tmp_path):
 @pytest.mark.slow
 def test_bench_exits_small_run(tmp_path):
     args = ["bench", "exits", "--out", str(tmp_path), "--samples", "2000", "--epochs", "2",
-            "--repeats", "2", "--quiet"]  # fmt: skip
+            "--seeds", "2", "--width", "16", "--repeats", "2", "--quiet"]  # fmt: skip
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "exits.json").read_text())
+    assert [run["seed"] for run in data["runs"]] == [0, 1]
     for style in ("sdn", "ztw"):
-        assert set(data[style]["accuracy_at_budget"]) == {"0.25", "0.5", "0.75", "1.0"}
-        assert len(data[style]["eefp"]) == 6
-    batches = {row["batch_size"] for row in data["wallclock"]}
-    assert batches == {1, 256}
-    assert all(0 < row["flops_fraction"] <= 1.1 for row in data["wallclock"])
+        assert set(data["runs"][0][style]["accuracy_at_budget"]) == {"0.25", "0.5", "0.75", "1.0"}
+        assert len(data["runs"][1][style]["eefp"]) == 6
+        auc = data["summary"][style]["auc"]
+        assert auc["per_seed"] == [run[style]["auc"] for run in data["runs"]]
+        assert min(auc["per_seed"]) <= auc["mean"] <= max(auc["per_seed"])
+    points = data["wallclock"]["points"]
+    assert {row["batch_size"] for row in points} == {1, 64, 256}
+    assert all(0 < row["flops_fraction"] <= 1.1 for row in points)
+    assert len(data["wallclock"]["overhead"]) == 3
     assert "time frac" in result.output and (tmp_path / "exits.png").exists()
