@@ -6,6 +6,8 @@ import click
 
 import ponder
 
+_UNIT = click.FloatRange(0, 1, min_open=True, max_open=True)
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(ponder.__version__, prog_name="ponder")
@@ -25,14 +27,14 @@ def main() -> None:
     "--delta",
     default=0.02,
     show_default=True,
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    type=_UNIT,
     help="Largest accuracy drop against the full model that risk control may allow.",
 )
 @click.option(
     "--epsilon",
     default=0.1,
     show_default=True,
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    type=_UNIT,
     help="Allowed probability that the drop exceeds delta.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -41,6 +43,29 @@ def demo(out: str, delta: float, epsilon: float, quiet: bool) -> None:
     from ponder._demo import run_demo
 
     run_demo(out, delta=delta, epsilon=epsilon, progress=not quiet, echo=click.echo)
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(exists=True, file_okay=False))
+@click.option("--data", help="Data set to evaluate on (default: the one the checkpoint records).")
+@click.option("--rule", type=click.Choice(sorted(ponder.list_exit_rules())),
+              help="Exit rule (default: the one the checkpoint records).")  # fmt: skip
+@click.option("--delta", default=0.01, show_default=True, type=_UNIT,
+              help="Largest accuracy drop against the full model that risk control may allow.")  # fmt: skip
+@click.option("--epsilon", default=0.1, show_default=True, type=_UNIT,
+              help="Allowed probability that the drop exceeds delta.")  # fmt: skip
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="Folder for report.json and exits.png."
+)
+def evaluate(checkpoint, data, rule, delta, epsilon, out) -> None:
+    """Evaluate a saved early-exit checkpoint and calibrate a risk-controlled threshold."""
+    from ponder._checkpoint_eval import evaluate_checkpoint
+
+    try:
+        evaluate_checkpoint(checkpoint, data=data, rule=rule, delta=delta, epsilon=epsilon,
+                            out=out, echo=click.echo)  # fmt: skip
+    except ponder.PonderError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command("list")

@@ -87,54 +87,50 @@ def _head_logits(stack: ExitStack, feats: list[torch.Tensor]) -> list[torch.Tens
     return logits
 
 
-def _batches(n: int, batch_size: int, epochs: int, progress: bool, desc: str):
-    # disable=None: tqdm stays quiet when the output is not a terminal (logs, CI)
-    for _ in tqdm(range(epochs), desc=desc, disable=None if progress else True, leave=False):
-        yield torch.randperm(n).split(batch_size)
-
-
-def _fit_heads_frozen(stack, feats, y, config) -> list[float]:
-    opt = torch.optim.AdamW(
-        stack.heads.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
-    stack.heads.train()
+def _epochs(opt, loss_of, n: int, epochs: int, config: TrainConfig, desc: str) -> list[float]:
+    """Minibatch steps over `epochs` shuffled passes; `loss_of(rows)` gives a batch's loss.
+    Returns the mean loss of each epoch."""
     losses = []
-    for order in _batches(len(y), config.batch_size, config.epochs, config.progress, "exit heads"):
+    # disable=None: tqdm stays quiet when the output is not a terminal (logs, CI)
+    for _ in tqdm(range(epochs), desc=desc, disable=None if config.progress else True, leave=False):
         total = 0.0
-        for idx in order:
-            logits = _head_logits(stack, [f[idx] for f in feats])
-            loss = sum(F.cross_entropy(z, y[idx]) for z in logits)
+        for rows in torch.randperm(n).split(config.batch_size):
+            loss = loss_of(rows)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += loss.item() * len(idx)
-        losses.append(total / len(y))
+            total += loss.item() * len(rows)
+        losses.append(total / n)
     return losses
+
+
+def _fit_heads_frozen(stack, feats, y, config) -> list[float]:
+    params = stack.heads.parameters()
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    stack.heads.train()
+
+    def loss_of(rows):
+        logits = _head_logits(stack, [f[rows] for f in feats])
+        return sum(F.cross_entropy(z, y[rows]) for z in logits)
+
+    return _epochs(opt, loss_of, len(y), config.epochs, config, "exit heads")
 
 
 def _fit_joint(model, stack, x, y, config) -> list[float]:
     head_params = {id(p) for p in stack.parameters()}
     backbone = [p for p in model.parameters() if id(p) not in head_params and p.requires_grad]
-    opt = torch.optim.AdamW(
-        [
-            {"params": list(stack.heads.parameters()), "lr": config.lr},
-            {"params": backbone, "lr": config.backbone_lr},
-        ],
-        weight_decay=config.weight_decay,
-    )
-    losses = []
-    for order in _batches(len(y), config.batch_size, config.epochs, config.progress, "joint"):
-        model.train()
-        total = 0.0
-        for idx in order:
-            run = forward_all(model, x[idx])
-            loss = sum(F.cross_entropy(z, y[idx]) for z in [*run.head_logits, run.final_logits])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        losses.append(total / len(y))
-    return losses
+    groups = [
+        {"params": list(stack.heads.parameters()), "lr": config.lr},
+        {"params": backbone, "lr": config.backbone_lr},
+    ]
+    opt = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    model.train()
+
+    def loss_of(rows):
+        run = forward_all(model, x[rows])
+        return sum(F.cross_entropy(z, y[rows]) for z in [*run.head_logits, run.final_logits])
+
+    return _epochs(opt, loss_of, len(y), config.epochs, config, "joint")
 
 
 def _fit_ensembles(stack, feats, y, config) -> list[float]:
@@ -142,16 +138,9 @@ def _fit_ensembles(stack, feats, y, config) -> list[float]:
         stack.heads.eval()
         logits = _head_logits(stack, feats)  # K-1 x [N, C]
     opt = torch.optim.Adam(stack.ensembles.parameters(), lr=config.ensemble_lr)
-    losses = []
-    desc = "ZTW ensembles"
-    for order in _batches(len(y), config.batch_size, config.ensemble_epochs, config.progress, desc):
-        total = 0.0
-        for idx in order:
-            members = [z[idx] for z in logits]
-            loss = sum(F.nll_loss(ens(members), y[idx]) for ens in stack.ensembles)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        losses.append(total / len(y))
-    return losses
+
+    def loss_of(rows):
+        members = [z[rows] for z in logits]
+        return sum(F.nll_loss(ens(members), y[rows]) for ens in stack.ensembles)
+
+    return _epochs(opt, loss_of, len(y), config.ensemble_epochs, config, "ZTW ensembles")

@@ -12,7 +12,7 @@ from ponder._cli import main
 def test_demo_writes_checkpoint_plot_report_and_explains(tmp_path):
     result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path), "--quiet"])
     assert result.exit_code == 0, result.output
-    for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]", "risk control"):
+    for step in ("[1/4]", "[2/4]", "[3/4]", "[4/4]", "risk control", "EEFP"):
         assert step in result.output
     assert "matches the offline table" in result.output
     report = json.loads((tmp_path / "report.json").read_text())
@@ -28,6 +28,30 @@ def test_demo_writes_checkpoint_plot_report_and_explains(tmp_path):
 
     model = ponder.load(tmp_path / "checkpoint")  # a built-in model: no model= needed
     assert model.ponder_exits.num_exits == 4
+
+    # the CLI reads the checkpoint back: same data set (recorded), a different delta
+    again = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            str(tmp_path / "checkpoint"),
+            "--delta",
+            "0.05",
+            "--out",
+            str(tmp_path / "ev"),
+        ],
+    )
+    assert again.exit_code == 0, again.output
+    assert "evaluated on digits" in again.output and "risk-controlled" in again.output
+    evaluated = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert evaluated["risk_control"]["delta"] == 0.05
+    assert evaluated["test"]["exit_accuracy"] == pytest.approx(report["test"]["exit_accuracy"])
+
+    config = json.loads((tmp_path / "checkpoint" / "config.json").read_text())
+    config["extra"].pop("data")
+    (tmp_path / "checkpoint" / "config.json").write_text(json.dumps(config))
+    no_data = CliRunner().invoke(main, ["evaluate", str(tmp_path / "checkpoint")])
+    assert no_data.exit_code == 1 and "pass --data NAME" in no_data.output
 
 
 @pytest.mark.slow
