@@ -35,15 +35,18 @@ def plot_exits(
     left.set(xlabel="FLOPs / full model", ylabel="accuracy", title="cost–accuracy")
     left.grid(alpha=0.3)
     left.legend(fontsize=8)
-    width = 0.8 / max(1, 2 * len(per_exit))
+    width, lowest = 0.8 / max(1, 2 * len(per_exit)), 1.0
     for i, (label, stats) in enumerate(per_exit.items()):
         k = np.arange(len(stats["accuracy"]))
         right.bar(k + (2 * i) * width, stats["accuracy"], width, label=f"{label} accuracy")
         eefp = np.nan_to_num(np.asarray(stats["eefp"], dtype=float))
         right.bar(k + (2 * i + 1) * width, eefp, width, label=f"{label} EEFP", alpha=0.7)
-    right.set(xlabel="exit", ylabel="score", title="per exit", ylim=(0, 1.05))
+        lowest = min(lowest, *stats["accuracy"], *eefp[eefp > 0])
+    # zoomed: the interesting differences are a few points near the top
+    right.set(xlabel="exit (the last is the model's own head)", ylabel="score", title="per exit",
+              ylim=(max(0.0, lowest - 0.05), 1.0))  # fmt: skip
     right.grid(alpha=0.3, axis="y")
-    right.legend(fontsize=8)
+    right.legend(fontsize=8, loc="lower right")
     fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
