@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
-
-from ponder._checkpoint import SOURCE_ATTR
 from ponder._data import Splits, load_dataset
 
 _MODEL_KEYS = ("width", "num_blocks", "kernel_size", "num_classes")
@@ -18,20 +15,12 @@ def load_recipe_data(recipe: dict[str, Any]) -> Splits:
     return load_dataset(recipe["dataset"], seed=recipe.get("seed", 0), **kwargs)
 
 
-def build_model(name: str, **kwargs: Any) -> nn.Module:
-    """A built-in model that remembers how it was built, so checkpoints can rebuild it."""
-    from ponder.models import create_model
-
-    model = create_model(name, **kwargs)
-    setattr(model, SOURCE_ATTR, {"kind": "builtin", "name": name, "kwargs": kwargs})
-    return model
-
-
 def fit_recipe(recipe: dict[str, Any], splits: Splits, progress: bool = True):
     """Build the recipe's model and train it on `splits`; returns (model, training stats)."""
     from ponder._fit import train_classifier
+    from ponder.models import create_model
 
-    model = build_model(recipe["model"], **{k: recipe[k] for k in _MODEL_KEYS if k in recipe})
+    model = create_model(recipe["model"], **{k: recipe[k] for k in _MODEL_KEYS if k in recipe})
     stats = train_classifier(
         model,
         splits,

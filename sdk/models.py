@@ -139,8 +139,16 @@ def list_models() -> list[str]:
 
 
 def create_model(name: str, **kwargs) -> nn.Sequential:
-    """Build a registered model; keyword arguments (plain values) go to its constructor."""
+    """Build a registered model; keyword arguments (plain values) go to its constructor.
+
+    The model remembers how it was built, so `ponder.load` can rebuild it from a checkpoint
+    without being handed the model.
+    """
+    from ponder._checkpoint import SOURCE_ATTR
+
     factory = MODELS.get(name)
     if factory is None:
         raise ConfigError(f"Unknown model {name!r}; known models: {', '.join(list_models())}.")
-    return factory(**kwargs)
+    model = factory(**kwargs)
+    setattr(model, SOURCE_ATTR, {"kind": "builtin", "name": name, "kwargs": kwargs})
+    return model
