@@ -19,6 +19,7 @@ def evaluate_checkpoint(
     rule: str | None = None,
     delta: float = 0.01,
     epsilon: float = 0.1,
+    budget: float | None = None,
     out: str | Path | None = None,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -34,7 +35,9 @@ def evaluate_checkpoint(
     splits = load_dataset(data_spec.pop("name"), **data_spec)
     echo(f"{path}: {model.ponder_exits.num_exits} exits, evaluated on {splits.name} "
          f"({len(splits.calib)} calibration / {len(splits.test)} test samples)")  # fmt: skip
-    result = assess(model, splits, rule=rule, delta=delta, epsilon=epsilon, echo=echo)
+    result = assess(
+        model, splits, rule=rule, delta=delta, epsilon=epsilon, echo=echo, budget=budget
+    )
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
         report, plot = write_assessment(Path(out), result, f"{Path(path).name} on {splits.name}")

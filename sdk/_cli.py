@@ -54,16 +54,18 @@ def demo(out: str, delta: float, epsilon: float, quiet: bool) -> None:
               help="Largest accuracy drop against the full model that risk control may allow.")  # fmt: skip
 @click.option("--epsilon", default=0.1, show_default=True, type=_UNIT,
               help="Allowed probability that the drop exceeds delta.")  # fmt: skip
+@click.option("--budget", type=click.FloatRange(0, 1, min_open=True),
+              help="Also fit per-exit thresholds for this FLOPs fraction (quantile matching).")  # fmt: skip
 @click.option(
     "--out", type=click.Path(file_okay=False), help="Folder for report.json and exits.png."
 )
-def evaluate(checkpoint, data, rule, delta, epsilon, out) -> None:
+def evaluate(checkpoint, data, rule, delta, epsilon, budget, out) -> None:
     """Evaluate a saved early-exit checkpoint and calibrate a risk-controlled threshold."""
     from ponder._checkpoint_eval import evaluate_checkpoint
 
     try:
         evaluate_checkpoint(checkpoint, data=data, rule=rule, delta=delta, epsilon=epsilon,
-                            out=out, echo=click.echo)  # fmt: skip
+                            budget=budget, out=out, echo=click.echo)  # fmt: skip
     except ponder.PonderError as exc:
         raise click.ClickException(str(exc)) from None
 

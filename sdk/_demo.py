@@ -50,7 +50,9 @@ def run_demo(
          f"{history['seconds']:.1f} s; together they cost {costs.head_overhead:.2%} of the model's FLOPs")  # fmt: skip
 
     echo("[3/4] evaluation and calibration")
-    result = assess(model, splits, rule=RULE, delta=delta, epsilon=epsilon, echo=echo, costs=costs)
+    result = assess(
+        model, splits, rule=RULE, delta=delta, epsilon=epsilon, echo=echo, costs=costs, budget=0.5
+    )
     threshold = result["risk_control"].threshold
     online = infer(model, splits.test.x, rule=RULE, thresholds=threshold)
     offline = simulate_exits(result["test_data"].scores, threshold)

@@ -9,6 +9,7 @@ from typing import Any
 
 from torch import nn
 
+from ponder._calibrate import thresholds_for_budget
 from ponder._data import Splits
 from ponder._evaluate import calibrate, evaluate, exit_data, operating_points
 from ponder._flops import ExitCosts, count_costs
@@ -27,9 +28,11 @@ def assess(
     epsilon: float,
     echo: Echo,
     costs: ExitCosts | None = None,
+    budget: float | None = None,
 ) -> dict[str, Any]:
     """Per-exit metrics on test, operating points and a risk-controlled threshold fitted on the
-    calibration split and measured on test; prints both tables and returns everything."""
+    calibration split and measured on test (and, with `budget`, per-exit thresholds matched to
+    that FLOPs fraction on the calibration split); prints the tables and returns everything."""
     costs = costs or count_costs(model, splits.test.x)
     calib = exit_data(model, splits.calib.x, splits.calib.y, costs, rule=rule)
     test = exit_data(model, splits.test.x, splits.test.y, costs, rule=rule)
@@ -40,13 +43,18 @@ def assess(
     chosen = test.outcome(risk.threshold)
     rows = [_row(f"{p['threshold']:.4g}", test.outcome(p["threshold"])) for p in points]
     rows.append(_row(f"{risk.threshold:.4g} (risk-controlled)", chosen))
+    result: dict[str, Any] = {}
+    if budget is not None:
+        per_exit = thresholds_for_budget(calib.scores, calib.exit_costs, costs.full, budget)
+        result["budget"] = {"budget": budget, "thresholds": per_exit, **test.outcome(per_exit)}
+        rows.append(_row(f"per exit, for {budget:.0%} FLOPs", result["budget"]))
     echo(f"operating points of the {rule!r} rule: thresholds chosen on the calibration split, "
          f"measured on the test split (full model {report['full_accuracy']:.2%}):")  # fmt: skip
     echo(format_table(["threshold", "FLOPs", "accuracy", "drop vs full", "exits per head"], rows))
     echo(f"risk control: accuracy drop <= {delta:.0%} with probability >= {1 - epsilon:.0%} "
          f"(Learn-then-Test, {risk.bound} bound, n={risk.n}): {risk.reason}")  # fmt: skip
-    return {"costs": costs, "test": report, "risk_control": risk, "risk_control_test": chosen,
-            "operating_points": points, "test_data": test}  # fmt: skip
+    return result | {"costs": costs, "test": report, "risk_control": risk, "risk_control_test": chosen,
+                     "operating_points": points, "test_data": test}  # fmt: skip
 
 
 def echo_exits(report: dict[str, Any], echo: Echo) -> None:

@@ -29,7 +29,7 @@ def test_demo_writes_checkpoint_plot_report_and_explains(tmp_path):
     model = ponder.load(tmp_path / "checkpoint")  # a built-in model: no model= needed
     assert model.ponder_exits.num_exits == 4
 
-    # the CLI reads the checkpoint back: same data set (recorded), a different delta
+    # the CLI reads the checkpoint back: same data set (recorded), another delta, a FLOPs budget
     again = CliRunner().invoke(
         main,
         [
@@ -37,6 +37,8 @@ def test_demo_writes_checkpoint_plot_report_and_explains(tmp_path):
             str(tmp_path / "checkpoint"),
             "--delta",
             "0.05",
+            "--budget",
+            "0.6",
             "--out",
             str(tmp_path / "ev"),
         ],
@@ -45,6 +47,9 @@ def test_demo_writes_checkpoint_plot_report_and_explains(tmp_path):
     assert "evaluated on digits" in again.output and "risk-controlled" in again.output
     evaluated = json.loads((tmp_path / "ev" / "report.json").read_text())
     assert evaluated["risk_control"]["delta"] == 0.05
+    # per-exit thresholds matched to 60% of the FLOPs on calibration land near it on test
+    assert evaluated["budget"]["flops_fraction"] == pytest.approx(0.6, abs=0.1)
+    assert "per exit, for 60% FLOPs" in again.output
     assert evaluated["test"]["exit_accuracy"] == pytest.approx(report["test"]["exit_accuracy"])
 
     config = json.loads((tmp_path / "checkpoint" / "config.json").read_text())
