@@ -51,6 +51,8 @@ def assess(
     echo(f"operating points of the {rule!r} rule: thresholds chosen on the calibration split, "
          f"measured on the test split (full model {report['full_accuracy']:.2%}):")  # fmt: skip
     echo(format_table(["threshold", "FLOPs", "accuracy", "drop vs full", "exits per head"], rows))
+    echo("(FLOPs: mean per sample against the original model, heads included; drop vs full: "
+         "accuracy lost against the original model; exits per head: where the samples left)")  # fmt: skip
     echo(f"risk control: accuracy drop <= {delta:.0%} with probability >= {1 - epsilon:.0%} "
          f"(Learn-then-Test, {risk.bound} bound, n={risk.n}): {risk.reason}")  # fmt: skip
     return result | {"costs": costs, "test": report, "risk_control": risk, "risk_control_test": chosen,

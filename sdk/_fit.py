@@ -65,7 +65,12 @@ def train_classifier(
     )
     loss_fn = nn.CrossEntropyLoss()
     device = next(model.parameters()).device
-    bar = tqdm(total=epochs * steps_per_epoch, desc=f"train {splits.name}", disable=not progress)
+    # disable=None: quiet when the output is not a terminal (logs, CI)
+    bar = tqdm(
+        total=epochs * steps_per_epoch,
+        desc=f"train {splits.name}",
+        disable=None if progress else True,
+    )
     start = time.perf_counter()
     model.train()
     for epoch in range(epochs):
