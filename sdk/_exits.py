@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ponder._errors import ConfigError, PonderError
 from ponder._heads import ExitHead, GeometricEnsemble, Pool
 from ponder._runs import AllExited, Run
 from ponder._surgery import get_module
@@ -72,7 +73,11 @@ class ExitStack(nn.Module):
     @contextlib.contextmanager
     def running(self, run: Run) -> Iterator[Run]:
         if self._run is not None:
-            raise RuntimeError("an exit run is already active on this model (not re-entrant)")
+            raise PonderError(
+                "an exit run is already active on this model: ponder.infer and exit_outputs "
+                "cannot be called from inside the model's own forward pass or from two threads "
+                "at once; use a copy of the model per thread"
+            )
         self._run = run
         try:
             yield run
@@ -132,8 +137,6 @@ def get_stack(model: nn.Module) -> ExitStack:
     """The exit stack of a converted model, with a clear error for an unconverted one."""
     stack = getattr(model, ATTR, None)
     if not isinstance(stack, ExitStack):
-        from ponder._errors import ConfigError
-
         raise ConfigError(
             f"{type(model).__name__} has no early exits; convert it first with "
             "ponder.convert_(model, ponder.EarlyExitConfig(...))"

@@ -103,3 +103,14 @@ def test_per_exit_thresholds_and_bad_threshold_count():
 def test_infer_on_an_unconverted_model_says_how_to_convert():
     with pytest.raises(ponder.ConfigError, match=r"ponder.convert_\(model"):
         ponder.infer(make("conv1d"), inputs("conv1d"))
+
+
+def test_a_run_inside_a_run_is_refused_clearly():
+    model = converted("conv1d")
+    x = inputs("conv1d")
+    handle = model[4].register_forward_hook(lambda *a: ponder.infer(model, x))
+    with pytest.raises(ponder.PonderError, match="already active"):
+        ponder.infer(model, x, thresholds=2.0)
+    handle.remove()
+    # the failed call left no run behind
+    assert ponder.exit_outputs(model, x).logp.shape[0] == 4
