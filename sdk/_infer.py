@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -91,6 +92,14 @@ def infer(
     exit's threshold; the rest of the batch continues without it (no waiting for stragglers).
     Call `model.eval()` first, as for any inference."""
     stack = get_stack(model)
+    if model.training:
+        warnings.warn(
+            "ponder.infer on a model in training mode: BatchNorm and dropout behave as in "
+            "training and each sample's answer depends on the rest of the batch; call "
+            "model.eval() first",
+            UserWarning,
+            stacklevel=2,
+        )
     rule = exit_rule(rule, ensembled=stack.ensembled) if isinstance(rule, str) else rule
     run = AdaptiveRun(
         _batch_size(x), stack.spec["classes"], rule, _thresholds(thresholds, stack.num_exits - 1)

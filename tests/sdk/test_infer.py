@@ -114,3 +114,9 @@ def test_a_run_inside_a_run_is_refused_clearly():
     handle.remove()
     # the failed call left no run behind
     assert ponder.exit_outputs(model, x).logp.shape[0] == 4
+
+
+def test_infer_warns_on_a_model_in_training_mode():
+    model = converted("conv1d").train()
+    with pytest.warns(UserWarning, match=r"call model.eval\(\) first"):
+        ponder.infer(model, inputs("conv1d"), thresholds=2.0)
