@@ -5,17 +5,15 @@ stacked expert weights it yields (which reproduce the dense FFN exactly when all
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 import torch.nn.functional as F
 
 from ponder._errors import ConfigError
+from ponder.kernels import get_activation  # the one activation registry
 
 __all__ = [
-    "ACTIVATIONS",
     "ExpertWeights",
     "balanced_kmeans",
     "dense_ffn",
@@ -25,22 +23,9 @@ __all__ = [
     "split_ffn",
 ]
 
-ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "relu": F.relu,
-    "gelu": F.gelu,  # exact (erf)
-    "gelu_tanh": partial(F.gelu, approximate="tanh"),
-    "silu": F.silu,
-}
-
 
 def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
-
-
-def _activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    if name not in ACTIVATIONS:
-        raise ConfigError(f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}")
-    return ACTIVATIONS[name]
 
 
 # ---------------------------------------------------------------- balanced k-means
@@ -290,7 +275,7 @@ def dense_ffn(
     w_up: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The dense FFN x [T, D] -> [T, D]: w2 · act(w1 x + b1), times (w_up x) inside if gated."""
-    h = _activation(activation)(F.linear(x, w1, b1))  # [T, H]
+    h = get_activation(activation)(F.linear(x, w1, b1))  # [T, H]
     if w_up is not None:
         h = h * F.linear(x, w_up)
     return F.linear(h, w2)
@@ -302,7 +287,7 @@ def expert_outputs(x: torch.Tensor, ew: ExpertWeights, activation: str) -> torch
     h = torch.einsum("td,xde->txe", x, ew.w1)  # [T, E, e]
     if ew.b1 is not None:
         h = h + ew.b1
-    h = _activation(activation)(h)
+    h = get_activation(activation)(h)
     if ew.w_up is not None:
         h = h * torch.einsum("td,xde->txe", x, ew.w_up)  # [T, E, e]
     return torch.einsum("txe,xed->txd", h, ew.w2)  # [T, E, D]

@@ -1,0 +1,19 @@
+"""Dynamic-k mixture-of-experts FFN kernels: a PyTorch reference, a CPU fast path, a dispatcher.
+
+The stacked-expert layout every backend shares is documented in `moe_reference`.
+"""
+
+from ._common import get_activation, list_activations
+from ._cpu import moe_grouped_cpu
+from ._dispatch import list_backends, moe_ffn, select_backend
+from ._reference import moe_reference
+
+__all__ = [
+    "get_activation",
+    "list_activations",
+    "list_backends",
+    "moe_ffn",
+    "moe_grouped_cpu",
+    "moe_reference",
+    "select_backend",
+]
