@@ -1,5 +1,10 @@
+import os
 import sys
 from pathlib import Path
+
+# No test may reach a model hub; set before any test module imports transformers or
+# huggingface_hub (they read it once, at import).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 

@@ -170,3 +170,18 @@ def test_hub_names_and_bad_folders_fail_with_a_config_error(tmp_path):
 def test_embed_rejects_bad_sizes():
     with pytest.raises(ConfigError, match="batch_size >= 1"):
         _text.embed(torch.nn.Linear(1, 1), None, ["x"], batch_size=0)
+
+
+@pytest.mark.slow
+def test_ponder_switches_the_hub_off_by_itself():
+    # conftest.py sets HF_HUB_OFFLINE for the whole suite; here a clean interpreter without it
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    code = (
+        "from ponder._text import load_minilm; load_minilm(); "
+        "import huggingface_hub.constants as c; assert c.HF_HUB_OFFLINE, 'hub is on'"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
