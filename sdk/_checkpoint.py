@@ -9,7 +9,8 @@ from typing import Any
 from torch import nn
 
 import ponder
-from ponder._config import config_from_dict
+from ponder._config import Config, config_from_dict
+from ponder._convert import conversions, convert_, log_conversion
 from ponder._errors import CheckpointError, MissingDependencyError, PonderError
 
 FORMAT, FORMAT_VERSION = "ponder-checkpoint", 1
@@ -27,20 +28,14 @@ def _safetensors():
 
 def save(model: nn.Module, path: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
     """Write `model` (with its conversions) to folder `path`; `extra` is stored as given (JSON)."""
-    from ponder._exits import ATTR
-
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    conversions = []
-    stack = getattr(model, ATTR, None)
-    if stack is not None:
-        conversions.append({"config": stack.config.to_dict(), "spec": stack.spec})
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "ponder_version": ponder.__version__,
         "source": getattr(model, SOURCE_ATTR, {"kind": "user", "class": type(model).__name__}),
-        "conversions": conversions,
+        "conversions": [_entry(model, config) for config in conversions(model)],
         "extra": extra or {},
     }
     _safetensors().save_model(model, str(path / WEIGHTS))
@@ -77,8 +72,6 @@ def read_config(path: str | Path) -> dict[str, Any]:
 def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
     """Rebuild a saved model: the base model (built in, or `model` for user models), its
     conversions re-applied, then the saved weights. Returned in eval mode."""
-    from ponder._early_exit import attach_exits
-
     path = Path(path)
     meta = read_config(path)
     if not (path / WEIGHTS).is_file():
@@ -86,8 +79,8 @@ def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
     if model is None:
         model = _build(meta["source"], path)
     try:
-        for conversion in meta["conversions"]:
-            attach_exits(model, config_from_dict(conversion["config"]), conversion["spec"])
+        for entry in meta["conversions"]:
+            _replay(model, entry)
         missing, unexpected = _safetensors().load_model(model, str(path / WEIGHTS), strict=False)
     except (PonderError, RuntimeError) as exc:
         raise CheckpointError(_MISFIT.format(path=path, detail=exc)) from exc
@@ -102,6 +95,28 @@ _MISFIT = (
     "was it saved from a different architecture? Pass the same unconverted model it was "
     "saved from: ponder.load(path, model=...)"
 )
+
+
+def _entry(model: nn.Module, config: Config) -> dict[str, Any]:
+    entry: dict[str, Any] = {"config": config.to_dict()}
+    if config.kind == "early_exit":  # resolved widths and blocks, so load needs no dry run
+        from ponder._exits import get_stack
+
+        entry["spec"] = get_stack(model).spec
+    return entry
+
+
+def _replay(model: nn.Module, entry: dict[str, Any]) -> None:
+    """Apply one recorded conversion again; the saved weights then overwrite what it built
+    (an MoE split of the fresh weights only fixes the shapes)."""
+    config = config_from_dict(entry["config"])
+    if config.kind == "early_exit":
+        from ponder._early_exit import attach_exits
+
+        attach_exits(model, config, entry["spec"])
+        log_conversion(model, config)
+    else:
+        convert_(model, config)
 
 
 def _build(source: dict[str, Any], path: Path) -> nn.Module:

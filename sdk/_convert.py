@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,14 @@ from ponder._registry import Registry
 
 # handler(model, config, example_inputs) -> True if it changed the model
 CONVERTERS: Registry[Callable[[nn.Module, Any, Any], bool]] = Registry("conversion")
+# modules that register the built-in converters, imported on first use (they import torch)
+_BUILTIN = ("ponder._early_exit", "ponder._moe")
+LOG_ATTR = "_ponder_conversions"  # configs applied to a model, in order (saved in checkpoints)
+
+
+def _load_builtin() -> None:
+    for module in _BUILTIN:
+        importlib.import_module(module)
 
 
 def convert_(model: nn.Module, config: Config, *, example_inputs: Any = None) -> nn.Module:
@@ -27,8 +36,11 @@ def convert_(model: nn.Module, config: Config, *, example_inputs: Any = None) ->
         raise ConfigError(
             f"convert_ takes a ponder config such as EarlyExitConfig(...), got {type(config).__name__}"
         )
+    _load_builtin()
     changed = CONVERTERS.get(config.kind)(model, config, example_inputs)
-    if not changed:
+    if changed:
+        log_conversion(model, config)
+    else:
         warnings.warn(
             f"{config.kind} conversion changed nothing on {type(model).__name__}",
             NoEffectWarning,
@@ -38,4 +50,15 @@ def convert_(model: nn.Module, config: Config, *, example_inputs: Any = None) ->
 
 
 def list_conversions() -> list[str]:
+    _load_builtin()
     return CONVERTERS.names()
+
+
+def log_conversion(model: nn.Module, config: Config) -> None:
+    """Remember that `config` was applied to `model` (checkpoints replay the log on load)."""
+    model.__dict__.setdefault(LOG_ATTR, []).append(config)
+
+
+def conversions(model: nn.Module) -> list[Config]:
+    """The configs applied to `model`, in the order they were applied."""
+    return list(model.__dict__.get(LOG_ATTR, []))

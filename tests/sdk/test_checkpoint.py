@@ -149,3 +149,19 @@ def test_weights_from_another_architecture(saved, other):
     path, _ = saved
     with pytest.raises(ponder.CheckpointError, match=_MISMATCH):
         load(path, model=other())
+
+
+def test_exits_and_moe_together_round_trip(tmp_path):
+    # conversions are replayed in order on load; the MoE split of the fresh weights only fixes
+    # shapes, and the saved experts, routers and neuron order then overwrite it
+    model = make("vit")
+    ponder.convert_(model, ponder.EarlyExitConfig(num_exits=2))
+    ponder.convert_(model, ponder.MoEConfig(expert_size=8, tau=0.6))
+    x = inputs("vit", batch=5)
+    before = ponder.exit_outputs(model.eval(), x).logp
+    save(model, tmp_path)
+    kinds = [c["config"]["type"] for c in read_config(tmp_path)["conversions"]]
+    assert kinds == ["early_exit", "moe"]
+    restored = load(tmp_path, model=make("vit", seed=3))
+    np.testing.assert_array_equal(ponder.exit_outputs(restored, x).logp, before)
+    assert [c.kind for c in ponder._convert.conversions(restored)] == ["early_exit", "moe"]
