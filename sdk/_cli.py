@@ -70,6 +70,32 @@ def evaluate(checkpoint, data, rule, delta, epsilon, budget, out) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+@main.command()
+@click.argument("model", default="minilm")
+@click.option("--texts", default=200, show_default=True, help="Standard-library docstrings to use.")
+@click.option("--mode", default="topk", show_default=True, type=click.Choice(["topk", "threshold"]),
+              help="Top-k per token, or one magnitude cut per layer.")  # fmt: skip
+@click.option("--keep", default=0.99, show_default=True, type=_UNIT,
+              help="Share of the dense quality that must be kept.")  # fmt: skip
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="Folder for sparsity.json and sparsity.png."
+)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def sparsity(model, texts, mode, keep, out, quiet) -> None:
+    """Critical sparsity of each FFN component (input, gate, up, intermediate) of a text encoder.
+
+    MODEL is "minilm" (the offline all-MiniLM-L6-v2) or a local transformers model folder.
+    """
+    from ponder._sparsity_tool import run_sparsity
+
+    try:
+        run_sparsity(
+            model, texts=texts, mode=mode, keep=keep, out=out, progress=not quiet, echo=click.echo
+        )
+    except ponder.PonderError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @main.command("list")
 @click.argument("registry", type=click.Choice(["rules", "conversions", "models", "datasets"]))
 def list_(registry: str) -> None:
