@@ -164,5 +164,29 @@ def bench_exits(
     )
 
 
+@bench.command("moe")
+@click.option(
+    "--out", default="ponder-bench/moe", show_default=True, type=click.Path(file_okay=False)
+)
+@click.option("--texts", default=600, show_default=True, help="Standard-library docstrings to use.")
+@click.option("--expert-size", default=64, show_default=True, help="Neurons per expert.")
+@click.option("--router-epochs", default=20, show_default=True, help="Router training epochs.")
+@click.option("--repeats", default=20, show_default=True, help="Timing repeats per variant.")
+@click.option("--sparsified", type=click.Path(exists=True, file_okay=False),
+              help="Also run on a sparsification-fine-tuned MiniLM saved in this folder.")  # fmt: skip
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def bench_moe(out, texts, expert_size, router_epochs, repeats, sparsified, quiet) -> None:
+    """D2DMoE on MiniLM: quality over tau, dynamic-k vs top-k vs oracle, one layer's wall-clock."""
+    from ponder._bench_moe import run_bench_moe
+
+    second = None
+    if sparsified:
+        from ponder._text import load_text_encoder
+
+        second = load_text_encoder(sparsified)
+    run_bench_moe(out, texts=texts, expert_size=expert_size, router_epochs=router_epochs,
+                  repeats=repeats, progress=not quiet, echo=click.echo, sparsified_model=second)  # fmt: skip
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
