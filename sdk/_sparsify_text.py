@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ponder._errors import ConfigError, UnsupportedModelError
@@ -26,7 +25,7 @@ from ponder._sparsify import (
     sparsify_finetune,
     swap_activation_,
 )
-from ponder._text import embed
+from ponder._text import embed, length_batches, mean_pool
 
 __all__ = [
     "SparsityComparison",
@@ -52,37 +51,6 @@ def ffn_activation_paths(model: nn.Module) -> list[str]:
             "ponder._sparsify.sparsify_finetune with paths= naming the FFN activations"
         )
     return paths
-
-
-def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Unit-norm mean of `hidden` [B, T, D] over the tokens where `mask` [B, T] is 1 -> [B, D].
-
-    The pooling of `ponder._text.embed` (all-MiniLM-L6-v2's Pooling(mean) → Normalize), kept
-    differentiable for the student.
-    """
-    weights = mask.unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
-    pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)  # [B, D]
-    return F.normalize(pooled, dim=-1)
-
-
-def _batches(
-    tokenizer: Any, texts: list[str], batch_size: int, max_length: int, device: torch.device
-) -> list[tuple[list[int], dict[str, torch.Tensor]]]:
-    """(text indices, tokenizer output) per batch; texts of similar length batched together,
-    as `embed` does, so little compute goes to padding."""
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out = []
-    for start in range(0, len(texts), batch_size):
-        idx = order[start : start + batch_size]
-        enc = tokenizer(
-            [texts[i] for i in idx],
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-            return_tensors="pt",
-        )
-        out.append((idx, {k: v.to(device) for k, v in enc.items()}))
-    return out
 
 
 def _distil_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -148,7 +116,7 @@ def sparsify_text_encoder(
     del teacher  # only its embeddings are needed from here on
 
     batches = []
-    for idx, enc in _batches(tokenizer, texts, batch_size, max_length, device):
+    for idx, enc in length_batches(tokenizer, texts, batch_size, max_length, device):
         batches.append({**enc, "teacher": target[idx].to(device)})  # teacher: [B, D]
     random.Random(seed).shuffle(batches)  # lengths mixed across steps, same order each epoch
 
@@ -210,7 +178,9 @@ def compare_sparsity(
     reports = []
     for model in (dense, student):
         device = next(model.parameters()).device
-        batches = [enc for _, enc in _batches(tokenizer, texts, batch_size, max_length, device)]
+        batches = [
+            enc for _, enc in length_batches(tokenizer, texts, batch_size, max_length, device)
+        ]
         reports.append(
             activation_sparsity(
                 model, batches, token_mask_key="attention_mask", paths=ffn_activation_paths(model)
