@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ponder._moe import moe_layers, set_gate_
+from ponder._plots import pyplot, save_figure
 from ponder._surgery import get_module
 from ponder._timing import interleaved
 from ponder.kernels import get_activation, moe_ffn
@@ -103,11 +104,7 @@ def time_layer(
 def plot_moe(path: str | Path, models: dict[str, dict[str, Any]], title: str = "") -> Path:
     """FFN FLOPs fraction against mean cosine (left) and top-1 agreement (right), one line per
     model and gate (learned dynamic-k, top-k, oracle dynamic-k), with the goal lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     styles = {"dynamic_k": "-o", "top_k": "-s", "oracle": "--^"}
     for ax, metric, goal in ((axes[0], "cosine_mean", 0.99), (axes[1], "top1", 0.95)):
@@ -123,9 +120,4 @@ def plot_moe(path: str | Path, models: dict[str, dict[str, Any]], title: str = "
     axes[0].set_title("mean cosine to dense embeddings")
     axes[1].set_title("top-1 retrieval agreement with dense")
     axes[1].legend(fontsize=7, loc="lower right")
-    fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)

@@ -10,6 +10,27 @@ import numpy as np
 from ponder._metrics import CostAccuracyCurve
 
 
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (imported on first use: it is slow)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str | Path, title: str = "") -> Path:
+    """Title, tight layout, write a PNG at 110 dpi, free the figure."""
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+    return path
+
+
 def plot_exits(
     path: str | Path,
     curves: Mapping[str, CostAccuracyCurve],
@@ -19,12 +40,7 @@ def plot_exits(
     title: str = "",
 ) -> Path:
     """Left: accuracy against FLOPs fraction per curve; right: per-exit accuracy and EEFP."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (left, right) = pyplot().subplots(1, 2, figsize=(11, 4.2))
     for label, curve in curves.items():
         order = np.argsort(curve.flops_fraction)
         left.plot(curve.flops_fraction[order], curve.accuracy[order], label=label, lw=1.6)
@@ -47,9 +63,4 @@ def plot_exits(
               ylim=(max(0.0, lowest - 0.05), 1.0))  # fmt: skip
     right.grid(alpha=0.3, axis="y")
     right.legend(fontsize=8, loc="lower right")
-    fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from ponder._critical import CriticalReport, critical_sparsity
+from ponder._plots import pyplot, save_figure
 from ponder._report import format_table, write_json
 
 
@@ -47,11 +48,7 @@ def run_sparsity(
 
 
 def _plot(path: Path, report: CriticalReport, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for component, qualities in report.quality.items():
         ax.plot(
@@ -74,7 +71,4 @@ def _plot(path: Path, report: CriticalReport, title: str) -> Path:
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
