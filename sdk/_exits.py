@@ -47,7 +47,6 @@ class ExitStack(nn.Module):
             else None
         )
         self._run: Run | None = None
-        self._handles: list[Any] = []
 
     @property
     def num_exits(self) -> int:
@@ -62,13 +61,9 @@ class ExitStack(nn.Module):
         """Register the hooks on `model`'s blocks (not saved with the weights; redone on load)."""
         paths, exits = self.spec["block_paths"], self.spec["exit_blocks"]
         for k, b in enumerate(exits):
-            block = get_module(model, paths[b])
-            self._handles.append(block.register_forward_hook(functools.partial(self._after, k)))
+            get_module(model, paths[b]).register_forward_hook(functools.partial(self._after, k))
         for path in paths[exits[0] + 1 :]:
-            hook = self._before
-            self._handles.append(
-                get_module(model, path).register_forward_pre_hook(hook, with_kwargs=True)
-            )
+            get_module(model, path).register_forward_pre_hook(self._before, with_kwargs=True)
 
     @contextlib.contextmanager
     def running(self, run: Run) -> Iterator[Run]:
