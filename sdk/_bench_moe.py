@@ -95,8 +95,8 @@ def _public(data: dict[str, Any]) -> dict[str, Any]:
 def _router_batches(tokenizer, texts: list[str]) -> tuple[list[dict[str, torch.Tensor]], float]:
     """Tokenized batches of similar-length texts, and the share of padding tokens in them.
 
-    `train_routers` fits every token its batch holds, padding included (it takes no attention
-    mask), so texts are grouped by length to keep padding few."""
+    `train_routers` leaves padding out (token_mask_key="attention_mask"); texts are still
+    grouped by length so little of each forward is spent on padding."""
     order = sorted(texts, key=len)
     batches = [
         tokenizer(order[i : i + _ROUTER_BATCH], padding=True, truncation=True, max_length=128,
@@ -115,7 +115,9 @@ def _one_model(model, tokenizer, data, expert_size, taus, epochs, seed, progress
     moe = convert_(copy.deepcopy(model), MoEConfig(expert_size=expert_size, seed=seed))
     batches, padding = _router_batches(tokenizer, data["train"])
     torch.manual_seed(seed)
-    losses = train_routers(moe, batches, epochs=epochs, progress=progress)
+    losses = train_routers(
+        moe, batches, epochs=epochs, progress=progress, token_mask_key="attention_mask"
+    )
     experts = next(iter(moe_layers(moe).values())).num_experts
     rows = sweep(moe, tokenizer, data["eval"], data["reference"], taus,
                  range(1, experts + 1), progress)  # fmt: skip
@@ -176,7 +178,7 @@ def _wallclock(models, converted, candidates, data, repeats) -> list[dict[str, A
 def _echo_model(name: str, section: dict[str, Any], echo) -> None:
     echo(f"\n[{name}] {section['experts_per_ffn']} experts per FFN; router loss "
          f"{section['router_loss_per_epoch'][0]:.4g} -> {section['router_loss_per_epoch'][-1]:.4g}, "
-         f"{section['router_padding_fraction']:.1%} of router-training tokens were padding; "
+         f"{section['router_padding_fraction']:.1%} of router-training tokens were padding (excluded); "
          f"dense model's cosine to MiniLM {section['dense_cosine_to_reference']:.4f}")  # fmt: skip
     headers = ["gate", "knob", "FLOPs", "cos mean", "cos p05", "top1", "top5", "overlap5"]
     rows = []

@@ -36,14 +36,43 @@ def expert_norms(layer: MoEFFN, tokens: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)  # [T, E]
 
 
+def _token_mask(x: Any, key: str | None) -> torch.Tensor | None:
+    """The mask `x[key]` marking real tokens (nonzero), or None when `key` is None."""
+    if key is None:
+        return None
+    if not isinstance(x, dict) or key not in x:
+        found = sorted(x) if isinstance(x, dict) else type(x).__name__
+        raise ConfigError(
+            f"token_mask_key={key!r} needs dict batches holding that key, got {found}; "
+            "pass tokenizer outputs (e.g. with 'attention_mask') or token_mask_key=None"
+        )
+    mask = torch.as_tensor(x[key]).bool()
+    if not mask.any():
+        raise ConfigError(f"a batch's {key!r} marks no real tokens; drop empty batches")
+    return mask
+
+
 @torch.no_grad()
-def _capture(model: nn.Module, x: Any) -> dict[str, torch.Tensor]:
-    """Each MoEFFN's input tokens [T, D] (detached) during one all-experts forward of `x`."""
+def _capture(model: nn.Module, x: Any, keep: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Each MoEFFN's input tokens [T, D] (detached) during one all-experts forward of `x`;
+    with `keep` (e.g. an attention mask [B, S]) only the tokens where it is True."""
     seen: dict[str, torch.Tensor] = {}
 
     def grab(path: str):
         def hook(module, args):
-            seen[path] = args[0].detach().reshape(-1, args[0].shape[-1])  # [T, D]
+            # B=batch, S=sequence, D=width; MoEFFN flattens [B, S, D] row-major to [B*S, D],
+            # so the mask flattened the same way picks the same tokens.
+            inp = args[0].detach()
+            tokens = inp.reshape(-1, inp.shape[-1])  # [B*S, D]
+            if keep is not None:
+                if tuple(inp.shape[:-1]) != tuple(keep.shape):
+                    raise ConfigError(
+                        f"token mask of shape {tuple(keep.shape)} does not match the input "
+                        f"{tuple(inp.shape)} of the MoE layer at {path!r}; the mask must have "
+                        "the shape of the layer's input without its last (width) dimension"
+                    )
+                tokens = tokens[keep.reshape(-1).to(inp.device)]  # [T, D], T = real tokens
+            seen[path] = tokens
 
         return hook
 
@@ -58,11 +87,13 @@ def _capture(model: nn.Module, x: Any) -> dict[str, torch.Tensor]:
     return seen
 
 
-def router_loss(model: nn.Module, x: Any) -> torch.Tensor:
+def router_loss(model: nn.Module, x: Any, token_mask_key: str | None = None) -> torch.Tensor:
     """Mean over MoEFFNs of the MSE between predicted and true expert-output norms on batch
-    `x` (a tensor or a dict of keyword tensors); gradients reach the routers only."""
+    `x` (a tensor or a dict of keyword tensors); gradients reach the routers only. With
+    `token_mask_key` (e.g. "attention_mask") only tokens where `x[token_mask_key]` is nonzero
+    count; the mask still reaches the model as an input."""
     layers = _require_moe(model)
-    tokens = _capture(model, x)
+    tokens = _capture(model, x, _token_mask(x, token_mask_key))
     losses = [
         F.mse_loss(layers[p].router(t), expert_norms(layers[p], t)) for p, t in tokens.items()
     ]
@@ -75,9 +106,12 @@ def train_routers(
     epochs: int = 1,
     lr: float = 1e-3,
     progress: bool = True,
+    token_mask_key: str | None = None,
 ) -> list[float]:
     """Train every router of `model` in place with Adam on `router_loss` over `inputs` (an
     iterable of batches, read once per epoch); the backbone stays frozen and in eval mode.
+    `token_mask_key` names the mask in dict batches (e.g. "attention_mask" of tokenizer
+    outputs) whose zero entries (padding) are left out; None fits every token.
     Returns the mean loss of each epoch."""
     from tqdm.auto import tqdm
 
@@ -92,7 +126,7 @@ def train_routers(
         for _ in bar:
             total, batches = 0.0, 0
             for x in inputs:
-                loss = router_loss(model, x)
+                loss = router_loss(model, x, token_mask_key)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
