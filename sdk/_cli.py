@@ -174,9 +174,19 @@ def bench_exits(
 @click.option("--repeats", default=20, show_default=True, help="Timing repeats per variant.")
 @click.option("--sparsified", type=click.Path(exists=True, file_okay=False),
               help="Also run on a sparsification-fine-tuned MiniLM saved in this folder.")  # fmt: skip
+@click.option("--small", is_flag=True,
+              help="Instead: a small ReLU MLP classifier trained on MNIST-1D, accuracy as the metric.")  # fmt: skip
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def bench_moe(out, texts, expert_size, router_epochs, repeats, sparsified, quiet) -> None:
+def bench_moe(out, texts, expert_size, router_epochs, repeats, sparsified, small, quiet) -> None:
     """D2DMoE on MiniLM: quality over tau, dynamic-k vs top-k vs oracle, one layer's wall-clock."""
+    if small:
+        from pathlib import Path
+
+        from ponder._bench_moe_small import run_small_moe
+
+        Path(out).mkdir(parents=True, exist_ok=True)
+        run_small_moe(Path(out) / "small.json", progress=not quiet, echo=click.echo)
+        return
     from ponder._bench_moe import run_bench_moe
 
     second = None
