@@ -148,3 +148,26 @@ def make(name: str, seed: int = 0) -> nn.Module:
         with torch.no_grad():
             model(inputs(name, batch=64, seed=seed + 1))
     return model.eval()
+
+
+def hf_bert(vocab_size: int = 100, seed: int = 0) -> nn.Module:
+    """A 2-layer HF BertModel (width 32, FFN 64) with random weights, built offline; skips
+    the test when the nlp extra is missing."""
+    import importlib.util
+
+    import pytest
+
+    if importlib.util.find_spec("transformers") is None:
+        pytest.skip("needs transformers: pip install 'ponder[nlp]'")
+    from ponder._text import _transformers  # through ponder, which switches the hub off
+
+    tf = _transformers()
+    torch.manual_seed(seed)
+    config = tf.BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
+    return tf.BertModel(config).eval()

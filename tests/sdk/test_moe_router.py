@@ -3,32 +3,20 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 
 import pytest
+import tiny_models
 import torch
 
 import ponder
 import ponder._moe_router as moe_router
 from ponder._moe_router import train_routers
-from ponder._text import _transformers
 
 B, S = 2, 8  # batch, sequence; the second half of every sequence is padding
 
 
 def tiny_bert_moe() -> torch.nn.Module:
-    if importlib.util.find_spec("transformers") is None:
-        pytest.skip("needs transformers: pip install 'ponder[nlp]'")
-    transformers = _transformers()  # through ponder, which switches the hub off
-    torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-    )
-    model = transformers.BertModel(config).eval()
+    model = tiny_models.hf_bert()
     return ponder.convert_(model, ponder.MoEConfig(expert_size=16, router_hidden=16))
 
 

@@ -10,6 +10,7 @@ import re
 import warnings
 
 import pytest
+import tiny_models
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -49,16 +50,7 @@ def _transformers():
 
 
 def tiny_bert() -> nn.Module:
-    tf = _transformers()
-    torch.manual_seed(0)
-    config = tf.BertConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        vocab_size=100,
-    )
-    return tf.BertModel(config).eval()
+    return tiny_models.hf_bert()
 
 
 def text_batch(batch: int = 4, tokens: int = 10, seed: int = 0) -> dict[str, torch.Tensor]:

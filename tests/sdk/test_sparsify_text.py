@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
+import tiny_models
 import torch
 from torch import nn
 
@@ -38,17 +39,7 @@ def tokenizer():
 
 
 def tiny_bert(vocab_size: int) -> nn.Module:
-    from ponder._text import _transformers
-
-    torch.manual_seed(0)
-    config = _transformers().BertConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        vocab_size=vocab_size,
-    )
-    return _transformers().BertModel(config).eval()
+    return tiny_models.hf_bert(vocab_size)
 
 
 def sentences(n: int, seed: int) -> list[str]:
