@@ -16,7 +16,7 @@ $(VENV)/.installed-torch: $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-train: $(VENV)/.installed-torch pyproject.toml
-	$(BIN)/pip install --quiet -e '.[train]'
+	$(BIN)/pip install --quiet -e '.[train,export,onnx]'
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed-torch pyproject.toml

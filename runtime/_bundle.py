@@ -85,6 +85,11 @@ class Bundle:
                 f"stage {stage} does not exist; this bundle has stages 0..{len(stages) - 1}"
             )
         onnx = stages[stage].onnx
+        if onnx is None:
+            raise BundleError(
+                f"bundle {self.root} has no ONNX files; use its ExecuTorch program, or "
+                f"{_REEXPORT} with --target onnx or all"
+            )
         if not int8:
             return self.path(onnx)
         onnx_dir = (self.manifest.quantization or {}).get("onnx_dir")

@@ -38,7 +38,7 @@ class StageSpec:
 
     index: int
     method: str
-    onnx: str
+    onnx: str | None  # None: the bundle was exported without ONNX
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     blocks: tuple[int, ...]

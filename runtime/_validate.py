@@ -185,14 +185,15 @@ def _file_problems(d: dict[str, Any]) -> list[str]:
     """Every path is a plain relative path, and every file the manifest names has a hash entry."""
     problems: list[str] = []
     files = d["files"]
-    referenced = [(f"stages[{i}].onnx", s["onnx"]) for i, s in enumerate(d["stages"])]
+    with_onnx = [(i, s) for i, s in enumerate(d["stages"]) if s["onnx"] is not None]
+    referenced = [(f"stages[{i}].onnx", s["onnx"]) for i, s in with_onnx]
     quant = d["quantization"] or {}
     if "pte" in quant:
         referenced.append(("quantization.pte", quant["pte"]))
     if "onnx_dir" in quant:
         referenced += [
             (f"quantization.onnx_dir (stage {i})", int8_onnx(quant["onnx_dir"], s["onnx"]))
-            for i, s in enumerate(d["stages"])
+            for i, s in with_onnx
         ]
     for where, path in [("files", p) for p in files] + referenced:
         try:

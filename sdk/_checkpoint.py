@@ -109,6 +109,9 @@ def _entry(model: nn.Module, config: Config) -> dict[str, Any]:
 def _replay(model: nn.Module, entry: dict[str, Any]) -> None:
     """Apply one recorded conversion again; the saved weights then overwrite what it built
     (an MoE split of the fresh weights only fixes the shapes)."""
+    from ponder._convert import _load_builtin
+
+    _load_builtin()  # the built-in config types register themselves when imported
     config = config_from_dict(entry["config"])
     if config.kind == "early_exit":
         from ponder._early_exit import attach_exits

@@ -200,3 +200,13 @@ def bench_moe(out, texts, expert_size, router_epochs, repeats, sparsified, small
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+def _add_export_commands() -> None:
+    from ponder._cli_export import export, verify
+
+    main.add_command(export)
+    main.add_command(verify)
+
+
+_add_export_commands()

@@ -36,7 +36,7 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     splits = load_recipe_data(DIGITS_RECIPE)
-    echo(f"[1/4] digits (scikit-learn, 8x8 images): {len(splits.train)} train / {len(splits.calib)} "
+    echo(f"[1/5] digits (scikit-learn, 8x8 images): {len(splits.train)} train / {len(splits.calib)} "
          f"calibration / {len(splits.test)} test")  # fmt: skip
     model, stats = fit_recipe(DIGITS_RECIPE, splits, progress)
     echo(
@@ -46,10 +46,10 @@ def run_demo(
     convert_(model, EarlyExitConfig(num_exits=3, style="ztw"))
     history = train_exits(model, splits.train.x, splits.train.y, TrainConfig(progress=progress))
     costs = count_costs(model, splits.test.x)
-    echo(f"[2/4] added 3 ZTW exit heads (cascading, with a learned ensemble; backbone frozen) in "
+    echo(f"[2/5] added 3 ZTW exit heads (cascading, with a learned ensemble; backbone frozen) in "
          f"{history['seconds']:.1f} s; together they cost {costs.head_overhead:.2%} of the model's FLOPs")  # fmt: skip
 
-    echo("[3/4] evaluation and calibration")
+    echo("[3/5] evaluation and calibration")
     result = assess(
         model, splits, rule=RULE, delta=delta, epsilon=epsilon, echo=echo, costs=costs, budget=0.5
     )
@@ -57,7 +57,7 @@ def run_demo(
     online = infer(model, splits.test.x, rule=RULE, thresholds=threshold)
     offline = simulate_exits(result["test_data"].scores, threshold)
     agree = bool(np.array_equal(online.exit_index.numpy(), offline))
-    echo(f"[4/4] one batched adaptive run over the {len(splits.test)} test images at the "
+    echo(f"[4/5] one batched adaptive run over the {len(splits.test)} test images at the "
          f"risk-controlled threshold: samples per exit {online.exit_counts()} (exited samples leave "
          f"the batch); {'matches' if agree else 'DOES NOT match'} the offline table")  # fmt: skip
 
@@ -67,5 +67,50 @@ def run_demo(
     result |= {"base": stats, "online_matches_offline": agree}
     report, plot = write_assessment(out, result, "ponder demo: digits CNN with ZTW exits")
     echo(f"wrote {out / 'checkpoint'} (safetensors + config.json), {plot} and {report}")
+    result["export"] = _export_and_run(out, splits.test.x, threshold, online, echo)
     echo(f"next: ponder evaluate {out / 'checkpoint'} --delta 0.01")
     return result
+
+
+def _export_and_run(out: Path, x: torch.Tensor, threshold: float, online: Any, echo) -> dict:
+    """Export the checkpoint as a bundle and run its ExecuTorch stages once over the test
+    images: all stages for every image, then the exit rule applied to the exported exits'
+    log-probabilities; the exits and predictions must equal the eager adaptive run's."""
+    import importlib.util
+
+    if not all(importlib.util.find_spec(p) for p in ("executorch", "onnxruntime", "onnxscript")):
+        echo("[5/5] skipped the device export: pip install 'ponder[export,onnx]' to include it")
+        return {"skipped": True}
+    from ponder._rules import exit_rule, offline_scores
+    from ponder.export import export_checkpoint
+    from ponder.export._pte import PteRunner
+    from ponder.export._trace import MAX_BATCH
+    from ponder.runtime import Bundle
+
+    echo("[5/5] device bundle: ExecuTorch program (XNNPACK) with one method per stage + ONNX")
+    export_checkpoint(out / "checkpoint", out / "bundle", echo=lambda line: echo("      " + line))
+    bundle = Bundle.open(out / "bundle")
+    runner = PteRunner(bundle.pte_path)
+    chunks = [_run_stages(runner, bundle.manifest.stages, part) for part in x.split(MAX_BATCH)]
+    logp = np.concatenate(chunks, axis=1)  # [K, N, C]
+    scores, preds = offline_scores(exit_rule(RULE, ensembled=True), logp)
+    exits = simulate_exits(scores, threshold)
+    prediction = preds[exits, np.arange(len(exits))]
+    logp = list(logp)
+    same = bool(np.array_equal(exits, online.exit_index.numpy())
+                and np.array_equal(prediction, online.prediction.numpy()))  # fmt: skip
+    echo(f"      ran the exported stages on the {len(x)} test images: exits per stage "
+         f"{np.bincount(exits, minlength=len(logp)).tolist()}; exits and predictions "
+         f"{'match' if same else 'DO NOT match'} the eager run")  # fmt: skip
+    return {"bundle": str(out / "bundle"), "matches_eager": same}
+
+
+def _run_stages(runner: Any, stages: Any, x: torch.Tensor) -> np.ndarray:
+    """Every exit's log-probs [K, B, C] from the program's stage methods, chained by name."""
+    known, logp = {"x": x}, []
+    for stage in stages:
+        outs = runner.run(stage.method, [known[t.name] for t in stage.inputs])
+        known.update(zip([t.name for t in stage.outputs], outs, strict=True))
+        name = f"exit_logp_{stage.index}" if stage.exit else "logits"
+        logp.append(torch.log_softmax(known[name], -1).numpy())
+    return np.stack(logp)

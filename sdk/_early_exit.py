@@ -118,7 +118,16 @@ _WIDTH_ATTRS = ("out_features", "out_channels", "num_features", "normalized_shap
 
 
 def _width(block: nn.Module, path: str) -> int:
+    # side modules (an MoE router: Linear(D, h) -> Linear(h, E)) do not carry the block's output
+    side = {
+        id(m)
+        for s in block.modules()
+        if getattr(s, "ponder_side_module", False)
+        for m in s.modules()
+    }
     for module in reversed(list(block.modules())):
+        if id(module) in side:
+            continue
         for attr in _WIDTH_ATTRS:
             value = getattr(module, attr, None)
             if isinstance(value, tuple) and value:

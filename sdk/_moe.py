@@ -79,6 +79,8 @@ class Router(nn.Module):
     """D2DMoE router: Linear(D, hidden) -> ReLU -> Linear(hidden, E) -> abs, predicting the L2
     norm of each expert's output for each token."""
 
+    ponder_side_module = True  # not on the data path: its widths are not the block's
+
     def __init__(self, width: int, hidden: int, experts: int):
         super().__init__()
         self.fc1, self.fc2 = nn.Linear(width, hidden), nn.Linear(hidden, experts)
@@ -136,6 +138,11 @@ class MoEFFN(nn.Module):
     @property
     def num_experts(self) -> int:
         return self.w1.shape[0]
+
+    @property
+    def out_features(self) -> int:
+        """Output width, as on the nn.Linear it replaces (early exits read it)."""
+        return self.w2.shape[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # T=tokens (all leading dims flattened), D=width, E=experts

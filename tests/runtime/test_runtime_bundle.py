@@ -162,3 +162,17 @@ def test_accessors_refuse_what_the_bundle_lacks(make_bundle, base_manifest):
         bundle.onnx_path(3)
     with pytest.raises(BundleError, match="not a plain relative path"):
         bundle.path("../etc/passwd")
+
+
+def test_a_bundle_without_onnx_opens_and_says_so(tmp_path, base_manifest):
+    for stage in base_manifest["stages"]:
+        stage["onnx"] = None
+    base_manifest["quantization"] = None
+    root = tmp_path / "pte-only"
+    root.mkdir()
+    (root / "model.pte").write_bytes(b"PTE0" * 64)
+    write_manifest(root, base_manifest, ["model.pte"])
+    bundle = Bundle.open(root)
+    assert bundle.pte_path == root / "model.pte"
+    with pytest.raises(BundleError, match="no ONNX files"):
+        bundle.onnx_path(0)

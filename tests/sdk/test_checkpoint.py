@@ -165,3 +165,19 @@ def test_exits_and_moe_together_round_trip(tmp_path):
     restored = load(tmp_path, model=make("vit", seed=3))
     np.testing.assert_array_equal(ponder.exit_outputs(restored, x).logp, before)
     assert [c.kind for c in ponder._convert.conversions(restored)] == ["early_exit", "moe"]
+
+
+def test_a_fresh_process_loads_without_importing_the_converters_first(tmp_path):
+    """`ponder.load` alone must know the built-in config types (regression: 'unknown config
+    type early_exit' when nothing had imported ponder._early_exit yet)."""
+    import subprocess
+    import sys
+
+    from ponder.models import create_model
+
+    model = create_model("digits_cnn")
+    ponder.convert_(model, ponder.EarlyExitConfig(num_exits=2))
+    save(model, tmp_path)
+    code = f"import ponder; m = ponder.load({str(tmp_path)!r}); print(m.ponder_exits.num_exits)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "3", done.stderr[-2000:]

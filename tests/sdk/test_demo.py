@@ -12,9 +12,19 @@ from ponder._cli import main
 def test_demo_writes_checkpoint_plot_report_and_explains(tmp_path):
     result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path), "--quiet"])
     assert result.exit_code == 0, result.output
-    for step in ("[1/4]", "[2/4]", "[3/4]", "[4/4]", "risk control", "EEFP"):
+    for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]", "risk control", "EEFP"):
         assert step in result.output
     assert "matches the offline table" in result.output
+    assert "exits and predictions match the eager run" in result.output, result.output
+    verified = CliRunner().invoke(main, ["verify", str(tmp_path / "bundle")])
+    assert verified.exit_code == 0 and "bundle OK" in verified.output, verified.output
+    onnx_only = CliRunner().invoke(main, ["export", str(tmp_path / "checkpoint"), "--target",
+                                          "onnx", "--out", str(tmp_path / "onnx-bundle")])  # fmt: skip
+    assert onnx_only.exit_code == 0, onnx_only.output
+    assert (
+        "max err onnx" in onnx_only.output
+        and "risk_controlled" in (tmp_path / "onnx-bundle" / "manifest.json").read_text()
+    )
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["online_matches_offline"] is True
     assert report["test"]["full_accuracy"] > 0.9

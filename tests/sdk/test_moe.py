@@ -304,3 +304,17 @@ def test_minilm_converts_and_all_experts_match_dense_embeddings():
     assert len(layers) == 6 and all(m.num_experts == 24 for m in layers.values())
     with ponder.all_experts(model):
         torch.testing.assert_close(embed(model, tokenizer, texts), dense, rtol=0, atol=1e-5)
+
+
+def test_exits_after_moe_read_the_block_width_not_the_router_width():
+    """Regression: the last Linear inside a converted block is the router's (E outputs)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 12)),
+        nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 12)),
+        nn.Linear(12, 5),
+    )
+    ponder.convert_(model, ponder.MoEConfig(expert_size=8))
+    ponder.convert_(model, ponder.EarlyExitConfig(num_exits=1))
+    assert model.ponder_exits.spec["widths"] == [12]
+    assert ponder.infer(model.eval(), torch.randn(3, 12), thresholds=0.5).prediction.shape == (3,)

@@ -1,0 +1,249 @@
+"""`export_bundle`: stages -> model.pte + onnx/stage_<i>.onnx + samples + manifest, each
+format run on sample inputs and compared with eager before the manifest is written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import ponder
+from ponder._errors import ConfigError
+from ponder._moe import moe_layers
+from ponder.runtime import FORMAT, SCHEMA_VERSION, write_manifest
+
+from ._onnx import OPSET, OnnxRunner, write_onnx_stage
+from ._pte import PteRunner, write_pte
+from ._stages import StagePlan, plan_stages, run_stages
+from ._trace import MAX_BATCH, export_stage
+from ._validate import TOLERANCES, Comparison, check_comparisons, compare_outputs
+
+__all__ = ["TARGETS", "export_bundle"]
+
+TARGETS = ("xnnpack", "portable", "onnx", "all")
+PTE, SAMPLES, REPORT = "model.pte", "samples.npz", "validation.json"
+Echo = Callable[[str], None]
+
+
+def export_bundle(
+    model: torch.nn.Module,
+    sample_inputs: torch.Tensor | dict[str, torch.Tensor],
+    out: str | Path,
+    *,
+    target: str = "all",
+    model_id: str = "model",
+    exit_rule: dict[str, Any] | None = None,
+    operating_points: Sequence[dict[str, Any]] = (),
+    config: dict[str, Any] | None = None,
+    echo: Echo = print,
+) -> dict[str, Any]:
+    """Write a device bundle for `model` into `out` and return its manifest.
+
+    sample_inputs: a batch (>= 2 rows) of real inputs: traced with, validated on and stored in
+    the bundle for `ponder verify`. The model is not changed (stages are cut from a copy).
+    exit_rule: {"name", "ensembled", "thresholds"}; operating_points: rows for the policy.
+    """
+    targets = _targets(target)
+    inputs = sample_inputs if isinstance(sample_inputs, dict) else {"x": sample_inputs}
+    _check_samples(inputs)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        shutil.rmtree(out / "onnx", ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    plan = plan_stages(model)
+    if list(inputs) != plan.model_inputs:
+        raise ConfigError(f"the model takes inputs {plan.model_inputs}, got {list(inputs)}")
+    runs = run_stages(plan, inputs)
+    echo(
+        f"{len(plan.stages)} stages ({plan.family}); tracing each with a dynamic batch (1..{MAX_BATCH})"
+    )
+    programs = []
+    for i, (stage, run) in enumerate(zip(plan.stages, runs, strict=True)):
+        started = time.perf_counter()
+        programs.append(export_stage(stage, tuple(run["inputs"].values())))
+        echo(f"  stage {i}: torch.export ok ({time.perf_counter() - started:.1f} s)")
+    files, rows = [SAMPLES], []
+    _save_samples(out / SAMPLES, inputs, runs)
+    if "pte" in targets:
+        delegate = targets["pte"]
+        started = time.perf_counter()
+        meta = _device_metadata(plan, inputs, model_id)
+        write_pte(plan, [], out / PTE, delegate=delegate, metadata=meta, programs=programs)
+        echo(f"  {PTE}: {len(plan.stages)} methods lowered to {delegate} "
+             f"({time.perf_counter() - started:.1f} s, {(out / PTE).stat().st_size / 1e6:.2f} MB)")  # fmt: skip
+        rows += run_pte(out / PTE, plan_io(plan), runs)
+        files.append(PTE)
+    onnx_files = [f"onnx/stage_{i}.onnx" for i in range(len(plan.stages))]
+    if "onnx" in targets:
+        for i, (stage, program) in enumerate(zip(plan.stages, programs, strict=True)):
+            started = time.perf_counter()
+            write_onnx_stage(stage, program, out / onnx_files[i])
+            echo(f"  {onnx_files[i]}: written ({time.perf_counter() - started:.1f} s)")
+        rows += run_onnx([out / f for f in onnx_files], plan_io(plan), runs)
+        files += onnx_files
+    report = _report(rows, targets)
+    (out / REPORT).write_text(json.dumps(report, indent=2) + "\n")
+    files.append(REPORT)
+    check_comparisons(rows)
+    manifest = _manifest(plan, inputs, runs, model_id, exit_rule, operating_points, config,
+                         targets, onnx_files if "onnx" in targets else None)  # fmt: skip
+    return write_manifest(out, manifest, files)
+
+
+def plan_io(plan: StagePlan) -> list[tuple[list[str], list[str]]]:
+    return [(s.inputs, s.outputs) for s in plan.stages]
+
+
+def run_pte(
+    path: Path, io: list[tuple[list[str], list[str]]], runs: list[dict]
+) -> list[Comparison]:
+    """Execute every method of the program on the stored stage inputs; compare with eager."""
+    runner, rows = PteRunner(path), []
+    for i, ((_, outputs), run) in enumerate(zip(io, runs, strict=True)):
+        args = [torch.as_tensor(v) for v in run["inputs"].values()]
+        got = dict(zip(outputs, (o.numpy() for o in runner.run(f"stage_{i}", args)), strict=True))
+        rows += compare_outputs("pte", i, got, _numpy(run["outputs"]))
+    return rows
+
+
+def run_onnx(
+    paths: list[Path], io: list[tuple[list[str], list[str]]], runs: list[dict]
+) -> list[Comparison]:
+    """Run every ONNX stage on the stored stage inputs; compare with eager."""
+    runner, rows = OnnxRunner(paths), []
+    for i, run in enumerate(runs):
+        got = runner.run(i, _numpy(run["inputs"]))
+        rows += compare_outputs("onnx", i, got, _numpy(run["outputs"]))
+    return rows
+
+
+def _numpy(tensors: dict[str, Any]) -> dict[str, np.ndarray]:
+    return {
+        k: v.detach().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+        for k, v in tensors.items()
+    }
+
+
+def _targets(target: str) -> dict[str, str]:
+    if target not in TARGETS:
+        raise ConfigError(f"target {target!r} is not one of {list(TARGETS)}")
+    return {
+        "xnnpack": {"pte": "xnnpack"},
+        "portable": {"pte": "portable"},
+        "onnx": {"onnx": "cpu"},
+        "all": {"pte": "xnnpack", "onnx": "cpu"},
+    }[target]
+
+
+def _check_samples(inputs: dict[str, torch.Tensor]) -> None:
+    for name, value in inputs.items():
+        if not isinstance(value, torch.Tensor) or value.dim() == 0:
+            raise ConfigError(
+                f"sample input {name!r} must be a batched tensor, got {type(value).__name__}"
+            )
+        if not 2 <= value.shape[0] <= MAX_BATCH:
+            raise ConfigError(
+                f"sample input {name!r} has {value.shape[0]} rows; give 2..{MAX_BATCH} (a batch of "
+                "one would make torch.export treat the batch size as fixed)"
+            )
+
+
+def _save_samples(path: Path, inputs: dict[str, torch.Tensor], runs: list[dict]) -> None:
+    """Model inputs and every stage's eager outputs (names are unique across the pipeline)."""
+    arrays = _numpy(inputs)
+    for run in runs:
+        arrays.update(_numpy(run["outputs"]))
+    with path.open("wb") as f:
+        np.savez(f, **arrays)
+
+
+def _spec(name: str, value: torch.Tensor) -> dict[str, Any]:
+    dtype = str(value.dtype).removeprefix("torch.")
+    return {"name": name, "dtype": dtype, "shape": ["batch", *value.shape[1:]]}
+
+
+def _stage_costs(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> int:
+    """FLOPs of one sample through `module` (matmuls and convolutions)."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module(*(a[:1] for a in args))
+    return int(counter.get_total_flops())
+
+
+def _device_metadata(
+    plan: StagePlan, inputs: dict[str, torch.Tensor], model_id: str
+) -> dict[str, Any]:
+    """What the device can read from the program itself (the manifest has the rest)."""
+    return {
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "model_id": model_id,
+        "classes": plan.classes,
+        "methods": [f"stage_{i}" for i in range(len(plan.stages))],
+        "inputs": [_spec(k, v) for k, v in inputs.items()],
+        "outputs": [s.outputs for s in plan.stages],
+        "max_batch": MAX_BATCH,
+    }
+
+
+def _manifest(plan, inputs, runs, model_id, exit_rule, points, config, targets, onnx_files):
+    stages, total = [], 0
+    for i, (stage, run) in enumerate(zip(plan.stages, runs, strict=True)):
+        flops = _stage_costs(stage.module, tuple(run["inputs"].values()))
+        total += flops
+        stages.append({
+            "index": i, "method": f"stage_{i}",
+            "onnx": onnx_files[i] if onnx_files else None,
+            "inputs": [_spec(k, v) for k, v in run["inputs"].items()],
+            "outputs": [_spec(k, v) for k, v in run["outputs"].items()],
+            "blocks": stage.blocks, "flops": flops, "cumulative_flops": total,
+            "params": sum(p.numel() for p in stage.module.parameters()), "exit": stage.exit,
+        })  # fmt: skip
+    rule = exit_rule or {"name": "max_prob", "ensembled": False, "thresholds": None}
+    export_config = {"targets": targets, "onnx_opset": OPSET, "max_batch": MAX_BATCH,
+                     "tolerances": TOLERANCES, "samples": SAMPLES, "validation": REPORT}  # fmt: skip
+    return {
+        "format": FORMAT, "schema_version": SCHEMA_VERSION, "ponder_version": ponder.__version__,
+        "model_id": model_id, "task": "classification", "classes": plan.classes,
+        "inputs": [_spec(k, v) for k, v in inputs.items()], "stages": stages,
+        "exit_rule": rule, "operating_points": list(points), "moe": _moe(plan),
+        "quantization": None,
+        "config": {**(config or {}), "export": export_config},
+    }  # fmt: skip
+
+
+# How MoE layers run in the exported files. The stages are traced with every MoE layer on the
+# masked reference path (`ponder.kernels.moe_reference`): data-independent shapes, which
+# torch.export, XNNPACK and ONNX need, but every expert is computed for every token.
+MASKED = ("masked: every expert runs for every token and the unselected experts' outputs are "
+          "zeroed; the results match the eager MoE, but no work is skipped")  # fmt: skip
+
+
+def _moe(plan: StagePlan) -> dict[str, Any] | None:
+    layers = [(i, layer) for i, stage in enumerate(plan.stages)
+              for layer in moe_layers(stage.module).values()]  # fmt: skip
+    if not layers:
+        return None
+    first = layers[0][1]
+    return {
+        "gate": first.gate, "gate_params": dict(first.gate_params),
+        "layers": [{"path": plan.moe_paths[id(layer)], "stage": i, "experts": layer.num_experts,
+                    "expert_size": layer.w1.shape[-1], "width": layer.w1.shape[1],
+                    "activation": layer.activation} for i, layer in layers],
+        "execution": {"pte": MASKED, "onnx": MASKED},
+    }  # fmt: skip
+
+
+def _report(rows: list[Comparison], targets: dict[str, str]) -> dict[str, Any]:
+    return {
+        "targets": targets,
+        "tolerances": TOLERANCES,
+        "ok": all(r.ok for r in rows),
+        "comparisons": [r.to_dict() for r in rows],
+    }

@@ -1,0 +1,110 @@
+"""Export a saved checkpoint: sample inputs, exit rule and operating points come from the data
+set and calibration the checkpoint recorded; prints a per-stage table at the end."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ponder._checkpoint import load, read_config
+from ponder._data import load_dataset
+from ponder._errors import ConfigError
+from ponder._evaluate import exit_data, operating_points
+from ponder._exits import ATTR
+from ponder._flops import count_costs
+from ponder._report import format_table
+
+from ._bundle import export_bundle
+
+__all__ = ["export_checkpoint", "stage_table"]
+
+SAMPLE_ROWS = 8  # rows traced with and stored for `ponder verify`
+
+
+def export_checkpoint(
+    path: str | Path,
+    out: str | Path,
+    *,
+    target: str = "all",
+    data: str | None = None,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Export the checkpoint at `path` into the bundle directory `out`; return the manifest."""
+    meta = read_config(path)
+    extra = meta.get("extra") or {}
+    spec = {"name": data} if data else dict(extra.get("data") or {})
+    if "name" not in spec:
+        raise ConfigError(
+            f"{path} does not say which data set it was trained on; pass --calib-data NAME "
+            "(sample inputs and the operating points come from its calibration split)"
+        )
+    model = load(path).eval()
+    splits = load_dataset(spec.pop("name"), **spec)
+    echo(f"{path}: exporting with samples and operating points from {splits.name} "
+         f"({len(splits.calib)} calibration samples)")  # fmt: skip
+    rule, points = _exits(model, splits, extra)
+    manifest = export_bundle(
+        model, splits.calib.x[:SAMPLE_ROWS], out, target=target, model_id=Path(path).name,
+        exit_rule=rule, operating_points=points, config={"checkpoint": meta}, echo=echo,
+    )  # fmt: skip
+    echo(stage_table(manifest, Path(out)))
+    if manifest["moe"] is not None:
+        echo(
+            f"MoE layers ({len(manifest['moe']['layers'])}): {manifest['moe']['execution']['pte']}"
+        )
+    return manifest
+
+
+def _exits(model: torch.nn.Module, splits: Any, extra: dict[str, Any]):
+    """The exit rule (with the recorded risk-controlled threshold) and the operating points of
+    shared thresholds, measured on the calibration split."""
+    stack = getattr(model, ATTR, None)
+    if stack is None:
+        return None, []
+    early = stack.num_exits - 1
+    name = extra.get("rule", "max_prob")
+    risk = (extra.get("risk_control") or {}).get("threshold")
+    rule = {"name": name, "ensembled": stack.ensembled,
+            "thresholds": None if risk is None else [float(risk)] * early}  # fmt: skip
+    costs = count_costs(model, splits.calib.x[:SAMPLE_ROWS])
+    calib = exit_data(model, splits.calib.x, splits.calib.y, costs, rule=name)
+    points = [
+        {"name": f"shared threshold {p['threshold']:.4g}", "thresholds": [p["threshold"]] * early,
+         "moe_tau": None, **{k: v for k, v in p.items() if k != "threshold"}}
+        for p in operating_points(calib)
+    ]  # fmt: skip
+    if risk is not None:
+        outcome = calib.outcome(float(risk))
+        points.append({"name": "risk_controlled", "thresholds": rule["thresholds"], "moe_tau": None,
+                       "risk_control": extra["risk_control"], **outcome})  # fmt: skip
+    return rule, points
+
+
+def stage_table(manifest: dict[str, Any], root: Path) -> str:
+    """stage, blocks, FLOPs (share of the whole model), parameters, ONNX size, max error."""
+    report = _json(root / manifest["config"]["export"]["validation"])
+    total = manifest["stages"][-1]["cumulative_flops"] or 1
+    rows = []
+    for s in manifest["stages"]:
+        errors = {
+            c["format"]: c["max_abs_error"]
+            for c in report["comparisons"]
+            if c["stage"] == s["index"]
+        }
+        size = manifest["files"].get(s["onnx"] or "", {}).get("bytes")
+        rows.append([s["index"], ",".join(map(str, s["blocks"])) or "-", s["flops"],
+                     f"{s['cumulative_flops'] / total:.1%}", s["params"],
+                     "-" if size is None else f"{size / 1e3:.1f} kB",
+                     *(f"{errors[f]:.1e}" if f in errors else "-" for f in ("pte", "onnx"))])  # fmt: skip
+    headers = ["stage", "blocks", "FLOPs", "cumulative", "params", "ONNX size", "max err pte",
+               "max err onnx"]  # fmt: skip
+    return format_table(headers, rows)
+
+
+def _json(path: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads(path.read_text())

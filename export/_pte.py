@@ -1,0 +1,108 @@
+"""ExecuTorch: every stage as one method of a single `.pte` program, lowered to XNNPACK (or left
+on the portable kernels), and a runner that executes the methods with the ExecuTorch runtime."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ponder._errors import BundleError, MissingDependencyError
+
+from ._stages import StagePlan
+from ._trace import export_stage, portable_conv_shapes
+
+__all__ = ["METADATA_METHOD", "PteRunner", "write_pte"]
+
+METADATA_METHOD = "ponder_metadata"  # a constant method: JSON the device can read
+
+
+@contextlib.contextmanager
+def _quiet_imports() -> Iterator[None]:
+    """executorch imports torchao, which logs a warning for every optional CUDA library it
+    cannot load on a CPU machine, and torch warns about a deprecated pytree registration in
+    it; neither concerns the user."""
+    loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _executorch():
+    try:
+        with _quiet_imports():
+            from executorch import exir
+            from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
+                XnnpackPartitioner,
+            )
+    except ImportError as e:
+        raise MissingDependencyError("executorch", "export", "ExecuTorch (.pte) export") from e
+    return exir, XnnpackPartitioner
+
+
+def write_pte(
+    plan: StagePlan,
+    examples: list[tuple[torch.Tensor, ...]],
+    path: Path,
+    *,
+    delegate: str = "xnnpack",
+    metadata: dict[str, Any],
+    programs: list[torch.export.ExportedProgram] | None = None,
+) -> Path:
+    """One program, method `stage_<i>` per stage; weights are stored once because each stage
+    owns its own parameters. `delegate`: "xnnpack" or "portable" (no delegate)."""
+    exir, XnnpackPartitioner = _executorch()
+    programs = programs or [
+        export_stage(s, ex) for s, ex in zip(plan.stages, examples, strict=True)
+    ]
+    partitioner = [XnnpackPartitioner()] if delegate == "xnnpack" else []
+    with portable_conv_shapes():
+        edge = exir.to_edge_transform_and_lower(
+            {f"stage_{i}": p for i, p in enumerate(programs)},
+            partitioner=partitioner,
+            constant_methods={METADATA_METHOD: json.dumps(metadata, sort_keys=True)},
+        )
+        path.write_bytes(edge.to_executorch().buffer)
+    return path
+
+
+class PteRunner:
+    """Loads a `.pte` with the ExecuTorch runtime and executes its stage methods."""
+
+    def __init__(self, path: str | Path):
+        try:
+            with _quiet_imports():
+                from executorch.runtime import Runtime
+        except ImportError as e:
+            raise MissingDependencyError("executorch", "export", "running .pte programs") from e
+        try:
+            self.program = Runtime.get().load_program(Path(path))
+        except (RuntimeError, ValueError) as e:
+            raise BundleError(f"ExecuTorch cannot load {path}: {e}; re-export the bundle") from e
+        self._methods: dict[str, Any] = {}
+
+    @property
+    def method_names(self) -> set[str]:
+        return set(self.program.method_names)
+
+    def metadata(self) -> dict[str, Any]:
+        return json.loads(self.run(METADATA_METHOD, [])[0])
+
+    def run(self, method: str, inputs: list[Any]) -> list[Any]:
+        if method not in self._methods:
+            if method not in self.method_names:
+                raise BundleError(
+                    f"the program has no method {method!r}; it has {sorted(self.method_names)}"
+                )
+            self._methods[method] = self.program.load_method(method)
+        return list(self._methods[method].execute(inputs))

@@ -1,0 +1,165 @@
+"""Cut a converted model into stages: modules that torch.export can trace, each running a run
+of blocks and ending in an exit head (the last one in the model's own head).
+
+Stage k takes named tensors (model inputs or earlier stages' outputs) and returns named tensors,
+each name used once in the whole pipeline: `hidden_k` (what the next block reads), `exit_logp_k`
+(the log-probabilities the exit rule reads: the head's for SDN heads, the ensemble's for ZTW)
+and, for ZTW, `head_logits_k` [B, k+1, C] (every head's logits so far, which the next head's
+cascade and ensemble need). The last stage returns `logits`. The exit decision stays on the host: one method per stage, no control flow.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ponder._errors import UnsupportedModelError
+from ponder._exits import ATTR, ExitStack
+from ponder._moe import moe_layers
+
+__all__ = ["Stage", "StagePlan", "plan_stages", "run_stages"]
+
+
+class _ExitTail(nn.Module):
+    """Pool -> head k (cascading on the previous head's logits for ZTW) -> exit log-probs."""
+
+    def __init__(self, stack: ExitStack, k: int):
+        super().__init__()
+        self.pool, self.head = stack.pool, stack.heads[k]
+        self.ensemble = stack.ensembles[k] if stack.ensembled else None
+        self.k = k
+
+    def forward(
+        self, hidden: torch.Tensor, head_logits: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # B=batch, C=classes, K=heads before this one
+        feats = self.pool(hidden)  # [B, D]
+        prev = None if head_logits is None else head_logits[:, -1]  # [B, C]
+        if self.ensemble is None:
+            return F.log_softmax(self.head(feats, None).float(), dim=-1), None
+        logits = self.head(feats, prev)  # [B, C]
+        every = (
+            logits[:, None] if head_logits is None else torch.cat([head_logits, logits[:, None]], 1)
+        )
+        return self.ensemble(list(every.unbind(1))), every  # [B, C], [B, K+1, C]
+
+
+class _SequentialStage(nn.Module):
+    """Children [start, stop) of an nn.Sequential backbone, then exit head k (if any)."""
+
+    def __init__(self, children: list[nn.Module], tail: _ExitTail | None, cascade_in: bool):
+        super().__init__()
+        self.body = nn.Sequential(*children)
+        self.tail, self.cascade_in = tail, cascade_in
+
+    def forward(self, x: torch.Tensor, head_logits: torch.Tensor | None = None):
+        hidden = self.body(x)
+        if self.tail is None:
+            return (hidden,)  # the model's own head: logits [B, C]
+        logp, every = self.tail(hidden, head_logits if self.cascade_in else None)
+        return (hidden, logp) if every is None else (hidden, logp, every)
+
+
+@dataclass
+class Stage:
+    module: nn.Module
+    inputs: list[str]  # model inputs or earlier stages' outputs, in call order
+    outputs: list[str]
+    blocks: list[int]  # backbone block indices this stage runs
+    exit: bool  # ends in an early-exit head (False: the model's own head)
+
+
+@dataclass
+class StagePlan:
+    stages: list[Stage]
+    model_inputs: list[str]
+    classes: int
+    family: str
+    moe_paths: dict[int, str] = field(default_factory=dict)  # id(MoEFFN) -> path in the model
+
+
+def plan_stages(model: nn.Module) -> StagePlan:
+    """The stages of a converted (or plain) model, on a deep copy set up for tracing: eval mode,
+    exit hooks inert, MoE layers on the masked reference path (see `_prepare`)."""
+    model = _prepare(model)
+    stack = getattr(model, ATTR, None)
+    family = stack.spec["family"] if stack is not None else _family(model)
+    if family != "sequential":
+        raise UnsupportedModelError(
+            f"export of {family!r} models ({type(model).__name__}) is not supported yet; ponder "
+            "exports nn.Sequential backbones (the built-in models and Sequential MLPs/CNNs)"
+        )
+    plan = _plan_sequential(model, stack)
+    plan.moe_paths = {id(layer): path for path, layer in moe_layers(model).items()}
+    return plan
+
+
+def _family(model: nn.Module) -> str:
+    return "sequential" if isinstance(model, nn.Sequential) else type(model).__name__
+
+
+def _prepare(model: nn.Module) -> nn.Module:
+    model = copy.deepcopy(model).eval()
+    stack = getattr(model, ATTR, None)
+    if stack is not None:
+        # the hooks do nothing without a run, but tracing them would still read run state
+        for module in model.modules():
+            module._forward_hooks.clear()
+            module._forward_pre_hooks.clear()
+    for layer in moe_layers(model).values():
+        layer.backend = "reference"  # masked: data-independent shapes, which export needs
+    return model
+
+
+def _plan_sequential(model: nn.Sequential, stack: ExitStack | None) -> StagePlan:
+    names = [name for name, _ in model.named_children() if name != ATTR]
+    children = [model._modules[name] for name in names]
+    if stack is None:
+        classes = _out_features(children[-1])
+        whole = Stage(_SequentialStage(children, None, False), ["x"], ["logits"], [], False)
+        return StagePlan([whole], ["x"], classes, "sequential")
+    spec = stack.spec
+    block_of = {names.index(p): b for b, p in enumerate(spec["block_paths"])}
+    cuts = [names.index(spec["block_paths"][b]) + 1 for b in spec["exit_blocks"]]
+    stages, start = [], 0
+    for k, stop in enumerate([*cuts, len(children)]):
+        early = k < len(cuts)
+        cascade_in = early and stack.ensembled and k > 0
+        tail = _ExitTail(stack, k) if early else None
+        module = _SequentialStage(children[start:stop], tail, cascade_in)
+        inputs = ["x" if k == 0 else f"hidden_{k - 1}"]
+        inputs += [f"head_logits_{k - 1}"] if cascade_in else []
+        outputs = [f"hidden_{k}", f"exit_logp_{k}"]
+        outputs += [f"head_logits_{k}"] if early and stack.ensembled else []
+        blocks = [block_of[i] for i in range(start, stop) if i in block_of]
+        stages.append(Stage(module, inputs, outputs if early else ["logits"], blocks, early))
+        start = stop
+    return StagePlan(stages, ["x"], spec["classes"], "sequential")
+
+
+def _out_features(head: nn.Module) -> int:
+    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise UnsupportedModelError(
+            f"cannot tell the class count of {type(head).__name__}: its last child has no Linear"
+        )
+    return linears[-1].out_features
+
+
+@torch.no_grad()
+def run_stages(plan: StagePlan, inputs: dict[str, torch.Tensor]) -> list[dict[str, dict]]:
+    """Run every stage eagerly on the whole batch `inputs` (model input name -> tensor): per
+    stage, {"inputs": {name: tensor}, "outputs": {name: tensor}} in the stages' call order."""
+    known = dict(inputs)
+    runs = []
+    for stage in plan.stages:
+        args = {name: known[name] for name in stage.inputs}
+        result = stage.module(*args.values())
+        outputs = dict(zip(stage.outputs, result, strict=True))
+        known.update(outputs)
+        runs.append({"inputs": args, "outputs": outputs})
+    return runs
