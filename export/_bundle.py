@@ -21,8 +21,8 @@ from ponder.runtime import FORMAT, SCHEMA_VERSION, write_manifest
 
 from ._onnx import OPSET, OnnxRunner, write_onnx_stage
 from ._pte import PteRunner, write_pte
-from ._stages import StagePlan, plan_stages, run_stages
-from ._trace import MAX_BATCH, export_stage
+from ._stages import Stage, StagePlan, plan_stages, run_stages
+from ._trace import MAX_BATCH, export_stage, symbolic_shapes
 from ._validate import TOLERANCES, Comparison, check_comparisons, compare_outputs
 
 __all__ = ["TARGETS", "export_bundle"]
@@ -42,6 +42,7 @@ def export_bundle(
     exit_rule: dict[str, Any] | None = None,
     operating_points: Sequence[dict[str, Any]] = (),
     config: dict[str, Any] | None = None,
+    moe: str = "grouped",
     echo: Echo = print,
 ) -> dict[str, Any]:
     """Write a device bundle for `model` into `out` and return its manifest.
@@ -49,6 +50,8 @@ def export_bundle(
     sample_inputs: a batch (>= 2 rows) of real inputs: traced with, validated on and stored in
     the bundle for `ponder verify`. The model is not changed (stages are cut from a copy).
     exit_rule: {"name", "ensembled", "thresholds"}; operating_points: rows for the policy.
+    moe: how MoE layers run in the exported files, "grouped" (skips unselected experts) or
+    "masked" (computes every expert, zeroes the unselected; fixed shapes).
     """
     targets = _targets(target)
     inputs = sample_inputs if isinstance(sample_inputs, dict) else {"x": sample_inputs}
@@ -57,24 +60,21 @@ def export_bundle(
     if out.exists() and any(out.iterdir()):
         shutil.rmtree(out / "onnx", ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    plan = plan_stages(model)
+    plan = plan_stages(model, moe)
     if list(inputs) != plan.model_inputs:
         raise ConfigError(f"the model takes inputs {plan.model_inputs}, got {list(inputs)}")
     runs = run_stages(plan, inputs)
     echo(
         f"{len(plan.stages)} stages ({plan.family}); tracing each with a dynamic batch (1..{MAX_BATCH})"
     )
-    programs = []
-    for i, (stage, run) in enumerate(zip(plan.stages, runs, strict=True)):
-        started = time.perf_counter()
-        programs.append(export_stage(stage, tuple(run["inputs"].values())))
-        echo(f"  stage {i}: torch.export ok ({time.perf_counter() - started:.1f} s)")
+    programs = _trace(plan, runs, echo)
+    specs = [_stage_specs(s, p, r) for s, p, r in zip(plan.stages, programs, runs, strict=True)]
     files, rows = [SAMPLES], []
     _save_samples(out / SAMPLES, inputs, runs)
     if "pte" in targets:
         delegate = targets["pte"]
         started = time.perf_counter()
-        meta = _device_metadata(plan, inputs, model_id)
+        meta = _device_metadata(plan, specs, model_id)
         write_pte(plan, [], out / PTE, delegate=delegate, metadata=meta, programs=programs)
         echo(f"  {PTE}: {len(plan.stages)} methods lowered to {delegate} "
              f"({time.perf_counter() - started:.1f} s, {(out / PTE).stat().st_size / 1e6:.2f} MB)")  # fmt: skip
@@ -82,6 +82,8 @@ def export_bundle(
         files.append(PTE)
     onnx_files = [f"onnx/stage_{i}.onnx" for i in range(len(plan.stages))]
     if "onnx" in targets:
+        if "pte" in targets:  # lowering to ExecuTorch consumed the programs: trace again
+            programs = _trace(plan, runs, lambda line: None)
         for i, (stage, program) in enumerate(zip(plan.stages, programs, strict=True)):
             started = time.perf_counter()
             write_onnx_stage(stage, program, out / onnx_files[i])
@@ -92,9 +94,21 @@ def export_bundle(
     (out / REPORT).write_text(json.dumps(report, indent=2) + "\n")
     files.append(REPORT)
     check_comparisons(rows)
-    manifest = _manifest(plan, inputs, runs, model_id, exit_rule, operating_points, config,
-                         targets, onnx_files if "onnx" in targets else None)  # fmt: skip
+    manifest = _manifest(plan, specs, runs, model_id, exit_rule, operating_points, config,
+                         targets, onnx_files if "onnx" in targets else None, moe)  # fmt: skip
     return write_manifest(out, manifest, files)
+
+
+def _trace(plan: StagePlan, runs: list[dict], echo: Echo) -> list[Any]:
+    """torch.export of every stage on its eager inputs. ExecuTorch lowering changes the
+    programs it is given (seen here: the ONNX export of an MoE stage then failed on unbacked
+    symbols), so each format gets programs of its own."""
+    programs = []
+    for i, (stage, run) in enumerate(zip(plan.stages, runs, strict=True)):
+        started = time.perf_counter()
+        programs.append(export_stage(stage, tuple(run["inputs"].values())))
+        echo(f"  stage {i}: torch.export ok ({time.perf_counter() - started:.1f} s)")
+    return programs
 
 
 def plan_io(plan: StagePlan) -> list[tuple[list[str], list[str]]]:
@@ -164,9 +178,22 @@ def _save_samples(path: Path, inputs: dict[str, torch.Tensor], runs: list[dict])
         np.savez(f, **arrays)
 
 
-def _spec(name: str, value: torch.Tensor) -> dict[str, Any]:
-    dtype = str(value.dtype).removeprefix("torch.")
-    return {"name": name, "dtype": dtype, "shape": ["batch", *value.shape[1:]]}
+def _stage_specs(stage: Stage, program: Any, run: dict) -> dict[str, list[dict[str, Any]]]:
+    """Name, dtype and shape (dynamic dimensions by name) of a stage's inputs and outputs."""
+    shapes = dict(zip(("inputs", "outputs"), symbolic_shapes(program, stage), strict=True))
+    return {
+        side: [{"name": name, "dtype": str(value.dtype).removeprefix("torch."), "shape": shape}
+               for (name, value), shape in zip(run[side].items(), shapes[side], strict=True)]
+        for side in ("inputs", "outputs")
+    }  # fmt: skip
+
+
+def _model_inputs(specs: list[dict[str, list]], names: list[str]) -> list[dict[str, Any]]:
+    first = {}
+    for spec in specs:
+        for tensor in spec["inputs"]:
+            first.setdefault(tensor["name"], tensor)
+    return [first[name] for name in names]
 
 
 def _stage_costs(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> int:
@@ -176,9 +203,7 @@ def _stage_costs(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> int
     return int(counter.get_total_flops())
 
 
-def _device_metadata(
-    plan: StagePlan, inputs: dict[str, torch.Tensor], model_id: str
-) -> dict[str, Any]:
+def _device_metadata(plan: StagePlan, specs: list[dict], model_id: str) -> dict[str, Any]:
     """What the device can read from the program itself (the manifest has the rest)."""
     return {
         "format": FORMAT,
@@ -186,46 +211,50 @@ def _device_metadata(
         "model_id": model_id,
         "classes": plan.classes,
         "methods": [f"stage_{i}" for i in range(len(plan.stages))],
-        "inputs": [_spec(k, v) for k, v in inputs.items()],
+        "task": plan.task,
+        "inputs": _model_inputs(specs, plan.model_inputs),
         "outputs": [s.outputs for s in plan.stages],
         "max_batch": MAX_BATCH,
     }
 
 
-def _manifest(plan, inputs, runs, model_id, exit_rule, points, config, targets, onnx_files):
+def _manifest(plan, specs, runs, model_id, exit_rule, points, config, targets, onnx_files, moe):
     stages, total = [], 0
-    for i, (stage, run) in enumerate(zip(plan.stages, runs, strict=True)):
+    for i, (stage, spec, run) in enumerate(zip(plan.stages, specs, runs, strict=True)):
         flops = _stage_costs(stage.module, tuple(run["inputs"].values()))
         total += flops
         stages.append({
             "index": i, "method": f"stage_{i}",
             "onnx": onnx_files[i] if onnx_files else None,
-            "inputs": [_spec(k, v) for k, v in run["inputs"].items()],
-            "outputs": [_spec(k, v) for k, v in run["outputs"].items()],
+            "inputs": spec["inputs"], "outputs": spec["outputs"],
             "blocks": stage.blocks, "flops": flops, "cumulative_flops": total,
             "params": sum(p.numel() for p in stage.module.parameters()), "exit": stage.exit,
         })  # fmt: skip
-    rule = exit_rule or {"name": "max_prob", "ensembled": False, "thresholds": None}
+    early = any(stage.exit for stage in plan.stages)
+    rule = exit_rule or {"name": "max_prob" if early else "none", "ensembled": False,
+                         "thresholds": None}  # fmt: skip
     export_config = {"targets": targets, "onnx_opset": OPSET, "max_batch": MAX_BATCH,
                      "tolerances": TOLERANCES, "samples": SAMPLES, "validation": REPORT}  # fmt: skip
     return {
         "format": FORMAT, "schema_version": SCHEMA_VERSION, "ponder_version": ponder.__version__,
-        "model_id": model_id, "task": "classification", "classes": plan.classes,
-        "inputs": [_spec(k, v) for k, v in inputs.items()], "stages": stages,
-        "exit_rule": rule, "operating_points": list(points), "moe": _moe(plan),
+        "model_id": model_id, "task": plan.task, "classes": plan.classes,
+        "inputs": _model_inputs(specs, plan.model_inputs), "stages": stages,
+        "exit_rule": rule, "operating_points": list(points), "moe": _moe(plan, moe),
         "quantization": None,
         "config": {**(config or {}), "export": export_config},
     }  # fmt: skip
 
 
-# How MoE layers run in the exported files. The stages are traced with every MoE layer on the
-# masked reference path (`ponder.kernels.moe_reference`): data-independent shapes, which
-# torch.export, XNNPACK and ONNX need, but every expert is computed for every token.
-MASKED = ("masked: every expert runs for every token and the unselected experts' outputs are "
-          "zeroed; the results match the eager MoE, but no work is skipped")  # fmt: skip
+# How MoE layers run in the exported files, in words for the manifest and the CLI.
+MOE_EXECUTION = {
+    "grouped": "grouped: each expert runs only on the tokens that selected it (nonzero -> "
+    "gather -> matmuls -> scatter-add, sizes decided at run time); unselected experts cost nothing",
+    "masked": "masked: every expert runs for every token and the unselected experts' outputs "
+    "are zeroed; the results match the eager MoE, but no work is skipped",
+}
 
 
-def _moe(plan: StagePlan) -> dict[str, Any] | None:
+def _moe(plan: StagePlan, mode: str) -> dict[str, Any] | None:
     layers = [(i, layer) for i, stage in enumerate(plan.stages)
               for layer in moe_layers(stage.module).values()]  # fmt: skip
     if not layers:
@@ -236,7 +265,7 @@ def _moe(plan: StagePlan) -> dict[str, Any] | None:
         "layers": [{"path": plan.moe_paths[id(layer)], "stage": i, "experts": layer.num_experts,
                     "expert_size": layer.w1.shape[-1], "width": layer.w1.shape[1],
                     "activation": layer.activation} for i, layer in layers],
-        "execution": {"pte": MASKED, "onnx": MASKED},
+        "mode": mode, "execution": {"pte": MOE_EXECUTION[mode], "onnx": MOE_EXECUTION[mode]},
     }  # fmt: skip
 
 

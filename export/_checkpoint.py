@@ -30,11 +30,14 @@ def export_checkpoint(
     *,
     target: str = "all",
     data: str | None = None,
+    moe: str = "grouped",
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Export the checkpoint at `path` into the bundle directory `out`; return the manifest."""
     meta = read_config(path)
     extra = meta.get("extra") or {}
+    if meta.get("source", {}).get("kind") == "transformers":
+        return _export_text(path, out, meta, target, moe, echo)
     spec = {"name": data} if data else dict(extra.get("data") or {})
     if "name" not in spec:
         raise ConfigError(
@@ -48,14 +51,24 @@ def export_checkpoint(
     rule, points = _exits(model, splits, extra)
     manifest = export_bundle(
         model, splits.calib.x[:SAMPLE_ROWS], out, target=target, model_id=Path(path).name,
-        exit_rule=rule, operating_points=points, config={"checkpoint": meta}, echo=echo,
+        exit_rule=rule, operating_points=points, config={"checkpoint": meta}, moe=moe, echo=echo,
     )  # fmt: skip
-    echo(stage_table(manifest, Path(out)))
-    if manifest["moe"] is not None:
-        echo(
-            f"MoE layers ({len(manifest['moe']['layers'])}): {manifest['moe']['execution']['pte']}"
-        )
-    return manifest
+    return _summary(manifest, Path(out), echo)
+
+
+def _export_text(path, out, meta: dict[str, Any], target: str, moe: str, echo) -> dict[str, Any]:
+    """A text encoder: sample inputs are standard-library docstrings, tokenized with padding."""
+    from ponder._text import load_source_encoder, stdlib_docstrings
+
+    model = load(path).eval()
+    _, tokenizer = load_source_encoder(meta["source"])
+    texts = stdlib_docstrings(SAMPLE_ROWS)
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    echo(f"{path}: exporting a text encoder with {len(texts)} docstrings as sample inputs")
+    manifest = export_bundle(model, inputs, out, target=target, model_id=Path(path).name,
+                             config={"checkpoint": meta}, moe=moe, echo=echo)  # fmt: skip
+    return _summary(manifest, Path(out), echo)
 
 
 def _exits(model: torch.nn.Module, splits: Any, extra: dict[str, Any]):
@@ -81,6 +94,14 @@ def _exits(model: torch.nn.Module, splits: Any, extra: dict[str, Any]):
         points.append({"name": "risk_controlled", "thresholds": rule["thresholds"], "moe_tau": None,
                        "risk_control": extra["risk_control"], **outcome})  # fmt: skip
     return rule, points
+
+
+def _summary(manifest: dict[str, Any], out: Path, echo) -> dict[str, Any]:
+    echo(stage_table(manifest, out))
+    if manifest["moe"] is not None:
+        layers = len(manifest["moe"]["layers"])
+        echo(f"MoE layers ({layers}): {manifest['moe']['execution']['pte']}")
+    return manifest
 
 
 def stage_table(manifest: dict[str, Any], root: Path) -> str:

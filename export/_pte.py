@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,9 @@ def write_pte(
         export_stage(s, ex) for s, ex in zip(plan.stages, examples, strict=True)
     ]
     partitioner = [XnnpackPartitioner()] if delegate == "xnnpack" else []
-    with portable_conv_shapes():
+    with portable_conv_shapes(), warnings.catch_warnings():
+        # torch's pytree warns about a deprecated LeafSpec check inside executorch's passes
+        warnings.filterwarnings("ignore", message=r".*LeafSpec", category=FutureWarning)
         edge = exir.to_edge_transform_and_lower(
             {f"stage_{i}": p for i, p in enumerate(programs)},
             partitioner=partitioner,

@@ -17,11 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ponder._errors import UnsupportedModelError
+from ponder._errors import ConfigError, UnsupportedModelError
 from ponder._exits import ATTR, ExitStack
 from ponder._moe import moe_layers
 
-__all__ = ["Stage", "StagePlan", "plan_stages", "run_stages"]
+from ._stages_text import TEXT_DIMS, EncoderStage, is_text_encoder
+
+__all__ = ["MOE_MODES", "Stage", "StagePlan", "plan_stages", "run_stages"]
 
 
 class _ExitTail(nn.Module):
@@ -71,29 +73,49 @@ class Stage:
     outputs: list[str]
     blocks: list[int]  # backbone block indices this stage runs
     exit: bool  # ends in an early-exit head (False: the model's own head)
+    dims: dict[str, dict[int, str]] = field(default_factory=dict)  # dynamic dims beyond batch
+
+    def dynamic_dims(self, name: str) -> dict[int, str]:
+        """{dim index: symbolic name} of input `name`: the batch, plus any declared ones."""
+        return {0: "batch", **self.dims.get(name, {})}
 
 
 @dataclass
 class StagePlan:
     stages: list[Stage]
     model_inputs: list[str]
-    classes: int
+    classes: int | None  # None: not a classifier (a text encoder's embedding)
     family: str
+    task: str = "classification"
     moe_paths: dict[int, str] = field(default_factory=dict)  # id(MoEFFN) -> path in the model
 
 
-def plan_stages(model: nn.Module) -> StagePlan:
+# How exported MoE layers run: the ponder.kernels backend each one is traced with.
+MOE_MODES = {"grouped": "traceable", "masked": "reference"}
+
+
+def plan_stages(model: nn.Module, moe: str = "grouped") -> StagePlan:
     """The stages of a converted (or plain) model, on a deep copy set up for tracing: eval mode,
-    exit hooks inert, MoE layers on the masked reference path (see `_prepare`)."""
-    model = _prepare(model)
+    exit hooks inert, MoE layers traced as `moe` says: "grouped" (each expert runs on the rows
+    that selected it; data-dependent shapes) or "masked" (every expert on every row, zeroed)."""
+    if moe not in MOE_MODES:
+        raise ConfigError(f"moe={moe!r} is not one of {list(MOE_MODES)}")
+    model = _prepare(model, MOE_MODES[moe])
     stack = getattr(model, ATTR, None)
     family = stack.spec["family"] if stack is not None else _family(model)
-    if family != "sequential":
+    if family == "sequential":
+        plan = _plan_sequential(model, stack)
+    elif is_text_encoder(model):
+        names = ["input_ids", "attention_mask"]
+        stage = Stage(EncoderStage(model), names, ["sentence_embedding"], [], False, TEXT_DIMS)
+        plan = StagePlan([stage], names, None, "bert", task="embedding")
+    else:
         raise UnsupportedModelError(
             f"export of {family!r} models ({type(model).__name__}) is not supported yet; ponder "
-            "exports nn.Sequential backbones (the built-in models and Sequential MLPs/CNNs)"
+            "exports nn.Sequential backbones (the built-in models, Sequential MLPs/CNNs/ViTs, "
+            "with exits and MoE layers) and BERT-like text encoders (transformers BertModel, "
+            "dense or MoE, without exits)"
         )
-    plan = _plan_sequential(model, stack)
     plan.moe_paths = {id(layer): path for path, layer in moe_layers(model).items()}
     return plan
 
@@ -102,7 +124,7 @@ def _family(model: nn.Module) -> str:
     return "sequential" if isinstance(model, nn.Sequential) else type(model).__name__
 
 
-def _prepare(model: nn.Module) -> nn.Module:
+def _prepare(model: nn.Module, moe_backend: str) -> nn.Module:
     model = copy.deepcopy(model).eval()
     stack = getattr(model, ATTR, None)
     if stack is not None:
@@ -111,7 +133,7 @@ def _prepare(model: nn.Module) -> nn.Module:
             module._forward_hooks.clear()
             module._forward_pre_hooks.clear()
     for layer in moe_layers(model).values():
-        layer.backend = "reference"  # masked: data-independent shapes, which export needs
+        layer.backend = moe_backend
     return model
 
 

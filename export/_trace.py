@@ -1,5 +1,5 @@
-"""torch.export of one stage with a dynamic batch dimension, shared by the ExecuTorch and ONNX
-writers so that both formats trace the same graph."""
+"""torch.export of one stage with a dynamic batch dimension (and tokens for text), the same way
+for the ExecuTorch and ONNX writers, and the stage's shapes with their dynamic dims named."""
 
 from __future__ import annotations
 
@@ -14,11 +14,15 @@ from ponder._errors import UnsupportedModelError
 
 from ._stages import Stage
 
-__all__ = ["MAX_BATCH", "batch_dim", "export_stage", "portable_conv_shapes"]
+__all__ = ["MAX_BATCH", "batch_dim", "export_stage", "portable_conv_shapes", "symbolic_shapes"]
 
 # Largest batch a stage accepts. ExecuTorch plans activation memory for the upper bound, so
 # this is a memory/size trade-off, not a speed one.
 MAX_BATCH = 256
+
+
+# Bounds of the dynamic dimensions by name (the lower bound 1 lets a stage run one sample).
+DIM_BOUNDS = {"batch": (1, MAX_BATCH), "tokens": (1, 512)}
 
 
 def batch_dim() -> Dim:
@@ -42,9 +46,12 @@ def portable_conv_shapes() -> Iterator[None]:
 
 
 def export_stage(stage: Stage, example: tuple[torch.Tensor, ...]) -> torch.export.ExportedProgram:
-    """torch.export.export of `stage.module` on `example`, batch dimension dynamic."""
-    batch = batch_dim()
-    shapes = tuple({0: batch} for _ in example)
+    """torch.export.export of `stage.module` on `example`, with the batch dimension (and any
+    other the stage declares, such as tokens) dynamic."""
+    dims = {name: Dim(name, min=lo, max=hi) for name, (lo, hi) in DIM_BOUNDS.items()}
+    shapes = tuple(
+        {i: dims[d] for i, d in stage.dynamic_dims(name).items()} for name in stage.inputs
+    )
     try:
         with torch.no_grad(), portable_conv_shapes(), warnings.catch_warnings():
             # MoEFFN.last_mask (experts used, for cost counting) is eager-only bookkeeping
@@ -55,3 +62,24 @@ def export_stage(stage: Stage, example: tuple[torch.Tensor, ...]) -> torch.expor
             f"torch.export could not trace stage with inputs {stage.inputs}: "
             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         ) from e
+
+
+def symbolic_shapes(
+    program: torch.export.ExportedProgram, stage: Stage
+) -> tuple[list[list[int | str]], list[list[int | str]]]:
+    """Input and output shapes of a traced stage, dynamic dimensions by name ("batch",
+    "tokens"; an expression such as "2*tokens" where the graph computes one)."""
+    names: dict[str, str] = {}
+    placeholders = [n for n in program.graph.nodes if n.op == "placeholder"]
+    user = placeholders[len(placeholders) - len(stage.inputs) :]
+    for node, name in zip(user, stage.inputs, strict=True):
+        for i, dim in stage.dynamic_dims(name).items():
+            names[str(node.meta["val"].shape[i])] = dim
+
+    def shape(node: torch.fx.Node) -> list[int | str]:
+        return [
+            s if isinstance(s, int) else names.get(str(s), str(s)) for s in node.meta["val"].shape
+        ]
+
+    outputs = next(n for n in program.graph.nodes if n.op == "output").args[0]
+    return [shape(n) for n in user], [shape(n) for n in outputs]

@@ -7,6 +7,7 @@ from ._common import get_activation, list_activations
 from ._cpu import moe_grouped_cpu
 from ._dispatch import list_backends, moe_ffn, select_backend
 from ._reference import moe_reference
+from ._traceable import moe_traceable
 
 __all__ = [
     "get_activation",
@@ -15,5 +16,6 @@ __all__ = [
     "moe_ffn",
     "moe_grouped_cpu",
     "moe_reference",
+    "moe_traceable",
     "select_backend",
 ]

@@ -12,6 +12,7 @@ from ponder._registry import Registry
 
 from ._cpu import moe_grouped_cpu
 from ._reference import moe_reference
+from ._traceable import moe_traceable
 
 MoEKernel = Callable[..., torch.Tensor]
 
@@ -28,6 +29,8 @@ _BACKENDS.register("reference")(_Backend(moe_reference, lambda x: True, "any dev
 _BACKENDS.register("cpu")(
     _Backend(moe_grouped_cpu, lambda x: x.device.type == "cpu", "CPU tensors")
 )
+# for torch.export: the exported program keeps a per-expert loop with data-dependent sizes
+_BACKENDS.register("traceable")(_Backend(moe_traceable, lambda x: True, "any device"))
 # The Triton GPU kernel (a later issue) registers "triton" here with
 # runs_on = x.is_cuda and importlib.util.find_spec("triton") is not None, and a kernel that
 # imports its module lazily, so that importing ponder.kernels never imports triton.

@@ -127,6 +127,10 @@ def _build(source: dict[str, Any], path: Path) -> nn.Module:
         from ponder.models import create_model
 
         return create_model(source["name"], **source.get("kwargs", {}))
+    if source.get("kind") == "transformers":
+        from ponder._text import load_source_encoder
+
+        return load_source_encoder(source)[0]
     raise CheckpointError(
         f"{path} holds a user model ({source.get('class')}) that ponder cannot build by itself; "
         "pass the unconverted model: ponder.load(path, model=MyModel(...))"

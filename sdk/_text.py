@@ -88,12 +88,24 @@ def load_text_encoder(name_or_path: str | Path) -> tuple[torch.nn.Module, Any]:
             f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE')!r}). Pass the path of a local "
             f"model folder instead, e.g. ponder._text.minilm_path(). Cause: {e}"
         ) from e
+    # checkpoints of this model (ponder.save) can then rebuild it without being handed it
+    model._ponder_source = {"kind": "transformers", "path": str(Path(name_or_path).resolve())}
     return model.eval(), tokenizer
 
 
 def load_minilm() -> tuple[torch.nn.Module, Any]:
     """The pretrained all-MiniLM-L6-v2 (6-layer BERT, width 384) and its tokenizer, offline."""
-    return load_text_encoder(minilm_path())
+    model, tokenizer = load_text_encoder(minilm_path())
+    model._ponder_source = {"kind": "transformers", "name": "minilm"}  # found again on any machine
+    return model, tokenizer
+
+
+def load_source_encoder(source: dict[str, Any]) -> tuple[torch.nn.Module, Any]:
+    """The encoder and tokenizer a checkpoint's `source` names ({"kind": "transformers"} with
+    "name": "minilm" or a local "path")."""
+    if source.get("name") == "minilm":
+        return load_minilm()
+    return load_text_encoder(source["path"])
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -98,13 +98,25 @@ def test_export_leaves_the_model_untouched(tmp_path):
     assert result.prediction.shape == (4,)
 
 
-def test_moe_bundle_says_it_runs_masked(moe_bundle):
+def test_moe_bundle_runs_grouped_by_default(moe_bundle):
     m = Bundle.open(moe_bundle).manifest
     assert [layer["experts"] for layer in m.moe["layers"]] == [4, 4]
+    assert [layer["path"] for layer in m.moe["layers"]] == ["0.0", "1.0"]
     assert (
-        m.moe["execution"]["pte"].startswith("masked")
-        and "no work is skipped" in m.moe["execution"]["onnx"]
+        m.moe["mode"] == "grouped"
+        and "unselected experts cost nothing" in m.moe["execution"]["pte"]
     )
+
+
+def test_masked_moe_export_says_no_work_is_skipped(tmp_path):
+    from ponder.export import export_bundle
+
+    manifest = export_bundle(moe_mlp(), torch.randn(4, 12), tmp_path / "m", target="onnx",
+                             moe="masked", echo=lambda s: None)  # fmt: skip
+    assert manifest["moe"]["mode"] == "masked"
+    assert "no work is skipped" in manifest["moe"]["execution"]["onnx"]
+    with pytest.raises(ponder.ConfigError, match="moe="):
+        export_bundle(moe_mlp(), torch.randn(4, 12), tmp_path / "x", moe="sparse")
 
 
 def test_onnx_only_bundle_has_no_program(tmp_path):
@@ -134,3 +146,35 @@ def make_bert():
     from tiny_models import make
 
     return make("bert")
+
+
+def test_text_encoder_exports_with_dynamic_batch_and_length(tmp_path):
+    """A BERT encoder (MoE FFNs) -> one stage: token ids and mask -> sentence embedding."""
+    from tiny_models import hf_bert
+
+    from ponder.export import export_bundle
+
+    model = hf_bert()
+    ponder.convert_(model, ponder.MoEConfig(expert_size=16, tau=0.2))
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 100, (4, 9), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1:, 6:] = 0
+    manifest = export_bundle(model, {"input_ids": ids, "attention_mask": mask}, tmp_path / "b",
+                             echo=lambda s: None)  # fmt: skip
+    assert manifest["task"] == "embedding" and manifest["classes"] is None
+    assert manifest["inputs"][0]["shape"] == ["batch", "tokens"]
+    assert manifest["stages"][0]["outputs"][0]["shape"] == ["batch", 32]
+    assert len(manifest["moe"]["layers"]) == 2
+    runner = OnnxRunner([tmp_path / "b" / "onnx" / "stage_0.onnx"])
+    pte = PteRunner(tmp_path / "b" / "model.pte")
+    for batch, length in ((1, 3), (5, 17)):
+        ids = torch.randint(0, 100, (batch, length), generator=g)
+        mask = torch.ones_like(ids)
+        expected = run_stages(plan_stages(model), {"input_ids": ids, "attention_mask": mask})
+        want = expected[0]["outputs"]["sentence_embedding"].numpy()
+        got = runner.run(0, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
+        np.testing.assert_allclose(got["sentence_embedding"], want, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            pte.run("stage_0", [ids, mask])[0].numpy(), want, rtol=1e-4, atol=1e-5
+        )
