@@ -203,10 +203,11 @@ if __name__ == "__main__":  # pragma: no cover
 
 
 def _add_export_commands() -> None:
-    from ponder._cli_export import export, verify
+    from ponder._cli_export import bench_export, export, verify
 
     main.add_command(export)
     main.add_command(verify)
+    bench.add_command(bench_export)
 
 
 _add_export_commands()

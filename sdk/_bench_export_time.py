@@ -1,0 +1,149 @@
+"""Timing for `ponder bench export`: the staged bundle (methods chained by name, the clock read
+after every stage) against the monolithic one, on ExecuTorch and ONNX Runtime, interleaved."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ponder._timing import interleaved
+
+__all__ = ["BACKENDS", "runtime_threads", "summarise", "time_bundles"]
+
+BACKENDS = ("pte", "onnx")  # ExecuTorch runtime with the XNNPACK delegate; ONNX Runtime, CPU
+
+
+@contextlib.contextmanager
+def runtime_threads(threads: int) -> Iterator[dict[str, int]]:
+    """One thread count for both runtimes: ExecuTorch's process-wide XNNPACK threadpool
+    (resized before any method runs) and every ONNX Runtime session's intra-op pool (set where
+    the sessions are made); torch's own pool at one thread. All restored afterwards.
+
+    torch does no compute here, but the ExecuTorch Python binding hands every output back
+    through a torch copy, and a [1, 197, 384] hidden state is big enough for that copy to wake
+    torch's OpenMP pool, whose threads then spin on the cores the next method needs. Measured
+    here (ViT-S, 4 stages, ExecuTorch on 1 thread): the staged chain cost 1.11-1.27x the
+    monolithic method with torch on 2 threads and 0.98-1.00x with torch on 1 thread.
+    """
+    from executorch.extension.pybindings import portable_lib
+
+    before = portable_lib._threadpool_get_thread_count(), torch.get_num_threads()
+    portable_lib._unsafe_reset_threadpool(threads)
+    torch.set_num_threads(1)
+    try:
+        yield {"executorch": portable_lib._threadpool_get_thread_count(),
+               "onnxruntime": threads, "torch": torch.get_num_threads()}  # fmt: skip
+    finally:
+        portable_lib._unsafe_reset_threadpool(before[0])
+        torch.set_num_threads(before[1])
+
+
+class _Chain:
+    """Runs a bundle's stages in order, each fed the named outputs of the earlier ones, and
+    keeps the clock reading after every stage (seconds since the call began)."""
+
+    def __init__(self, run_stage: Callable[[int, dict], dict], stages: list[dict], x: Any):
+        self.run_stage, self.stages, self.x = run_stage, stages, x
+        self.splits: list[list[float]] = []
+
+    def __call__(self) -> None:
+        known, marks = {"x": self.x}, []
+        start = time.perf_counter()
+        for i in range(len(self.stages)):
+            known.update(self.run_stage(i, known))
+            marks.append(time.perf_counter() - start)
+        self.splits.append(marks)
+
+
+def _pte_stage(bundle: Path, stages: list[dict]) -> Callable[[int, dict], dict]:
+    from ponder.export._pte import PteRunner
+
+    runner = PteRunner(bundle / "model.pte")
+
+    def run(i: int, known: dict) -> dict:
+        stage = stages[i]
+        outs = runner.run(stage["method"], [known[t["name"]] for t in stage["inputs"]])
+        return dict(zip((t["name"] for t in stage["outputs"]), outs, strict=True))
+
+    return run
+
+
+def _onnx_stage(bundle: Path, stages: list[dict], threads: int) -> Callable[[int, dict], dict]:
+    from ponder.export._onnx import OnnxRunner
+
+    runner = OnnxRunner([bundle / s["onnx"] for s in stages], threads=threads)
+    return runner.run
+
+
+def time_bundles(
+    bundles: dict[str, Path], x: torch.Tensor, *, threads: int, repeats: int, warmup: int
+) -> dict[str, dict[str, np.ndarray]]:
+    """Per backend and bundle (name -> folder with model.pte, onnx/ and a manifest; a folder
+    without a manifest borrows the "staged" one's): the cumulative seconds to the end of each
+    stage of every call, [repeats, stages]. Every variant runs in one interleaved loop, so
+    that load on the machine hits them alike."""
+    chains: dict[str, _Chain] = {}
+    manifests = {n: b / "manifest.json" for n, b in bundles.items()}
+    for name, bundle in bundles.items():
+        path = manifests[name] if manifests[name].exists() else manifests["staged"]
+        stages = json.loads(path.read_text())["stages"]
+        chains[f"pte {name}"] = _Chain(_pte_stage(bundle, stages), stages, x)
+        chains[f"onnx {name}"] = _Chain(_onnx_stage(bundle, stages, threads), stages, x.numpy())
+    interleaved(chains, repeats=repeats, warmup=warmup)
+    return {
+        backend: {name: np.asarray(chains[f"{backend} {name}"].splits[warmup:]) for name in bundles}
+        for backend in BACKENDS
+    }
+
+
+def summarise(
+    timed: dict[str, dict[str, np.ndarray]], cumulative_flops: list[float], mono_flops: float
+) -> dict[str, Any]:
+    """Per backend and stage: FLOPs fraction and time fraction of the monolithic method.
+
+    time fraction of stage s = median cumulative time to the end of stage s / median monolithic
+    time; "paired" is the median over rounds of that ratio within one round (robust to slow
+    drifts of the machine's load); "p10" the ratio of 10th percentiles. With a "staged_int8"
+    variant, also int8 / fp32 per stage.
+    """
+    out = {}
+    for backend, t in timed.items():
+        mono, staged = t["monolithic"][:, -1], t["staged"]  # [R], [R, S]
+        rows = [{"stage": s, "flops_fraction": flops / mono_flops, **_fraction(staged[:, s], mono)}
+                for s, flops in enumerate(cumulative_flops)]  # fmt: skip
+        out[backend] = {
+            "median_ms_mono": _ms(mono),
+            "iqr_ms_mono": 1e3 * float(np.subtract(*np.percentile(mono, [75, 25]))),
+            "iqr_ms_all_stages": 1e3 * float(np.subtract(*np.percentile(staged[:, -1], [75, 25]))),
+            "stages": rows,
+            "all_stages_ratio": rows[-1]["time_fraction"],
+        }
+        if "staged_int8" in t:
+            int8 = t["staged_int8"]  # [R, S]
+            out[backend]["int8"] = [{"stage": s, "median_ms_fp32": _ms(staged[:, s]),
+                                     **_fraction(int8[:, s], staged[:, s], "int8_over_fp32")}
+                                    for s in range(staged.shape[1])]  # fmt: skip
+    return out
+
+
+def _ms(seconds: np.ndarray) -> float:
+    return 1e3 * float(np.median(seconds))
+
+
+def _fraction(num: np.ndarray, den: np.ndarray, key: str = "time_fraction") -> dict[str, float]:
+    """Median of `num` in ms, the ratio of the medians, the median of per-round ratios, and the
+    ratio of the 10th percentiles (each variant's undisturbed speed: on a shared machine one
+    variant can spend a run of rounds at half speed while other jobs hold a core)."""
+    return {
+        "median_ms": _ms(num),
+        key: float(np.median(num) / np.median(den)),
+        f"{key}_paired": float(np.median(num / den)),
+        f"{key}_p10": float(np.percentile(num, 10) / np.percentile(den, 10)),
+    }

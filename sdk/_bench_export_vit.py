@@ -1,0 +1,88 @@
+"""A ViT-S/16-sized encoder as an `nn.Sequential` (patch embedding, pre-norm blocks, head), so
+that ponder's Sequential export can cut it into stages. Random weights: it is for timing."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["Block", "Head", "PatchEmbed", "vit_sequential"]
+
+
+class PatchEmbed(nn.Module):
+    """Image -> patch tokens, a class token in front, learned position embeddings."""
+
+    def __init__(self, image: int, patch: int, width: int, channels: int = 3):
+        super().__init__()
+        self.proj = nn.Conv2d(channels, width, patch, stride=patch)
+        tokens = (image // patch) ** 2 + 1
+        self.cls = nn.Parameter(torch.randn(1, 1, width) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, tokens, width) * 0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # B=batch, P=patches, T=P+1 tokens, D=width
+        patches = self.proj(x).flatten(2).transpose(1, 2)  # [B, P, D]
+        cls = self.cls.expand(x.shape[0], -1, -1)  # [B, 1, D]
+        return torch.cat([cls, patches], dim=1) + self.pos  # [B, T, D]
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x)).
+
+    Attention through F.scaled_dot_product_attention rather than nn.MultiheadAttention: the
+    latter's eval fast path is one fused op that FlopCounterMode does not count, and the
+    manifest's per-stage FLOPs would then miss the attention.
+    """
+
+    def __init__(self, width: int, heads: int, mlp_ratio: int = 4):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.norm2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(
+            nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Linear(mlp_ratio * width, width)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # B=batch, T=tokens, D=width, H=heads, E=D/H
+        b, t, d = x.shape
+        qkv = self.qkv(self.norm1(x)).reshape(b, t, 3, self.heads, d // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, T, E]
+        attn = F.scaled_dot_product_attention(q, k, v)  # [B, H, T, E]
+        x = x + self.proj(attn.transpose(1, 2).reshape(b, t, d))  # [B, T, D]
+        return x + self.mlp(self.norm2(x))  # [B, T, D]
+
+
+class Head(nn.Module):
+    """Final norm, class token, linear classifier."""
+
+    def __init__(self, width: int, classes: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.fc = nn.Linear(width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.norm(x)[:, 0])  # [B, T, D] -> [B, C]
+
+
+def vit_sequential(
+    *,
+    blocks: int = 12,
+    width: int = 384,
+    heads: int = 6,
+    image: int = 224,
+    patch: int = 16,
+    classes: int = 1000,
+    seed: int = 0,
+) -> nn.Sequential:
+    """[patch embedding, `blocks` transformer blocks, head]; the defaults are ViT-S/16 (197
+    tokens, 22M parameters). Child i (1..blocks) is transformer block i, child 0 the embedding."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        PatchEmbed(image, patch, width),
+        *(Block(width, heads) for _ in range(blocks)),
+        Head(width, classes),
+    ).eval()
