@@ -19,6 +19,7 @@ from ponder._errors import ConfigError
 from ponder._moe import moe_layers
 from ponder.runtime import FORMAT, SCHEMA_VERSION, write_manifest
 
+from ._bundle_int8 import write_int8
 from ._onnx import OPSET, OnnxRunner, write_onnx_stage
 from ._pte import PteRunner, write_pte
 from ._stages import Stage, StagePlan, plan_stages, run_stages
@@ -43,6 +44,9 @@ def export_bundle(
     operating_points: Sequence[dict[str, Any]] = (),
     config: dict[str, Any] | None = None,
     moe: str = "grouped",
+    quantize: str | None = None,
+    calibration: list[dict[str, torch.Tensor]] | None = None,
+    held_out: tuple[dict[str, torch.Tensor], torch.Tensor] | None = None,
     echo: Echo = print,
 ) -> dict[str, Any]:
     """Write a device bundle for `model` into `out` and return its manifest.
@@ -52,7 +56,12 @@ def export_bundle(
     exit_rule: {"name", "ensembled", "thresholds"}; operating_points: rows for the policy.
     moe: how MoE layers run in the exported files, "grouped" (skips unselected experts) or
     "masked" (computes every expert, zeroes the unselected; fixed shapes).
+    quantize: None or "int8" (post-training, calibrated on `calibration`, a list of input
+    batches); with `held_out` (inputs, labels) every exit's int8 accuracy is reported next to
+    fp32 in the manifest's `quantization` section.
     """
+    if quantize not in (None, "int8"):
+        raise ConfigError(f"quantize={quantize!r}: ponder quantizes to 'int8' (or None)")
     targets = _targets(target)
     inputs = sample_inputs if isinstance(sample_inputs, dict) else {"x": sample_inputs}
     _check_samples(inputs)
@@ -90,12 +99,21 @@ def export_bundle(
             echo(f"  {onnx_files[i]}: written ({time.perf_counter() - started:.1f} s)")
         rows += run_onnx([out / f for f in onnx_files], plan_io(plan), runs)
         files += onnx_files
+    quantization = None
+    if quantize == "int8":
+        meta = _device_metadata(plan, specs, model_id)
+        written, check, quantization = write_int8(
+            plan, out, targets, onnx_files, calibration, held_out, meta, echo
+        )
+        rows += check(plan_io(plan), runs)
+        files += written
     report = _report(rows, targets)
     (out / REPORT).write_text(json.dumps(report, indent=2) + "\n")
     files.append(REPORT)
     check_comparisons(rows)
     manifest = _manifest(plan, specs, runs, model_id, exit_rule, operating_points, config,
-                         targets, onnx_files if "onnx" in targets else None, moe)  # fmt: skip
+                         targets, onnx_files if "onnx" in targets else None, moe,
+                         quantization)  # fmt: skip
     return write_manifest(out, manifest, files)
 
 
@@ -116,25 +134,32 @@ def plan_io(plan: StagePlan) -> list[tuple[list[str], list[str]]]:
 
 
 def run_pte(
-    path: Path, io: list[tuple[list[str], list[str]]], runs: list[dict]
+    path: Path, io: list[tuple[list[str], list[str]]], runs: list[dict], precision: str = "fp32"
 ) -> list[Comparison]:
     """Execute every method of the program on the stored stage inputs; compare with eager."""
-    runner, rows = PteRunner(path), []
+    runner, rows, fmt = PteRunner(path), [], "pte" if precision == "fp32" else f"pte-{precision}"
     for i, ((_, outputs), run) in enumerate(zip(io, runs, strict=True)):
         args = [torch.as_tensor(v) for v in run["inputs"].values()]
         got = dict(zip(outputs, (o.numpy() for o in runner.run(f"stage_{i}", args)), strict=True))
-        rows += compare_outputs("pte", i, got, _numpy(run["outputs"]))
+        rows += compare_outputs(fmt, i, got, _numpy(run["outputs"]), precision)
     return rows
 
 
 def run_onnx(
-    paths: list[Path], io: list[tuple[list[str], list[str]]], runs: list[dict]
+    paths: list[Path],
+    io: list[tuple[list[str], list[str]]],
+    runs: list[dict],
+    precision: str = "fp32",
 ) -> list[Comparison]:
     """Run every ONNX stage on the stored stage inputs; compare with eager."""
-    runner, rows = OnnxRunner(paths), []
+    runner, rows, fmt = (
+        OnnxRunner(paths),
+        [],
+        "onnx" if precision == "fp32" else f"onnx-{precision}",
+    )
     for i, run in enumerate(runs):
         got = runner.run(i, _numpy(run["inputs"]))
-        rows += compare_outputs("onnx", i, got, _numpy(run["outputs"]))
+        rows += compare_outputs(fmt, i, got, _numpy(run["outputs"]), precision)
     return rows
 
 
@@ -218,7 +243,9 @@ def _device_metadata(plan: StagePlan, specs: list[dict], model_id: str) -> dict[
     }
 
 
-def _manifest(plan, specs, runs, model_id, exit_rule, points, config, targets, onnx_files, moe):
+def _manifest(
+    plan, specs, runs, model_id, exit_rule, points, config, targets, onnx_files, moe, quantization
+):
     stages, total = [], 0
     for i, (stage, spec, run) in enumerate(zip(plan.stages, specs, runs, strict=True)):
         flops = _stage_costs(stage.module, tuple(run["inputs"].values()))
@@ -240,7 +267,7 @@ def _manifest(plan, specs, runs, model_id, exit_rule, points, config, targets, o
         "model_id": model_id, "task": plan.task, "classes": plan.classes,
         "inputs": _model_inputs(specs, plan.model_inputs), "stages": stages,
         "exit_rule": rule, "operating_points": list(points), "moe": _moe(plan, moe),
-        "quantization": None,
+        "quantization": quantization,
         "config": {**(config or {}), "export": export_config},
     }  # fmt: skip
 

@@ -22,6 +22,7 @@ from ._bundle import export_bundle
 __all__ = ["export_checkpoint", "stage_table"]
 
 SAMPLE_ROWS = 8  # rows traced with and stored for `ponder verify`
+CALIB_BATCH = 128  # rows per int8 calibration batch
 
 
 def export_checkpoint(
@@ -31,12 +32,17 @@ def export_checkpoint(
     target: str = "all",
     data: str | None = None,
     moe: str = "grouped",
+    quantize: str | None = None,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Export the checkpoint at `path` into the bundle directory `out`; return the manifest."""
+    """Export the checkpoint at `path` into the bundle directory `out`; return the manifest.
+    With quantize="int8", the data set's calibration split calibrates the int8 files and its
+    test split measures every exit's accuracy in fp32 and int8."""
     meta = read_config(path)
     extra = meta.get("extra") or {}
     if meta.get("source", {}).get("kind") == "transformers":
+        if quantize:
+            raise ConfigError("int8 export of text encoders is not supported yet; drop --quantize")
         return _export_text(path, out, meta, target, moe, echo)
     spec = {"name": data} if data else dict(extra.get("data") or {})
     if "name" not in spec:
@@ -52,6 +58,8 @@ def export_checkpoint(
     manifest = export_bundle(
         model, splits.calib.x[:SAMPLE_ROWS], out, target=target, model_id=Path(path).name,
         exit_rule=rule, operating_points=points, config={"checkpoint": meta}, moe=moe, echo=echo,
+        quantize=quantize, calibration=[{"x": b} for b in splits.calib.x.split(CALIB_BATCH)],
+        held_out=({"x": splits.test.x}, splits.test.y),
     )  # fmt: skip
     return _summary(manifest, Path(out), echo)
 
@@ -98,6 +106,14 @@ def _exits(model: torch.nn.Module, splits: Any, extra: dict[str, Any]):
 
 def _summary(manifest: dict[str, Any], out: Path, echo) -> dict[str, Any]:
     echo(stage_table(manifest, out))
+    accuracy = (manifest["quantization"] or {}).get("accuracy") or {}
+    for fmt, result in accuracy.items():
+        rows = [[r["output"], f"{r['fp32']:.2%}", f"{r['int8']:.2%}", f"{100 * r['change']:+.2f}",
+                 f"{r['agreement']:.1%}"] for r in result["exits"]]  # fmt: skip
+        echo(
+            f"int8 vs fp32 ({fmt}, {result['samples']} held-out samples, every sample through every exit):"
+        )
+        echo(format_table(["exit", "fp32", "int8", "change (pp)", "same prediction"], rows))
     if manifest["moe"] is not None:
         layers = len(manifest["moe"]["layers"])
         echo(f"MoE layers ({layers}): {manifest['moe']['execution']['pte']}")
@@ -108,6 +124,8 @@ def stage_table(manifest: dict[str, Any], root: Path) -> str:
     """stage, blocks, FLOPs (share of the whole model), parameters, ONNX size, max error."""
     report = _json(root / manifest["config"]["export"]["validation"])
     total = manifest["stages"][-1]["cumulative_flops"] or 1
+    formats = [f for f in ("pte", "onnx", "pte-int8", "onnx-int8")
+               if any(c["format"] == f for c in report["comparisons"])]  # fmt: skip
     rows = []
     for s in manifest["stages"]:
         errors = {
@@ -119,9 +137,9 @@ def stage_table(manifest: dict[str, Any], root: Path) -> str:
         rows.append([s["index"], ",".join(map(str, s["blocks"])) or "-", s["flops"],
                      f"{s['cumulative_flops'] / total:.1%}", s["params"],
                      "-" if size is None else f"{size / 1e3:.1f} kB",
-                     *(f"{errors[f]:.1e}" if f in errors else "-" for f in ("pte", "onnx"))])  # fmt: skip
-    headers = ["stage", "blocks", "FLOPs", "cumulative", "params", "ONNX size", "max err pte",
-               "max err onnx"]  # fmt: skip
+                     *(f"{errors[f]:.1e}" if f in errors else "-" for f in formats)])  # fmt: skip
+    headers = ["stage", "blocks", "FLOPs", "cumulative", "params", "ONNX size",
+               *(f"max err {f}" for f in formats)]  # fmt: skip
     return format_table(headers, rows)
 
 

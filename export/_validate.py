@@ -15,8 +15,14 @@ __all__ = ["TOLERANCES", "Comparison", "check_comparisons", "compare_outputs"]
 # ONNX Runtime reorder sums (and XNNPACK folds BatchNorm into convolutions), so results differ
 # from eager by a few float32 ulps of the largest value; measured here on the digits CNN stages,
 # the largest difference was 8e-6 on log-probs of magnitude ~10.
+# int8: (max error - atol) / max|eager| reached 0.23 on a hidden state of the demo digits CNN
+# (1,438 images; an outlier clipped by the .pte's activation observer), 0.09 for ONNX; mean
+# errors stayed under 0.7% of max|eager|. A max-error bound this loose only catches gross
+# breakage; the per-exit accuracy and agreement on held-out data are the int8 check that
+# matters, and the export reports them.
 TOLERANCES: dict[str, dict[str, float]] = {
     "fp32": {"atol": 1e-4, "rtol": 1e-4},
+    "int8": {"atol": 0.05, "rtol": 0.3},
 }
 
 

@@ -37,6 +37,13 @@ def verify_bundle(path: str | Path, echo: Callable[[str], None] = print) -> list
             rows += run_pte(bundle.pte_path, io, runs)
         if manifest.stages[0].onnx is not None:
             rows += run_onnx([bundle.onnx_path(i) for i in range(len(io))], io, runs)
+        quantization = manifest.quantization or {}
+        if "pte" in quantization:
+            rows += run_pte(bundle.int8_pte_path, io, runs, "int8")
+        if "onnx_dir" in quantization:
+            rows += run_onnx(
+                [bundle.onnx_path(i, int8=True) for i in range(len(io))], io, runs, "int8"
+            )
     if not rows:
         raise BundleError(f"bundle {bundle.root} has neither {PTE} nor ONNX files to run")
     check_comparisons(rows)

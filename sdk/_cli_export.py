@@ -14,20 +14,24 @@ import ponder
               type=click.Choice(["xnnpack", "portable", "onnx", "all"]),
               help="ExecuTorch with the XNNPACK delegate, ExecuTorch portable kernels, ONNX, or "
                    "XNNPACK and ONNX.")  # fmt: skip
-@click.option("--calib-data", "data", help="Data set for sample inputs and operating points "
-              "(default: the one the checkpoint was trained on).")  # fmt: skip
+@click.option("--calib-data", "data", help="Data set for sample inputs, operating points and int8 "
+              "calibration (default: the one the checkpoint was trained on).")  # fmt: skip
 @click.option("--moe", default="grouped", show_default=True, type=click.Choice(["grouped", "masked"]),
               help="MoE layers in the exported files: grouped (each expert runs only on the tokens "
                    "that chose it) or masked (every expert runs; fixed shapes).")  # fmt: skip
+@click.option("--quantize", type=click.Choice(["int8"]),
+              help="Also write int8 files (post-training, calibrated on --calib-data's calibration "
+                   "split) and report every exit's int8 accuracy next to fp32.")  # fmt: skip
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Bundle folder to write.")  # fmt: skip
-def export(checkpoint, target, data, moe, out) -> None:
+def export(checkpoint, target, data, moe, quantize, out) -> None:
     """Export a checkpoint as a device bundle (model.pte, onnx/stage_<i>.onnx, manifest.json),
     checking every stage of every format against the eager model."""
     try:
         from ponder.export import export_checkpoint
 
-        export_checkpoint(checkpoint, out, target=target, data=data, moe=moe, echo=click.echo)
+        export_checkpoint(checkpoint, out, target=target, data=data, moe=moe, quantize=quantize,
+                          echo=click.echo)  # fmt: skip
     except ponder.PonderError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {out}; check it again any time with: ponder verify {out}")

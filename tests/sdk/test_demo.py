@@ -18,13 +18,18 @@ def test_demo_writes_checkpoint_plot_report_and_explains(tmp_path):
     assert "exits and predictions match the eager run" in result.output, result.output
     verified = CliRunner().invoke(main, ["verify", str(tmp_path / "bundle")])
     assert verified.exit_code == 0 and "bundle OK" in verified.output, verified.output
-    onnx_only = CliRunner().invoke(main, ["export", str(tmp_path / "checkpoint"), "--target",
-                                          "onnx", "--out", str(tmp_path / "onnx-bundle")])  # fmt: skip
-    assert onnx_only.exit_code == 0, onnx_only.output
-    assert (
-        "max err onnx" in onnx_only.output
-        and "risk_controlled" in (tmp_path / "onnx-bundle" / "manifest.json").read_text()
-    )
+    args = ["export", str(tmp_path / "checkpoint"), "--target", "onnx", "--quantize", "int8",
+            "--out", str(tmp_path / "int8-bundle")]  # fmt: skip
+    int8 = CliRunner().invoke(main, args)
+    assert int8.exit_code == 0, int8.output
+    assert "max err onnx-int8" in int8.output and "int8 vs fp32 (onnx" in int8.output
+    manifest = json.loads((tmp_path / "int8-bundle" / "manifest.json").read_text())
+    exits = manifest["quantization"]["accuracy"]["onnx"]["exits"]
+    assert [e["output"] for e in exits] == ["exit_logp_0", "exit_logp_1", "exit_logp_2", "logits"]
+    assert all(abs(e["change"]) < 0.05 and e["agreement"] > 0.9 for e in exits)
+    assert any(p["name"] == "risk_controlled" for p in manifest["operating_points"])
+    verified = CliRunner().invoke(main, ["verify", str(tmp_path / "int8-bundle")])
+    assert verified.exit_code == 0 and "2 formats" in verified.output, verified.output
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["online_matches_offline"] is True
     assert report["test"]["full_accuracy"] > 0.9
