@@ -143,7 +143,7 @@ def test_bfloat16(cpu_path, gated):
 def test_dispatcher_picks_by_device_and_honours_overrides():
     w = _experts(3, 13, 5)
     x, mask = _tokens_and_mask(7, 13, 3, 0.5)
-    assert list_backends() == ["cpu", "reference"]
+    assert list_backends() == ["cpu", "reference", "traceable"]
     assert select_backend(x) == "cpu"
     # No triton backend is registered yet, so a non-CPU device falls back to the reference.
     assert select_backend(x.to("meta")) == "reference"
