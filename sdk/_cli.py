@@ -198,6 +198,21 @@ def bench_moe(out, texts, expert_size, router_epochs, repeats, sparsified, small
                   repeats=repeats, progress=not quiet, echo=click.echo, sparsified_model=second)  # fmt: skip
 
 
+@bench.command("moe-export")
+@click.option("--out", default="ponder-bench/moe-export", show_default=True, type=click.Path(file_okay=False))  # fmt: skip
+@click.option("--texts", default=600, show_default=True, help="Standard-library docstrings to use.")
+@click.option("--router-epochs", default=20, show_default=True, help="Router training epochs.")
+@click.option("--tokens", multiple=True, type=int, help="Token count T to time (repeatable; default 128, 2048, 8192).")  # fmt: skip
+@click.option("--repeats", default=20, show_default=True, help="Timing rounds per (backend, T).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def bench_moe_export(out, texts, router_epochs, tokens, repeats, quiet) -> None:
+    """One MiniLM MoE layer exported dense / masked / grouped: time vs FLOPs on ORT and ExecuTorch."""
+    from ponder._bench_moe_export import DEFAULT_TOKENS, run_bench_moe_export
+
+    run_bench_moe_export(out, texts=texts, router_epochs=router_epochs, tokens=tokens or DEFAULT_TOKENS,
+                         repeats=repeats, progress=not quiet, echo=click.echo)  # fmt: skip
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
 
