@@ -15,8 +15,8 @@ from ._cpu import moe_grouped_cpu
 # DESIGN.md ("Measuring performance") measured on a MiniLM-sized FFN (384 -> 1536 -> 384 as 24
 # experts, 2 threads) that grouping by expert in eager PyTorch ran 25% of the FLOPs in 28% of
 # the dense time at 8,192 tokens but was slower than dense at 128 tokens, where per-call
-# overhead dominates: small token counts need a compiled path. `moe_grouped_cpu` now runs
-# small groups as one batched matmul (see _cpu.py) to narrow that gap.
+# overhead dominates: small token counts need a compiled path. `moe_grouped_cpu` now picks
+# per call between batched, masked and chunked per-expert forms (see _cpu.py) to narrow that gap.
 
 
 def time_dense_vs_grouped(

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ponder._bench_moe_eval import quality_at_flops, sweep
@@ -29,6 +30,10 @@ DEFAULT_TAUS = (0.0, 0.02, 0.05, 0.08, 0.1, 0.12, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6,
 EQUAL_FLOPS = (0.3, 0.5, 0.7)
 GOAL = {"max_flops_fraction": 0.5, "min_cosine": 0.99, "min_top1": 0.95}
 _ROUTER_BATCH = 16
+# The wall-clock times this FFN layer at the operating τ and at τs giving it these FLOPs
+# fractions, so the table shows the kernel's time against FLOPs over the range.
+_TIMED_LAYER = 2
+_TIMING_FLOPS = (0.25, 0.5, 0.75)
 
 
 def run_bench_moe(
@@ -68,7 +73,8 @@ def run_bench_moe(
     results["wallclock"] = _wallclock(models, converted, candidates, data, repeats)
     _echo_wallclock(results["wallclock"], results["machine"], echo)
     write_json(out / "moe.json", results)
-    plot_moe(out / "moe.png", models, f"all-MiniLM-L6-v2 as MoE ({expert_size}-neuron experts)")
+    plot_moe(out / "moe.png", models, f"all-MiniLM-L6-v2 as MoE ({expert_size}-neuron experts)",
+             results["wallclock"])  # fmt: skip
     echo(f"wrote {out / 'moe.json'} and {out / 'moe.png'}")
     return results
 
@@ -159,9 +165,15 @@ def _goal(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     return result
 
 
-def _timing_tau(rows: list[dict[str, Any]]) -> float:
-    """The learned dynamic-k τ whose FLOPs fraction is nearest 50%."""
-    return min(rows, key=lambda r: abs(r["flops_fraction"] - 0.5))["tau"]
+def _timing_taus(rows: list[dict[str, Any]], layer_index: int) -> tuple[float, list[float]]:
+    """The operating point (the learned dynamic-k τ whose FLOPs fraction over all layers is
+    nearest 50%) and the τs to time: it and, interpolated along the sweep, the τs that give
+    the timed layer about 25%, 50% and 75% of its FLOPs (clamped to the swept range)."""
+    operating = min(rows, key=lambda r: abs(r["flops_fraction"] - 0.5))["tau"]
+    pts = sorted((r["per_layer_flops_fraction"][layer_index], r["tau"]) for r in rows)
+    fractions, taus = zip(*pts, strict=True)
+    curve = {round(float(np.interp(f, fractions, taus)), 3) for f in _TIMING_FLOPS}
+    return operating, sorted(curve | {operating})
 
 
 def _wallclock(models, converted, candidates, data, repeats) -> list[dict[str, Any]]:
@@ -169,9 +181,10 @@ def _wallclock(models, converted, candidates, data, repeats) -> list[dict[str, A
     texts = data["train"] + data["eval"]
     for name, moe in converted.items():
         dense, tokenizer = candidates[name]
-        tau = _timing_tau(models[name]["sweep"]["dynamic_k"])
-        for row in time_layer(moe, dense, tokenizer, texts, tau, repeats=repeats):
-            rows.append({"model": name, **row})
+        operating, taus = _timing_taus(models[name]["sweep"]["dynamic_k"], _TIMED_LAYER)
+        timed = time_layer(moe, dense, tokenizer, texts, taus, layer_index=_TIMED_LAYER,
+                           repeats=repeats)  # fmt: skip
+        rows += [{"model": name, **r, "operating_point": r["tau"] == operating} for r in timed]
     return rows
 
 
@@ -211,13 +224,16 @@ def _f(value: float | None) -> object:
 
 
 def _echo_wallclock(rows: list[dict[str, Any]], info: dict[str, Any], echo) -> None:
-    echo(f"\none FFN layer (layer 2), dense (intermediate.dense -> activation -> output.dense of the original "
-         f"model) vs ponder.kernels.moe_ffn(backend='cpu') at the router's dynamic-k selections, on real "
-         f"layer inputs of padding-free 128-token sequences; interleaved medians; {info['cpu']}, "
-         f"{info['cores']} cores, torch {info['torch']}")  # fmt: skip
-    table = [[r["model"], f"{r['batch']}x{r['tokens_per_sequence']}", r["tau"], r["flops_fraction"],
+    echo(f"\none FFN layer (layer {_TIMED_LAYER}), dense (intermediate.dense -> activation -> output.dense of "
+         f"the original model) vs ponder.kernels.moe_ffn(backend='cpu') at the router's dynamic-k selections, "
+         f"on real layer inputs of padding-free 128-token sequences, at several tau (* = the operating point, "
+         f"~50% FLOPs over all layers); interleaved medians; {info['cpu']}, {info['cores']} cores, "
+         f"torch {info['torch']}")  # fmt: skip
+    table = [[r["model"], f"{r['batch']}x{r['tokens_per_sequence']}",
+              f"{r['tau']}{'*' if r['operating_point'] else ''}", r["flops_fraction"],
               r["time_fraction"], r["ratio"], "yes" if r["goal_1p3x_met"] else "no", r["threads"],
-              r["median_s"]["dense"] * 1e3, r["median_s"]["grouped"] * 1e3] for r in rows]  # fmt: skip
+              r["median_s"]["dense"] * 1e3, r["median_s"]["grouped"] * 1e3]
+             for r in sorted(rows, key=lambda r: (r["model"], r["batch"], r["tau"]))]  # fmt: skip
     headers = ["model", "batch", "tau", "FLOPs frac", "time frac", "time/FLOPs", "<=1.3x",
                "threads", "dense ms", "grouped ms"]  # fmt: skip
     echo(format_table(headers, table))

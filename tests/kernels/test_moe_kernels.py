@@ -58,15 +58,23 @@ def _dense_ffn(x, w, act):
     return y if w["b2"] is None else y + w["b2"]
 
 
-@pytest.fixture(params=["batched", "per_expert"])
+# How each of the fast path's strategies is forced: its knobs in _cpu.py. A single token always
+# takes the one-token path.
+_PATHS = {
+    "padded": {"_BATCHED_MAX_ROWS": 10**9, "_PAD_ROW_COST": 0.0},
+    "masked_all": {"_BATCHED_MAX_ROWS": 10**9, "_PAD_ROW_COST": float("inf")},
+    "per_expert": {"_BATCHED_MAX_ROWS": -1, "_WIDE_MIN_SHARE": 2.0},
+    "per_expert_chunks_of_3": {"_BATCHED_MAX_ROWS": -1, "_WIDE_MIN_SHARE": 2.0, "_EXPERT_CHUNK": 3},
+    "wide_and_per_expert": {"_BATCHED_MAX_ROWS": -1, "_WIDE_MIN_SHARE": 0.5, "_EXPERT_CHUNK": 3},
+    "all_wide": {"_BATCHED_MAX_ROWS": -1, "_WIDE_MIN_SHARE": 0.0},
+}
+
+
+@pytest.fixture(params=list(_PATHS))
 def cpu_path(request, monkeypatch):
-    """Run the fast path's two strategies for several tokens on the same small cases (a single
-    token always takes the one-token path)."""
-    if request.param == "per_expert":
-        monkeypatch.setattr(cpu_module, "_BATCHED_MAX_PAIRS", -1)
-    else:
-        monkeypatch.setattr(cpu_module, "_BATCHED_MAX_PAIRS", 10**9)
-        monkeypatch.setattr(cpu_module, "_BATCHED_MAX_PADDING", float("inf"))
+    """Run each strategy of the fast path for several tokens on the same small cases."""
+    for name, value in _PATHS[request.param].items():
+        monkeypatch.setattr(cpu_module, name, value)
     return request.param
 
 
@@ -181,3 +189,57 @@ def test_importing_the_kernels_does_not_import_triton():
     probe = "import sys, ponder.kernels; print('triton' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_unselected_overflow_does_not_leak(cpu_path):
+    """Paths that run an expert over all tokens must drop unselected pairs like the reference's
+    `where` does: an overflowing (inf) hidden unit of a pair the mask left out adds nothing."""
+    w = _experts(3, 13, 5)
+    x, mask = _tokens_and_mask(7, 13, 3, 0.9)
+    w["w1"][1] *= 1e38  # expert 1 overflows to inf for every token...
+    mask[:, 1] = False  # ...and no token chose it
+    got = moe_grouped_cpu(x, mask, **w)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, moe_reference(x, mask, **w), **F32)
+
+
+@pytest.mark.parametrize("gated", [False, True], ids=["plain", "gated"])
+def test_gradients_match_the_reference(cpu_path, gated):
+    """Every path is differentiable (the masked ones change h in place after the activation)."""
+    grads = []
+    for kernel in (moe_reference, moe_grouped_cpu):
+        w = _experts(24, 16, 8, gated=gated)
+        w = {k: None if v is None else v.requires_grad_() for k, v in w.items()}
+        x, mask = _tokens_and_mask(40, 16, 24, 0.6)
+        kernel(x.requires_grad_(), mask, **w).square().sum().backward()
+        grads.append([x.grad] + [v.grad for v in w.values() if v is not None])
+    for got, expected in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(got, expected, **F32)
+
+
+def _two_experts(T: int, E: int) -> torch.Tensor:
+    """Half the tokens chose expert 0, the other half expert 1: [T, E]."""
+    mask = torch.zeros(T, E, dtype=torch.bool)
+    mask[: T // 2, 0] = mask[T // 2 :, 1] = True
+    return mask
+
+
+@pytest.mark.parametrize(
+    "T,mask,expected",
+    [
+        (128, 0.8, ["run_masked_all"]),  # most pairs selected: mask, gather nothing
+        (128, 0.2, ["run_padded"]),  # few: gather them into padded blocks
+        (256, "two experts", ["run_per_expert"]),  # both batched forms would run 12x the rows
+        (1024, 0.5, ["run_per_expert"]),  # many tokens: loop, no expert above the wide share
+        (1024, 0.95, ["run_masked_wide", "run_per_expert"]),  # experts most tokens chose
+    ],
+)
+def test_strategy_choice(monkeypatch, T, mask, expected):
+    """Which strategy each kind of call takes (results are the same on all; see above)."""
+    ran = []
+    for name in ("run_masked_all", "run_padded", "run_per_expert", "run_masked_wide"):
+        monkeypatch.setattr(cpu_module, name, lambda *a, name=name, **k: ran.append(name))
+    w = _experts(24, 16, 8)
+    x, random_mask = _tokens_and_mask(T, 16, 24, 0.0 if isinstance(mask, str) else mask)
+    moe_grouped_cpu(x, _two_experts(T, 24) if isinstance(mask, str) else random_mask, **w)
+    assert ran == expected

@@ -103,6 +103,11 @@ def test_bench_moe_end_to_end_tiny(tmp_path):
     assert {(r["model"], r["batch"]) for r in saved["wallclock"]} == {
         (m, b) for m in ("minilm", "sparsified") for b in (1, 64)
     }
+    for model in ("minilm", "sparsified"):  # one operating point, timed for both shapes
+        taus = {
+            r["tau"] for r in saved["wallclock"] if r["model"] == model and r["operating_point"]
+        }
+        assert len(taus) == 1
     for row in saved["wallclock"]:
         assert row["relative_error_vs_dense"] < 1.0  # a mask drops work, but the output is close
         assert 0 < row["flops_fraction"] <= 1
