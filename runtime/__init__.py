@@ -7,16 +7,21 @@ from ponder.runtime._bundle import Bundle, write_manifest
 from ponder.runtime._digest import manifest_digest, sha256_file
 from ponder.runtime._files import FileCheck
 from ponder.runtime._manifest import ExitRuleSpec, FileEntry, Manifest, StageSpec, TensorSpec
+from ponder.runtime._telemetry import BatteryState, PowerSupplyProbe, ProbeUnavailable, RaplProbe
 from ponder.runtime._validate import FORMAT, SCHEMA_VERSION, load_schema, validate_manifest
 
 __all__ = [
     "FORMAT",
     "SCHEMA_VERSION",
+    "BatteryState",
     "Bundle",
     "ExitRuleSpec",
     "FileCheck",
     "FileEntry",
     "Manifest",
+    "PowerSupplyProbe",
+    "ProbeUnavailable",
+    "RaplProbe",
     "StageSpec",
     "TensorSpec",
     "load_schema",
