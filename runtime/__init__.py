@@ -7,7 +7,13 @@ from ponder.runtime._bundle import Bundle, write_manifest
 from ponder.runtime._digest import manifest_digest, sha256_file
 from ponder.runtime._files import FileCheck
 from ponder.runtime._manifest import ExitRuleSpec, FileEntry, Manifest, StageSpec, TensorSpec
-from ponder.runtime._telemetry import BatteryState, PowerSupplyProbe, ProbeUnavailable, RaplProbe
+from ponder.runtime._telemetry import (
+    BatteryState,
+    Ina3221Probe,
+    PowerSupplyProbe,
+    ProbeUnavailable,
+    RaplProbe,
+)
 from ponder.runtime._validate import FORMAT, SCHEMA_VERSION, load_schema, validate_manifest
 
 __all__ = [
@@ -18,6 +24,7 @@ __all__ = [
     "ExitRuleSpec",
     "FileCheck",
     "FileEntry",
+    "Ina3221Probe",
     "Manifest",
     "PowerSupplyProbe",
     "ProbeUnavailable",

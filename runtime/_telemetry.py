@@ -3,7 +3,8 @@ package energy from Intel RAPL (`powercap`), each probe optional and saying why 
 
 Units as the kernel writes them (Documentation/ABI/testing/sysfs-class-power and -powercap):
 power_supply reports µV, µA, µW, µWh and µAh, `capacity` in percent; RAPL `energy_uj` counts
-µJ and wraps to zero after `max_energy_range_uj`. Every probe takes a `root` so tests can point
+µJ and wraps to zero after `max_energy_range_uj`; hwmon (Jetson INA3221 rails) reports mV and
+mA. Every probe takes a `root` so tests can point
 it at recorded sysfs trees.
 """
 
@@ -119,3 +120,27 @@ class RaplProbe:
         start, t0 = self.read_joules(), time.perf_counter()
         time.sleep(seconds)
         return (self.read_joules() - start) / (time.perf_counter() - t0)
+
+
+class Ina3221Probe:
+    """Jetson power rails from the INA3221 monitors under `<root>/class/hwmon` (name
+    "ina3221"): per labelled channel, voltage `in<i>_input` (mV) times current `curr<i>_input`
+    (mA). NVML power does not work on Jetson; these rails are what tegrastats reads."""
+
+    def __init__(self, root: str | Path = SYS):
+        hwmon = Path(root) / "class" / "hwmon"
+        self.channels: dict[str, tuple[Path, Path]] = {}
+        for device in sorted(hwmon.glob("hwmon*")):
+            if not (device / "name").is_file() or _read(device / "name") != "ina3221":
+                continue
+            for label in sorted(device.glob("in*_label")):
+                i = label.name[2:].removesuffix("_label")
+                volts, amps = device / f"in{i}_input", device / f"curr{i}_input"
+                if volts.exists() and amps.exists():
+                    self.channels[_read(label)] = (volts, amps)
+        if not self.channels:
+            raise ProbeUnavailable(f"no INA3221 power rail under {hwmon} (not a Jetson board)")
+
+    def read_watts(self) -> dict[str, float]:
+        """Power per rail label (for example VDD_IN, the whole module), watts."""
+        return {name: _int(v) * _int(a) / 1e6 for name, (v, a) in self.channels.items()}

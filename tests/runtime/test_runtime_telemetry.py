@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ponder.runtime._telemetry import PowerSupplyProbe, ProbeUnavailable, RaplProbe
+from ponder.runtime._telemetry import Ina3221Probe, PowerSupplyProbe, ProbeUnavailable, RaplProbe
 
 
 def _tree(root: Path, files: dict[str, str]) -> Path:
@@ -97,3 +97,29 @@ def test_root_only_counter_is_unavailable(tmp_path):
 def test_no_rapl_says_why(tmp_path):
     with pytest.raises(ProbeUnavailable, match="no Intel RAPL"):
         RaplProbe(tmp_path)
+
+
+# A Jetson Orin Nano's INA3221 rails (hwmon layout of L4T 35+): mV and mA.
+JETSON = {
+    "class/hwmon/hwmon0/name": "cpu_thermal",
+    "class/hwmon/hwmon1/name": "ina3221",
+    "class/hwmon/hwmon1/in1_label": "VDD_IN",
+    "class/hwmon/hwmon1/in1_input": "5072",
+    "class/hwmon/hwmon1/curr1_input": "1184",
+    "class/hwmon/hwmon1/in2_label": "VDD_CPU_GPU_CV",
+    "class/hwmon/hwmon1/in2_input": "5064",
+    "class/hwmon/hwmon1/curr2_input": "320",
+    "class/hwmon/hwmon1/in4_label": "sum of shunt voltages",  # no current channel: skipped
+}
+
+
+def test_jetson_rails_in_watts(tmp_path):
+    watts = Ina3221Probe(_tree(tmp_path, JETSON)).read_watts()
+    assert set(watts) == {"VDD_IN", "VDD_CPU_GPU_CV"}
+    assert watts["VDD_IN"] == pytest.approx(5.072 * 1.184)  # mV × mA = µW
+    assert watts["VDD_CPU_GPU_CV"] == pytest.approx(5.064 * 0.320)
+
+
+def test_no_jetson_rails_says_why(tmp_path):
+    with pytest.raises(ProbeUnavailable, match="not a Jetson"):
+        Ina3221Probe(_tree(tmp_path, {"class/hwmon/hwmon0/name": "k10temp"}))
