@@ -19,10 +19,10 @@ from ponder._errors import ConfigError
 from ponder._moe import moe_layers
 from ponder.runtime import FORMAT, SCHEMA_VERSION, write_manifest
 
-from ._bundle_int8 import write_int8
+from ._bundle_int8 import INT8_DIR, INT8_PTE, write_int8
 from ._onnx import OPSET, OnnxRunner, write_onnx_stage
 from ._pte import PteRunner, write_pte
-from ._stages import Stage, StagePlan, plan_stages, run_stages
+from ._stages import Stage, StageIO, StagePlan, plan_stages, run_stages
 from ._trace import MAX_BATCH, export_stage, symbolic_shapes
 from ._validate import TOLERANCES, Comparison, check_comparisons, compare_outputs
 
@@ -66,8 +66,7 @@ def export_bundle(
     inputs = sample_inputs if isinstance(sample_inputs, dict) else {"x": sample_inputs}
     _check_samples(inputs)
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        shutil.rmtree(out / "onnx", ignore_errors=True)
+    _clear_previous_export(out)
     out.mkdir(parents=True, exist_ok=True)
     plan = plan_stages(model, moe)
     if list(inputs) != plan.model_inputs:
@@ -84,7 +83,7 @@ def export_bundle(
         delegate = targets["pte"]
         started = time.perf_counter()
         meta = _device_metadata(plan, specs, model_id)
-        write_pte(plan, [], out / PTE, delegate=delegate, metadata=meta, programs=programs)
+        write_pte(programs, out / PTE, delegate=delegate, metadata=meta)
         echo(f"  {PTE}: {len(plan.stages)} methods lowered to {delegate} "
              f"({time.perf_counter() - started:.1f} s, {(out / PTE).stat().st_size / 1e6:.2f} MB)")  # fmt: skip
         rows += run_pte(out / PTE, plan_io(plan), runs)
@@ -117,6 +116,15 @@ def export_bundle(
     return write_manifest(out, manifest, files)
 
 
+def _clear_previous_export(out: Path) -> None:
+    """Remove what an earlier export wrote into `out` (and nothing else), so that a re-export
+    without int8 or ONNX leaves no stale files of the earlier one behind."""
+    for name in ("manifest.json", PTE, INT8_PTE, SAMPLES, REPORT):
+        (out / name).unlink(missing_ok=True)
+    for folder in ("onnx", INT8_DIR):
+        shutil.rmtree(out / folder, ignore_errors=True)
+
+
 def _trace(plan: StagePlan, runs: list[dict], echo: Echo) -> list[Any]:
     """torch.export of every stage on its eager inputs. ExecuTorch lowering changes the
     programs it is given (seen here: the ONNX export of an MoE stage then failed on unbacked
@@ -129,36 +137,30 @@ def _trace(plan: StagePlan, runs: list[dict], echo: Echo) -> list[Any]:
     return programs
 
 
-def plan_io(plan: StagePlan) -> list[tuple[list[str], list[str]]]:
+def plan_io(plan: StagePlan) -> StageIO:
     return [(s.inputs, s.outputs) for s in plan.stages]
 
 
-def run_pte(
-    path: Path, io: list[tuple[list[str], list[str]]], runs: list[dict], precision: str = "fp32"
-) -> list[Comparison]:
+def run_pte(path: Path, io: StageIO, runs: list[dict], precision: str = "fp32") -> list[Comparison]:
     """Execute every method of the program on the stored stage inputs; compare with eager."""
-    runner, rows, fmt = PteRunner(path), [], "pte" if precision == "fp32" else f"pte-{precision}"
-    for i, ((_, outputs), run) in enumerate(zip(io, runs, strict=True)):
-        args = [torch.as_tensor(v) for v in run["inputs"].values()]
-        got = dict(zip(outputs, (o.numpy() for o in runner.run(f"stage_{i}", args)), strict=True))
-        rows += compare_outputs(fmt, i, got, _numpy(run["outputs"]), precision)
-    return rows
+    return _compare(PteRunner(path), "pte", io, runs, precision)
 
 
 def run_onnx(
-    paths: list[Path],
-    io: list[tuple[list[str], list[str]]],
-    runs: list[dict],
-    precision: str = "fp32",
+    paths: list[Path], io: StageIO, runs: list[dict], precision: str = "fp32"
 ) -> list[Comparison]:
     """Run every ONNX stage on the stored stage inputs; compare with eager."""
-    runner, rows, fmt = (
-        OnnxRunner(paths),
-        [],
-        "onnx" if precision == "fp32" else f"onnx-{precision}",
-    )
-    for i, run in enumerate(runs):
-        got = runner.run(i, _numpy(run["inputs"]))
+    return _compare(OnnxRunner(paths), "onnx", io, runs, precision)
+
+
+def _compare(
+    runner: Any, fmt: str, io: StageIO, runs: list[dict], precision: str
+) -> list[Comparison]:
+    """Each stage on its own stored inputs (not chained), every output against eager's."""
+    fmt = fmt if precision == "fp32" else f"{fmt}-{precision}"
+    rows = []
+    for i, ((_, outputs), run) in enumerate(zip(io, runs, strict=True)):
+        got = runner.run_stage(i, run["inputs"], outputs)
         rows += compare_outputs(fmt, i, got, _numpy(run["outputs"]), precision)
     return rows
 

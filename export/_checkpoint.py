@@ -3,6 +3,7 @@ set and calibration the checkpoint recorded; prints a per-stage table at the end
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -122,7 +123,7 @@ def _summary(manifest: dict[str, Any], out: Path, echo) -> dict[str, Any]:
 
 def stage_table(manifest: dict[str, Any], root: Path) -> str:
     """stage, blocks, FLOPs (share of the whole model), parameters, ONNX size, max error."""
-    report = _json(root / manifest["config"]["export"]["validation"])
+    report = json.loads((root / manifest["config"]["export"]["validation"]).read_text())
     total = manifest["stages"][-1]["cumulative_flops"] or 1
     formats = [f for f in ("pte", "onnx", "pte-int8", "onnx-int8")
                if any(c["format"] == f for c in report["comparisons"])]  # fmt: skip
@@ -141,9 +142,3 @@ def stage_table(manifest: dict[str, Any], root: Path) -> str:
     headers = ["stage", "blocks", "FLOPs", "cumulative", "params", "ONNX size",
                *(f"max err {f}" for f in formats)]  # fmt: skip
     return format_table(headers, rows)
-
-
-def _json(path: Path) -> dict[str, Any]:
-    import json
-
-    return json.loads(path.read_text())

@@ -31,18 +31,20 @@ def write_onnx_stage(stage: Stage, program: torch.export.ExportedProgram, path: 
     registration = logging.getLogger("torch.onnx._internal.exporter._registration")
     level = registration.level
     registration.setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        onnx_program = torch.onnx.export(
-            program,
-            input_names=stage.inputs,
-            output_names=stage.outputs,
-            opset_version=OPSET,
-            dynamo=True,
-            external_data=False,
-            verbose=False,
-        )
-    registration.setLevel(level)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            onnx_program = torch.onnx.export(
+                program,
+                input_names=stage.inputs,
+                output_names=stage.outputs,
+                opset_version=OPSET,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
+    finally:
+        registration.setLevel(level)
     onnx_program.save(str(path))
     return path
 
@@ -80,6 +82,13 @@ class OnnxRunner:
                 raise BundleError(
                     f"ONNX Runtime cannot load {path}: {e}; re-export the bundle"
                 ) from e
+
+    def run_stage(
+        self, index: int, feeds: dict[str, Any], outputs: list[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Stage `index` on named inputs (arrays or tensors) -> named outputs as arrays; the
+        same call as `PteRunner.run_stage` (the session knows its output names)."""
+        return self.run(index, {k: np.asarray(v) for k, v in feeds.items()})
 
     def run(self, stage: int, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         session = self.sessions[stage]

@@ -11,12 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ponder._errors import BundleError, MissingDependencyError
 
-from ._stages import StagePlan
-from ._trace import export_stage, portable_conv_shapes
+from ._trace import portable_conv_shapes
 
 __all__ = ["METADATA_METHOD", "PteRunner", "write_pte"]
 
@@ -52,20 +52,15 @@ def _executorch():
 
 
 def write_pte(
-    plan: StagePlan,
-    examples: list[tuple[torch.Tensor, ...]],
+    programs: list[torch.export.ExportedProgram],
     path: Path,
     *,
     delegate: str = "xnnpack",
     metadata: dict[str, Any],
-    programs: list[torch.export.ExportedProgram] | None = None,
 ) -> Path:
-    """One program, method `stage_<i>` per stage; weights are stored once because each stage
-    owns its own parameters. `delegate`: "xnnpack" or "portable" (no delegate)."""
+    """One program with method `stage_<i>` for programs[i] (`export_stage`); weights are stored
+    once because each stage owns its own parameters. `delegate`: "xnnpack" or "portable"."""
     exir, XnnpackPartitioner = _executorch()
-    programs = programs or [
-        export_stage(s, ex) for s, ex in zip(plan.stages, examples, strict=True)
-    ]
     partitioner = [XnnpackPartitioner()] if delegate == "xnnpack" else []
     with portable_conv_shapes(), warnings.catch_warnings():
         # torch's pytree warns about a deprecated LeafSpec check inside executorch's passes
@@ -100,6 +95,15 @@ class PteRunner:
 
     def metadata(self) -> dict[str, Any]:
         return json.loads(self.run(METADATA_METHOD, [])[0])
+
+    def run_stage(
+        self, index: int, feeds: dict[str, Any], outputs: list[str]
+    ) -> dict[str, np.ndarray]:
+        """Method `stage_<index>` on named inputs (arrays or tensors, in call order) -> named
+        outputs as arrays; the same call as `OnnxRunner.run_stage`."""
+        args = [torch.as_tensor(v) for v in feeds.values()]
+        got = self.run(f"stage_{index}", args)
+        return dict(zip(outputs, (t.numpy() for t in got), strict=True))
 
     def run(self, method: str, inputs: list[Any]) -> list[Any]:
         if method not in self._methods:

@@ -170,7 +170,7 @@ def quantize_stages_pte(
     """Quantize every stage on its calibration inputs (`stage_calibration_inputs`) and write
     them as the methods `stage_<i>` of one int8 program lowered to XNNPACK, at `path`."""
     programs = [quantize_stage(s, b) for s, b in zip(plan.stages, calib_runs, strict=True)]
-    return write_pte(plan, [], Path(path), delegate="xnnpack", metadata=metadata, programs=programs)
+    return write_pte(programs, Path(path), delegate="xnnpack", metadata=metadata)
 
 
 class _Reader:

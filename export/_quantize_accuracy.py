@@ -9,37 +9,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._stages import StageIO, run_chain
 from ._trace import MAX_BATCH
 
 __all__ = ["int8_accuracy"]
-
-StageIO = list[tuple[list[str], list[str]]]  # per stage: input names, output names
-
-
-def _run_chain(runner: Any, io: StageIO, x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Every stage's named outputs, each stage fed the same runner's earlier outputs (as on the
-    device, so that quantization errors accumulate as they would there)."""
-    from ._onnx import OnnxRunner
-
-    known = dict(x)
-    for i, (inputs, outputs) in enumerate(io):
-        if isinstance(runner, OnnxRunner):
-            known.update(runner.run(i, {n: known[n] for n in inputs}))
-        else:
-            got = runner.run(f"stage_{i}", [torch.from_numpy(known[n]) for n in inputs])
-            known.update(zip(outputs, (t.numpy() for t in got), strict=True))
-    return known
 
 
 def _outputs(
     runner: Any, io: StageIO, inputs: dict[str, torch.Tensor], batch: int
 ) -> dict[str, np.ndarray]:
-    """`_run_chain` over all rows of `inputs`, `batch` rows at a time, concatenated."""
+    """`run_chain` over all rows of `inputs`, `batch` rows at a time, concatenated."""
     rows = len(next(iter(inputs.values())))
     parts: dict[str, list[np.ndarray]] = {}
     for start in range(0, rows, batch):
         chunk = {k: v[start : start + batch].numpy() for k, v in inputs.items()}
-        for name, value in _run_chain(runner, io, chunk).items():
+        for name, value in run_chain(runner, io, chunk).items():
             parts.setdefault(name, []).append(value)
     return {name: np.concatenate(values) for name, values in parts.items()}
 

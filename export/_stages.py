@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,7 @@ from ponder._moe import moe_layers
 
 from ._stages_text import TEXT_DIMS, EncoderStage, is_text_encoder
 
-__all__ = ["MOE_MODES", "Stage", "StagePlan", "plan_stages", "run_stages"]
+__all__ = ["MOE_MODES", "Stage", "StageIO", "StagePlan", "plan_stages", "run_chain", "run_stages"]
 
 
 class _ExitTail(nn.Module):
@@ -64,6 +65,9 @@ class _SequentialStage(nn.Module):
             return (hidden,)  # the model's own head: logits [B, C]
         logp, every = self.tail(hidden, head_logits if self.cascade_in else None)
         return (hidden, logp) if every is None else (hidden, logp, every)
+
+
+StageIO = list[tuple[list[str], list[str]]]  # per stage: (input names, output names)
 
 
 @dataclass
@@ -185,3 +189,13 @@ def run_stages(plan: StagePlan, inputs: dict[str, torch.Tensor]) -> list[dict[st
         known.update(outputs)
         runs.append({"inputs": args, "outputs": outputs})
     return runs
+
+
+def run_chain(runner: Any, io: StageIO, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Every stage of an exported runner (`PteRunner` or `OnnxRunner`) in order, each fed by
+    name from the model inputs and earlier stages' outputs, as a device chains them; returns
+    every named tensor (inputs included) as arrays. io: per stage (input names, output names)."""
+    known = dict(inputs)
+    for i, (names, outputs) in enumerate(io):
+        known.update(runner.run_stage(i, {n: known[n] for n in names}, outputs))
+    return known

@@ -16,10 +16,8 @@ TEXT_DIMS = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batc
 
 def is_text_encoder(model: nn.Module) -> bool:
     """A transformers BERT-like encoder without a task head (BertModel and kin)."""
-    config = getattr(model, "config", None)
-    return getattr(getattr(model, "encoder", None), "layer", None) is not None and (
-        config is not None and hasattr(model, "embeddings")
-    )
+    has_layers = getattr(getattr(model, "encoder", None), "layer", None) is not None
+    return has_layers and hasattr(model, "embeddings") and hasattr(model, "config")
 
 
 class EncoderStage(nn.Module):

@@ -96,21 +96,21 @@ def _export_and_run(out: Path, x: torch.Tensor, threshold: float, online: Any, e
     scores, preds = offline_scores(exit_rule(RULE, ensembled=True), logp)
     exits = simulate_exits(scores, threshold)
     prediction = preds[exits, np.arange(len(exits))]
-    logp = list(logp)
     same = bool(np.array_equal(exits, online.exit_index.numpy())
                 and np.array_equal(prediction, online.prediction.numpy()))  # fmt: skip
     echo(f"      ran the exported stages on the {len(x)} test images: exits per stage "
-         f"{np.bincount(exits, minlength=len(logp)).tolist()}; exits and predictions "
+         f"{np.bincount(exits, minlength=logp.shape[0]).tolist()}; exits and predictions "
          f"{'match' if same else 'DO NOT match'} the eager run")  # fmt: skip
     return {"bundle": str(out / "bundle"), "matches_eager": same}
 
 
 def _run_stages(runner: Any, stages: Any, x: torch.Tensor) -> np.ndarray:
-    """Every exit's log-probs [K, B, C] from the program's stage methods, chained by name."""
-    known, logp = {"x": x}, []
-    for stage in stages:
-        outs = runner.run(stage.method, [known[t.name] for t in stage.inputs])
-        known.update(zip([t.name for t in stage.outputs], outs, strict=True))
-        name = f"exit_logp_{stage.index}" if stage.exit else "logits"
-        logp.append(torch.log_softmax(known[name], -1).numpy())
-    return np.stack(logp)
+    """Every exit's log-probs [K, B, C] from the program's stage methods, chained by name (the
+    early exits return log-probs already; the last stage returns logits)."""
+    from ponder.export._stages import run_chain
+
+    io = [([t.name for t in s.inputs], [t.name for t in s.outputs]) for s in stages]
+    known = run_chain(runner, io, {"x": x.numpy()})
+    logp = [known[f"exit_logp_{s.index}"] for s in stages if s.exit]
+    logits = torch.from_numpy(known["logits"])
+    return np.stack([*logp, torch.log_softmax(logits, -1).numpy()])

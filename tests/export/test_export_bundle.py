@@ -13,17 +13,14 @@ from tiny_models import inputs
 import ponder
 from ponder.export._onnx import OnnxRunner
 from ponder.export._pte import PteRunner
-from ponder.export._stages import plan_stages, run_stages
+from ponder.export._stages import plan_stages, run_chain, run_stages
 from ponder.runtime import Bundle
 
 
-def _chain_pte(bundle: Bundle, x: torch.Tensor) -> dict[str, torch.Tensor]:
+def _chain_pte(bundle: Bundle, x: torch.Tensor) -> dict:
     """Run every method in order, feeding each the named outputs of the earlier ones."""
-    runner, known = PteRunner(bundle.pte_path), {"x": x}
-    for stage in bundle.manifest.stages:
-        outs = runner.run(stage.method, [known[t.name] for t in stage.inputs])
-        known.update(zip([t.name for t in stage.outputs], outs, strict=True))
-    return known
+    io = [([t.name for t in s.inputs], [t.name for t in s.outputs]) for s in bundle.manifest.stages]
+    return run_chain(PteRunner(bundle.pte_path), io, {"x": x})
 
 
 def test_stages_reproduce_the_model_and_its_exits():
@@ -65,7 +62,7 @@ def test_pte_chain_matches_eager_at_any_batch(ztw_bundle, batch):
     model = ztw_cnn()
     x = inputs("conv2d", batch=batch, seed=3)
     got = _chain_pte(Bundle.open(ztw_bundle), x)
-    torch.testing.assert_close(got["logits"], model(x), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(torch.from_numpy(got["logits"]), model(x), rtol=1e-4, atol=1e-4)
 
 
 def test_onnx_stages_run_with_a_shrinking_batch(ztw_bundle):
@@ -123,9 +120,14 @@ def test_onnx_only_bundle_has_no_program(tmp_path):
     from ponder.export import export_bundle
 
     out = tmp_path / "onnx-only"
+    (out / "onnx_int8").mkdir(parents=True)  # left by an earlier export with int8
+    (out / "model_int8.pte").write_bytes(b"stale")
+    (out / "notes.txt").write_text("the user's own file")
     export_bundle(moe_mlp(), torch.randn(3, 12), out, target="onnx", echo=lambda s: None)
     bundle = Bundle.open(out)
     assert "model.pte" not in bundle.manifest.files
+    assert not (out / "model_int8.pte").exists() and not (out / "onnx_int8").exists()
+    assert (out / "notes.txt").exists()
     with pytest.raises(ponder.BundleError, match="no ExecuTorch program"):
         _ = bundle.pte_path
 

@@ -70,7 +70,7 @@ def q(tmp_path_factory) -> SimpleNamespace:
         splits=splits,
         plan=plan,
         io=[(s.inputs, s.outputs) for s in plan.stages],
-        fp32_pte=write_pte(plan, [], out / "model.pte", metadata={}, programs=programs),
+        fp32_pte=write_pte(programs, out / "model.pte", metadata={}),
         int8_pte=quantize_stages_pte(plan, runs, out / "int8.pte", metadata={"precision": "int8"}),
         fp32_onnx=fp32_onnx,
         int8_onnx=quantize_stages_onnx(fp32_onnx, out / "onnx_int8", calibration_feeds(plan, runs)),
