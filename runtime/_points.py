@@ -1,0 +1,99 @@
+"""Operating points: the settings a policy chooses between (exit thresholds, a last stage, MoE
+tau) with what they are expected to cost and score, read from a bundle's manifest."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ponder._errors import ConfigError
+
+__all__ = ["OperatingPoint", "operating_points"]
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """One row of the table a policy chooses from.
+
+    A sample leaves at early exit k when its exit-rule score is >= thresholds[k]; every sample
+    still running leaves at stage `max_stage` (None: the last stage). `exit_fractions[k]` is the
+    share of calibration samples that left at stage k (one entry per stage, summing to 1), so
+    the expected cost of a point is sum_k exit_fractions[k] * (cost of stages 0..k).
+    `accuracy` and `flops_fraction` were measured on the calibration split at export.
+    """
+
+    name: str
+    thresholds: tuple[float, ...]
+    max_stage: int | None = None
+    moe_tau: float | None = None
+    accuracy: float | None = None
+    flops_fraction: float | None = None
+    exit_fractions: tuple[float, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.max_stage is not None and self.max_stage < 0:
+            raise ConfigError(f"operating point {self.name!r}: max_stage must be >= 0")
+        if any(math.isnan(t) for t in self.thresholds):
+            raise ConfigError(f"operating point {self.name!r}: a threshold is NaN")
+
+    def last_stage(self, num_stages: int) -> int:
+        """The stage where every sample still running leaves."""
+        return num_stages - 1 if self.max_stage is None else min(self.max_stage, num_stages - 1)
+
+    @classmethod
+    def full(cls, num_exits: int) -> OperatingPoint:
+        """Every sample runs the whole model (no early exit)."""
+        return cls("always full", (math.inf,) * num_exits)
+
+    @classmethod
+    def earliest(cls, num_exits: int) -> OperatingPoint:
+        """Every sample leaves at the first stage."""
+        return cls("always earliest", (math.inf,) * num_exits, max_stage=0)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> OperatingPoint:
+        known = {"name", "thresholds", "max_stage", "moe_tau", "accuracy", "flops_fraction",
+                 "exit_fractions"}  # fmt: skip
+        return cls(
+            name=d["name"],
+            thresholds=tuple(math.inf if t is None else float(t) for t in d["thresholds"] or ()),
+            max_stage=d.get("max_stage"),
+            moe_tau=d.get("moe_tau"),
+            accuracy=d.get("accuracy"),
+            flops_fraction=d.get("flops_fraction"),
+            exit_fractions=tuple(d.get("exit_fractions") or ()),
+            extra={k: v for k, v in d.items() if k not in known},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; an infinite threshold (never exit there) is written as null."""
+        return {
+            "name": self.name,
+            "thresholds": [None if math.isinf(t) else t for t in self.thresholds],
+            "max_stage": self.max_stage,
+            "moe_tau": self.moe_tau,
+            "accuracy": self.accuracy,
+            "flops_fraction": self.flops_fraction,
+            "exit_fractions": list(self.exit_fractions),
+            **self.extra,
+        }
+
+
+def operating_points(manifest: Any) -> list[OperatingPoint]:
+    """The operating points of a `Manifest` (rows without thresholds are skipped: they cannot
+    be run), in the manifest's order."""
+    num_exits = manifest.num_exits
+    points = []
+    for row in manifest.operating_points:
+        if row.get("thresholds") is None:
+            continue
+        point = OperatingPoint.from_dict(row)
+        if len(point.thresholds) != num_exits:
+            raise ConfigError(
+                f"operating point {point.name!r} has {len(point.thresholds)} thresholds for "
+                f"{num_exits} early exits; re-export the bundle"
+            )
+        points.append(point)
+    return points
