@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ponder._checkpoint import load, read_config
@@ -58,7 +59,7 @@ def export_checkpoint(
     rule, points = _exits(model, splits, extra)
     manifest = export_bundle(
         model, splits.calib.x[:SAMPLE_ROWS], out, target=target, model_id=Path(path).name,
-        exit_rule=rule, operating_points=points, config={"checkpoint": meta}, moe=moe, echo=echo,
+        exit_rule=rule, operating_points=points, config=_config(path, meta), moe=moe, echo=echo,
         quantize=quantize, calibration=[{"x": b} for b in splits.calib.x.split(CALIB_BATCH)],
         held_out=({"x": splits.test.x}, splits.test.y),
     )  # fmt: skip
@@ -76,8 +77,13 @@ def _export_text(path, out, meta: dict[str, Any], target: str, moe: str, echo) -
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     echo(f"{path}: exporting a text encoder with {len(texts)} docstrings as sample inputs")
     manifest = export_bundle(model, inputs, out, target=target, model_id=Path(path).name,
-                             config={"checkpoint": meta}, moe=moe, echo=echo)  # fmt: skip
+                             config=_config(path, meta), moe=moe, echo=echo)  # fmt: skip
     return _summary(manifest, Path(out), echo)
+
+
+def _config(path: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's config, and where it was (the runtime's torch backend loads it)."""
+    return {"checkpoint": meta, "checkpoint_path": str(Path(path).resolve())}
 
 
 def _exits(model: torch.nn.Module, splits: Any, extra: dict[str, Any]):
@@ -93,16 +99,31 @@ def _exits(model: torch.nn.Module, splits: Any, extra: dict[str, Any]):
             "thresholds": None if risk is None else [float(risk)] * early}  # fmt: skip
     costs = count_costs(model, splits.calib.x[:SAMPLE_ROWS])
     calib = exit_data(model, splits.calib.x, splits.calib.y, costs, rule=name)
-    points = [
-        {"name": f"shared threshold {p['threshold']:.4g}", "thresholds": [p["threshold"]] * early,
-         "moe_tau": None, **{k: v for k, v in p.items() if k != "threshold"}}
-        for p in operating_points(calib)
-    ]  # fmt: skip
+    points = []
+    for p in operating_points(calib):
+        t = [p["threshold"]] * early
+        points.append({"name": f"shared threshold {t[0]:.4g}", "thresholds": t, "max_stage": None,
+                       "moe_tau": None, **{k: v for k, v in p.items() if k != "threshold"}})  # fmt: skip
+        points += _truncated(calib, t)
     if risk is not None:
         outcome = calib.outcome(float(risk))
         points.append({"name": "risk_controlled", "thresholds": rule["thresholds"], "moe_tau": None,
                        "risk_control": extra["risk_control"], **outcome})  # fmt: skip
     return rule, points
+
+
+def _truncated(calib: Any, thresholds: list[float]) -> list[dict[str, Any]]:
+    """The same thresholds with every sample still running made to leave at stage s (for a
+    latency budget that cannot wait for the later stages); only where that changes anything."""
+    rows = []
+    for s in range(len(thresholds)):
+        cut = [*thresholds[:s], -float("inf"), *thresholds[s + 1 :]]
+        outcome = calib.outcome(np.array(cut))
+        if outcome == calib.outcome(np.array(thresholds)):
+            continue
+        rows.append({"name": f"shared threshold {thresholds[0]:.4g}, all leave by stage {s}",
+                     "thresholds": thresholds, "max_stage": s, "moe_tau": None, **outcome})  # fmt: skip
+    return rows
 
 
 def _summary(manifest: dict[str, Any], out: Path, echo) -> dict[str, Any]:

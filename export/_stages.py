@@ -121,7 +121,32 @@ def plan_stages(model: nn.Module, moe: str = "grouped") -> StagePlan:
             "dense or MoE, without exits)"
         )
     plan.moe_paths = {id(layer): path for path, layer in moe_layers(model).items()}
+    for k, stage in enumerate(plan.stages):
+        layers = list(moe_layers(stage.module).values())
+        if layers:
+            stage.module = _CountExperts(stage.module, layers)
+            stage.outputs = [*stage.outputs, f"experts_{k}"]
     return plan
+
+
+class _CountExperts(nn.Module):
+    """A stage with MoE layers, plus one output `experts_<k>` [B]: per sample, the experts its
+    tokens ran, averaged over tokens, summed over the stage's MoE layers (float32)."""
+
+    def __init__(self, stage: nn.Module, layers: list[nn.Module]):
+        super().__init__()
+        self.stage = stage
+        self.layers = layers  # submodules of `stage`; a plain list so nothing registers twice
+
+    def forward(self, *args: torch.Tensor):
+        # B=batch, T=tokens per sample, E=experts
+        out = self.stage(*args)
+        batch = args[0].shape[0]
+        counts = [
+            layer.last_mask.reshape(batch, -1, layer.num_experts).sum(-1).float().mean(1)
+            for layer in self.layers
+        ]  # each [B]
+        return (*out, torch.stack(counts).sum(0))
 
 
 def _family(model: nn.Module) -> str:

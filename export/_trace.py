@@ -4,6 +4,7 @@ for the ExecuTorch and ONNX writers, and the stage's shapes with their dynamic d
 from __future__ import annotations
 
 import contextlib
+import inspect
 import warnings
 from collections.abc import Iterator
 
@@ -52,6 +53,9 @@ def export_stage(stage: Stage, example: tuple[torch.Tensor, ...]) -> torch.expor
     shapes = tuple(
         {i: dims[d] for i, d in stage.dynamic_dims(name).items()} for name in stage.inputs
     )
+    params = inspect.signature(stage.module.forward).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        shapes = (shapes,)  # forward(*args): one entry, for the whole tuple
     try:
         with torch.no_grad(), portable_conv_shapes(), warnings.catch_warnings():
             # MoEFFN.last_mask (experts used, for cost counting) is eager-only bookkeeping

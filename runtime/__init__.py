@@ -1,12 +1,24 @@
-"""ponder.runtime: read and verify device bundles without torch (backends and engine to come).
+"""ponder.runtime: read and verify device bundles and run them stage by stage on a backend under
+a policy, without torch.
 
 `import ponder.runtime` must not import torch; jsonschema is imported on first validation.
 """
 
+from ponder.runtime._backends import Backend, list_backends
 from ponder.runtime._bundle import Bundle, write_manifest
+from ponder.runtime._costs import CostTable, StageCost, cost_table_path
 from ponder.runtime._digest import manifest_digest, sha256_file
+from ponder.runtime._engine import Engine
 from ponder.runtime._files import FileCheck
+from ponder.runtime._inputs import InputError
 from ponder.runtime._manifest import ExitRuleSpec, FileEntry, Manifest, StageSpec, TensorSpec
+from ponder.runtime._nvml import NvmlProbe
+from ponder.runtime._points import OperatingPoint, operating_points
+from ponder.runtime._probes import PROBES, detect_probes, list_probes, make_probe, read_state
+from ponder.runtime._result import Result
+from ponder.runtime._simdevice import Battery, SimulatedDevice, StageRun, ThermalModel
+from ponder.runtime._simtrace import ReplayProbe, Trace, TracePoint, day_trace
+from ponder.runtime._state import DeviceState
 from ponder.runtime._telemetry import (
     BatteryState,
     Ina3221Probe,
@@ -18,21 +30,46 @@ from ponder.runtime._validate import FORMAT, SCHEMA_VERSION, load_schema, valida
 
 __all__ = [
     "FORMAT",
+    "PROBES",
     "SCHEMA_VERSION",
+    "Backend",
+    "Battery",
     "BatteryState",
     "Bundle",
+    "CostTable",
+    "DeviceState",
+    "Engine",
     "ExitRuleSpec",
     "FileCheck",
     "FileEntry",
     "Ina3221Probe",
+    "InputError",
     "Manifest",
+    "NvmlProbe",
+    "OperatingPoint",
     "PowerSupplyProbe",
     "ProbeUnavailable",
     "RaplProbe",
+    "ReplayProbe",
+    "Result",
+    "SimulatedDevice",
+    "StageCost",
+    "StageRun",
     "StageSpec",
     "TensorSpec",
+    "ThermalModel",
+    "Trace",
+    "TracePoint",
+    "cost_table_path",
+    "day_trace",
+    "detect_probes",
+    "list_backends",
+    "list_probes",
     "load_schema",
+    "make_probe",
     "manifest_digest",
+    "operating_points",
+    "read_state",
     "sha256_file",
     "validate_manifest",
     "write_manifest",

@@ -10,6 +10,7 @@ def test_import_ponder_runtime_does_not_import_torch():
     probe = (
         "import ponder.runtime as r, sys\n"
         "r.Bundle, r.Manifest, r.write_manifest\n"
+        "r.SimulatedDevice, r.NvmlProbe, r.detect_probes, r.day_trace, r.ReplayProbe\n"
         "print(' '.join(sorted(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)

@@ -1,0 +1,80 @@
+"""The ExecuTorch backend: the bundle's `.pte` program, one method per stage, run by the
+ExecuTorch runtime's Python binding; tensors stay torch tensors from stage to stage."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ponder._errors import BundleError, MissingDependencyError
+from ponder.runtime._backends import Backend
+
+__all__ = ["ExecuTorchBackend"]
+
+
+@contextlib.contextmanager
+def _quiet_imports() -> Iterator[None]:
+    """executorch imports torchao, which logs a warning for every optional CUDA library it
+    cannot load on a CPU machine; that does not concern the user."""
+    loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+class ExecuTorchBackend(Backend):
+    """Loads model.pte (or the int8 program) and every stage method once.
+
+    Sets torch to one intra-op thread: the binding returns each output through torch, and
+    torch's spinning OpenMP pool then held the cores the next XNNPACK method needed (measured
+    by `ponder bench export` on a 2-core VM: staged ViT-S 1.11-1.27x monolithic, 1.00x with
+    torch at one thread).
+    """
+
+    name = "executorch"
+
+    def __init__(self, bundle: Any, *, int8: bool = False):
+        try:
+            with _quiet_imports():
+                import torch
+                from executorch.runtime import Runtime
+        except ImportError as e:
+            raise MissingDependencyError("executorch", "export", "the executorch backend") from e
+        self._torch = torch
+        torch.set_num_threads(1)
+        path = bundle.int8_pte_path if int8 else bundle.pte_path
+        try:
+            program = Runtime.get().load_program(path)
+        except (RuntimeError, ValueError) as e:
+            raise BundleError(f"ExecuTorch cannot load {path}: {e}; re-export the bundle") from e
+        stages = bundle.manifest.stages
+        missing = [s.method for s in stages if s.method not in program.method_names]
+        if missing:
+            raise BundleError(
+                f"{path} lacks the stage methods {missing} its manifest names; the program "
+                "comes from another export: copy the whole bundle folder again or re-export"
+            )
+        self.methods = [program.load_method(s.method) for s in stages]
+        self.outputs = [[t.name for t in s.outputs] for s in stages]
+        self.description = (
+            f"executorch runtime, {path.name} ({'int8' if int8 else 'fp32'}), torch at 1 thread"
+        )
+
+    def run_stage(self, index: int, feeds: dict[str, Any]) -> dict[str, Any]:
+        got = self.methods[index].execute(list(feeds.values()))
+        return dict(zip(self.outputs[index], got, strict=True))
+
+    def from_numpy(self, array: np.ndarray) -> Any:
+        return self._torch.from_numpy(np.ascontiguousarray(array))
+
+    def to_numpy(self, value: Any) -> np.ndarray:
+        return value.numpy() if isinstance(value, self._torch.Tensor) else np.asarray(value)

@@ -1,0 +1,262 @@
+"""`Engine`: a bundle on a backend, run stage by stage. Samples whose exit rule fires leave the
+batch and the rest go on; an operating point (or a policy) sets the thresholds, a deadline
+turns on anytime mode."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ponder._errors import ConfigError
+from ponder._rules import exit_rule, select
+from ponder.runtime._backends import BACKENDS, Backend
+from ponder.runtime._bundle import Bundle
+from ponder.runtime._costs import CostTable, cost_table_path
+from ponder.runtime._inputs import check_inputs
+from ponder.runtime._points import OperatingPoint, operating_points
+from ponder.runtime._result import Result
+from ponder.runtime._stage_clock import StageClock
+
+__all__ = ["Engine"]
+
+DEFAULT_MAX_BATCH = 256
+
+
+class Engine:
+    """Runs a `Bundle` on a `Backend`. Build it with `Engine.load`."""
+
+    def __init__(self, bundle: Bundle, backend: Backend, costs: CostTable | None = None,
+                 meter: Any = None):  # fmt: skip
+        m = bundle.manifest
+        self.bundle, self.backend, self.costs, self.meter = bundle, backend, costs, meter
+        self.stages = m.stages
+        self.points = operating_points(m)
+        self.rule = exit_rule(m.exit_rule.name, ensembled=m.exit_rule.ensembled)
+        self.classifier = m.classes is not None
+        self.max_batch = m.config.get("export", {}).get("max_batch", DEFAULT_MAX_BATCH)
+        self.clock = StageClock(len(m.stages), costs)
+        self._inputs = [[t.name for t in s.inputs] for s in m.stages]
+        self._exit_out = [_exit_output(s) for s in m.stages]
+        self._final = m.stages[-1].outputs[0].name
+        self._experts = [next((t.name for t in s.outputs if t.name.startswith("experts_")), None)
+                         for s in m.stages]  # fmt: skip
+        layers = [layer["stage"] for layer in (m.moe or {}).get("layers", [])]
+        self._moe_layers = [layers.count(k) for k in range(len(m.stages))]
+        later = [set().union(*self._inputs[k + 1 :]) for k in range(len(m.stages))]
+        self._carry = later  # names a stage's survivors must keep for the stages after it
+
+    @classmethod
+    def load(cls, bundle: str | Path | Bundle, backend: str = "onnxruntime", *,
+             costs: str | Path | CostTable | None = "auto", meter: Any = None,
+             verify_hashes: bool = True, **options: Any) -> Engine:  # fmt: skip
+        """Open (and verify) `bundle` and load it on `backend` ("onnxruntime", "executorch" or
+        "torch"; see `list_backends()`). options go to the backend: onnxruntime takes
+        providers (list, best first), threads, int8; executorch takes int8; torch takes
+        checkpoint, model, threads. costs: a cost table, its path, "auto" (the table `ponder profile`
+        stored beside the bundle for this backend, if any) or None. meter: an energy probe with
+        `read_joules()` (RaplProbe, NvmlProbe) to measure energy per stage call."""
+        if not isinstance(bundle, Bundle):
+            bundle = Bundle.open(bundle, verify_hashes=verify_hashes)
+        factory = BACKENDS.get(backend)
+        try:
+            loaded = factory(bundle, **options)
+        except TypeError as e:
+            if "unexpected keyword" not in str(e):
+                raise
+            raise ConfigError(
+                f"backend {backend!r} does not take option(s) {sorted(options)}: {e}"
+            ) from None
+        return cls(bundle, loaded, _cost_table(bundle, backend, costs), meter)
+
+    @property
+    def default_point(self) -> OperatingPoint:
+        """The bundle's own exit rule thresholds (risk-controlled at export), else the most
+        accurate operating point, else the full model."""
+        m = self.bundle.manifest
+        if m.exit_rule.thresholds is not None:
+            return OperatingPoint("bundle exit rule", tuple(m.exit_rule.thresholds))
+        if self.points:
+            return max(self.points, key=lambda p: (p.accuracy or 0.0, -(p.flops_fraction or 0)))
+        return OperatingPoint.full(m.num_exits)
+
+    def run(self, inputs: Any, *, point: OperatingPoint | None = None,
+            deadline_ms: float | None = None, policy: Any = None, state: Any = None) -> Result:  # fmt: skip
+        """Run a batch. point: the thresholds to use (default `default_point`); policy: a
+        `Policy` that chooses the point from `state` (a DeviceState) and learns from the stage
+        times measured here; deadline_ms: anytime mode, a sample still running when the next
+        stage would not finish in time is answered with its latest exit's prediction."""
+        decision = None
+        if policy is not None:
+            if point is not None:
+                raise ConfigError("pass a point or a policy, not both")
+            decision = policy.decide(state)
+            point = decision.point
+        point = point or self.default_point
+        if len(point.thresholds) != len(self.stages) - 1:
+            raise ConfigError(
+                f"operating point {point.name!r} has {len(point.thresholds)} thresholds; this "
+                f"bundle has {len(self.stages) - 1} early exits"
+            )
+        arrays = check_inputs(self.bundle.manifest.inputs, inputs, self.max_batch)
+        n = next(iter(arrays.values())).shape[0]
+        started = time.perf_counter()
+        chunks = [{k: v[i : i + self.max_batch] for k, v in arrays.items()}
+                  for i in range(0, n, self.max_batch)]  # fmt: skip
+        parts = [self._run_rows(chunk, point, deadline_ms, started) for chunk in chunks]
+        result = _join(parts, point, self.backend.name, decision)
+        result.total_ms = (time.perf_counter() - started) * 1e3
+        result.energy_basis = self.energy_basis
+        if policy is not None:
+            for k, rows, ms, mj in zip(result.stage_index, result.stage_rows, result.stage_ms,
+                                       result.extra["stage_mj"], strict=True):  # fmt: skip
+                policy.observe(k, ms, mj, batch=rows)
+        return result
+
+    def _run_rows(self, arrays: dict[str, np.ndarray], point: OperatingPoint,
+                  deadline_ms: float | None, started: float) -> dict[str, Any]:  # fmt: skip
+        """One chunk of at most max_batch rows: stages in order, survivors only."""
+        n, last = next(iter(arrays.values())).shape[0], point.last_stage(len(self.stages))
+        rows = np.arange(n)  # positions (in this chunk) of the samples still running
+        known = {k: self.backend.from_numpy(v) for k, v in arrays.items()}
+        out = _Outputs(n)
+        state, latest = self.rule.start(n), None
+        for k in range(last + 1):
+            if deadline_ms is not None and latest is not None:
+                predicted = self.clock.predict_ms(k, len(rows))
+                if (time.perf_counter() - started) * 1e3 + predicted > deadline_ms:
+                    out.leave(rows, np.ones(len(rows), bool), latest, k - 1, started, True)
+                    break
+            feeds = {name: known[name] for name in self._inputs[k]}
+            got, ms, mj = self._call(k, feeds, len(rows))
+            out.stage(k, len(rows), ms, mj, self._experts_of(k, got), self._moe_layers[k])
+            logp = self._logp(k, got)
+            scores, pred_logp = (None, logp) if logp is None else self.rule.step(logp, state)
+            leave = np.ones(len(rows), bool)
+            if k < last and self.stages[k].exit:
+                leave = scores >= point.thresholds[k]
+            answer = pred_logp if logp is not None else self.backend.to_numpy(got[self._final])
+            out.leave(rows, leave, answer, k, started, False)
+            keep = ~leave
+            if not keep.any():
+                break
+            kept = np.flatnonzero(keep)
+            rows, state, latest = rows[keep], select(state, keep), pred_logp[keep]
+            known = {
+                name: v[kept] for name, v in {**known, **got}.items() if name in self._carry[k]
+            }
+        return out.finish(self.classifier)
+
+    def _call(self, k: int, feeds: dict[str, Any], rows: int) -> tuple[dict, float, float | None]:
+        before = self.meter.read_joules() if self.meter is not None else None
+        t0 = time.perf_counter()
+        got = self.backend.run_stage(k, feeds)
+        ms = (time.perf_counter() - t0) * 1e3
+        self.clock.observe(k, ms, rows)
+        if before is not None:
+            return got, ms, (self.meter.read_joules() - before) * 1e3
+        return got, ms, self.clock.energy_mj(k, ms)
+
+    def _logp(self, k: int, got: dict[str, Any]) -> np.ndarray | None:
+        """Log-probs [b, C] the exit rule reads at stage k (None for an embedding model)."""
+        if self._exit_out[k] is not None:
+            return self.backend.to_numpy(got[self._exit_out[k]])
+        if not self.classifier:
+            return None
+        logits = self.backend.to_numpy(got[self._final]).astype(np.float32)
+        shifted = logits - logits.max(axis=-1, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+    def _experts_of(self, k: int, got: dict[str, Any]) -> np.ndarray | None:
+        name = self._experts[k]
+        return None if name is None else self.backend.to_numpy(got[name])
+
+    @property
+    def energy_basis(self) -> str:
+        if self.meter is not None:
+            return f"measured by {type(self.meter).__name__} around each stage call"
+        return self.clock.energy_basis
+
+
+def _exit_output(stage: Any) -> str | None:
+    return next((t.name for t in stage.outputs if t.name.startswith("exit_logp_")), None)
+
+
+def _cost_table(bundle: Bundle, backend: str, costs: Any) -> CostTable | None:
+    if costs is None or isinstance(costs, CostTable):
+        return costs
+    if costs == "auto":
+        path = cost_table_path(bundle.root, backend)
+        return CostTable.load(path) if path.is_file() else None
+    return CostTable.load(costs)
+
+
+class _Outputs:
+    """Collects per-sample answers of one chunk as samples leave."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.exit_stage = np.full(n, -1, np.int64)
+        self.by_deadline = np.zeros(n, bool)
+        self.latency_ms = np.zeros(n)
+        self.output: np.ndarray | None = None
+        self.energy = np.zeros(n)
+        self.energy_known = True
+        self.experts: np.ndarray | None = None
+        self.calls: list[tuple[int, int, float, float | None]] = []
+        self._running = np.arange(n)
+
+    def stage(self, k: int, rows: int, ms: float, mj: float | None, experts: Any,
+              layers: int) -> None:  # fmt: skip
+        self.calls.append((k, rows, ms, mj))
+        if mj is None:
+            self.energy_known = False
+        else:
+            self.energy[self._running] += mj / rows
+        if experts is not None:
+            if self.experts is None:
+                self.experts, self.layers = np.zeros(self.n), np.zeros(self.n)
+            self.experts[self._running] += experts
+            self.layers[self._running] += layers
+
+    def leave(self, rows: np.ndarray, leave: np.ndarray, values: Any, k: int, started: float,
+              deadline: bool) -> None:  # fmt: skip
+        values = np.asarray(values)
+        if self.output is None:
+            self.output = np.zeros((self.n, *values.shape[1:]), values.dtype)
+        gone = rows[leave]
+        self.output[gone] = values[leave]
+        self.exit_stage[gone] = k
+        self.by_deadline[gone] = deadline
+        self.latency_ms[gone] = (time.perf_counter() - started) * 1e3
+        self._running = rows[~leave]
+
+    def finish(self, classifier: bool) -> dict[str, Any]:
+        return {
+            "output": self.output,
+            "prediction": self.output.argmax(axis=-1) if classifier else None,
+            "exit_stage": self.exit_stage,
+            "by_deadline": self.by_deadline,
+            "latency_ms": self.latency_ms,
+            "energy_mj": self.energy if self.energy_known else None,
+            "experts": None if self.experts is None else self.experts / np.maximum(self.layers, 1),
+            "calls": self.calls,
+        }
+
+
+def _join(parts: list[dict[str, Any]], point: OperatingPoint, backend: str,
+          decision: Any) -> Result:  # fmt: skip
+    def cat(key: str) -> np.ndarray | None:
+        values = [p[key] for p in parts]
+        return None if any(v is None for v in values) else np.concatenate(values)
+
+    calls = [c for p in parts for c in p["calls"]]
+    return Result(
+        prediction=cat("prediction"), output=cat("output"), exit_stage=cat("exit_stage"),
+        by_deadline=cat("by_deadline"), latency_ms=cat("latency_ms"), energy_mj=cat("energy_mj"),
+        energy_basis="", experts=cat("experts"), stage_ms=[c[2] for c in calls],
+        stage_rows=[c[1] for c in calls], stage_index=[c[0] for c in calls], point=point,
+        backend=backend, decision=decision, extra={"stage_mj": [c[3] for c in calls]},
+    )  # fmt: skip
