@@ -6,7 +6,9 @@ a policy, without torch.
 
 from ponder.runtime._backends import Backend, list_backends
 from ponder.runtime._bundle import Bundle, write_manifest
+from ponder.runtime._cost_model import CostModel, Prediction
 from ponder.runtime._costs import CostTable, StageCost, cost_table_path
+from ponder.runtime._decision import Decision
 from ponder.runtime._digest import manifest_digest, sha256_file
 from ponder.runtime._engine import Engine
 from ponder.runtime._files import FileCheck
@@ -14,6 +16,8 @@ from ponder.runtime._inputs import InputError
 from ponder.runtime._manifest import ExitRuleSpec, FileEntry, Manifest, StageSpec, TensorSpec
 from ponder.runtime._nvml import NvmlProbe
 from ponder.runtime._points import OperatingPoint, operating_points
+from ponder.runtime._policy import Policy
+from ponder.runtime._policy_file import PolicyRule, PolicySpec, load_policy
 from ponder.runtime._probes import PROBES, detect_probes, list_probes, make_probe, read_state
 from ponder.runtime._result import Result
 from ponder.runtime._simdevice import Battery, SimulatedDevice, StageRun, ThermalModel
@@ -36,7 +40,9 @@ __all__ = [
     "Battery",
     "BatteryState",
     "Bundle",
+    "CostModel",
     "CostTable",
+    "Decision",
     "DeviceState",
     "Engine",
     "ExitRuleSpec",
@@ -47,7 +53,11 @@ __all__ = [
     "Manifest",
     "NvmlProbe",
     "OperatingPoint",
+    "Policy",
+    "PolicyRule",
+    "PolicySpec",
     "PowerSupplyProbe",
+    "Prediction",
     "ProbeUnavailable",
     "RaplProbe",
     "ReplayProbe",
@@ -65,6 +75,7 @@ __all__ = [
     "detect_probes",
     "list_backends",
     "list_probes",
+    "load_policy",
     "load_schema",
     "make_probe",
     "manifest_digest",

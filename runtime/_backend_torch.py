@@ -32,6 +32,7 @@ class TorchBackend(Backend):
         self._torch = torch
         if threads:
             torch.set_num_threads(threads)
+        self.threads = torch.get_num_threads()
         path = Path(checkpoint or bundle.manifest.config.get("checkpoint_path") or "")
         if not checkpoint and not path.name:
             raise BundleError(

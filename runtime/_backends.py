@@ -30,6 +30,7 @@ class Backend:
 
     name: str = ""
     description: str = ""  # what was loaded and on what, in words
+    threads: int | None = None  # intra-op threads asked for (None: the runtime's default)
 
     def run_stage(self, index: int, feeds: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
@@ -82,6 +83,7 @@ class OnnxRuntimeBackend(Backend):
         except ImportError as e:
             raise MissingDependencyError("onnxruntime", "onnx", "the onnxruntime backend") from e
         chosen = choose_providers(ort.get_available_providers(), providers)
+        self.threads = threads
         self.sessions, self.outputs = [], []
         for stage in bundle.manifest.stages:
             path = bundle.onnx_path(stage.index, int8=int8)

@@ -4,6 +4,7 @@ turns on anytime mode."""
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,21 @@ class Engine:
             return max(self.points, key=lambda p: (p.accuracy or 0.0, -(p.flops_fraction or 0)))
         return OperatingPoint.full(m.num_exits)
 
+    def policy(self, spec: Any = None, *, power_w: float | None = None,
+               alpha: float = 0.2) -> Any:  # fmt: skip
+        """A `Policy` over this bundle's operating points, predicting from the engine's cost
+        table (`ponder profile`) or, without one, from stage FLOPs and the first measurements.
+        spec: a PolicySpec (`load_policy(path)`, `PolicySpec.simple(latency_ms=...)`); power_w:
+        device power for energy estimates where the table has no energy."""
+        from ponder.runtime._cost_model import CostModel
+        from ponder.runtime._policy import Policy
+
+        n = len(self.stages)
+        flops = [s.flops for s in self.stages]
+        model = CostModel(n, self.costs, stage_flops=flops, power_w=power_w, alpha=alpha)
+        points = self.points or [self.default_point]
+        return Policy(points, model, spec, n)
+
     def run(self, inputs: Any, *, point: OperatingPoint | None = None,
             deadline_ms: float | None = None, policy: Any = None, state: Any = None) -> Result:  # fmt: skip
         """Run a batch. point: the thresholds to use (default `default_point`); policy: a
@@ -92,7 +108,9 @@ class Engine:
         if policy is not None:
             if point is not None:
                 raise ConfigError("pass a point or a policy, not both")
+            t0 = time.perf_counter()
             decision = policy.decide(state)
+            decide_us = (time.perf_counter() - t0) * 1e6
             point = decision.point
         point = point or self.default_point
         if len(point.thresholds) != len(self.stages) - 1:
@@ -110,7 +128,8 @@ class Engine:
         result.total_ms = (time.perf_counter() - started) * 1e3
         result.energy_basis = self.energy_basis
         if policy is not None:
-            for k, rows, ms, mj in zip(result.stage_index, result.stage_rows, result.stage_ms,
+            result.extra["decide_us"] = decide_us
+            for k, rows, ms, mj in zip(result.stage_index, result.stage_rows, result.step_ms,
                                        result.extra["stage_mj"], strict=True):  # fmt: skip
                 policy.observe(k, ms, mj, batch=rows)
         return result
@@ -123,38 +142,56 @@ class Engine:
         known = {k: self.backend.from_numpy(v) for k, v in arrays.items()}
         out = _Outputs(n)
         state, latest = self.rule.start(n), None
+        # an exit nobody may leave at needs no score (stateless rules, no deadline to answer)
+        lazy = self.rule.stateless and deadline_ms is None
         for k in range(last + 1):
             if deadline_ms is not None and latest is not None:
                 predicted = self.clock.predict_ms(k, len(rows))
                 if (time.perf_counter() - started) * 1e3 + predicted > deadline_ms:
                     out.leave(rows, np.ones(len(rows), bool), latest, k - 1, started, True)
                     break
-            feeds = {name: known[name] for name in self._inputs[k]}
-            got, ms, mj = self._call(k, feeds, len(rows))
+            step = time.perf_counter()
+            got, ms, mj = self._call(k, {name: known[name] for name in self._inputs[k]})
             out.stage(k, len(rows), ms, mj, self._experts_of(k, got), self._moe_layers[k])
+            final = k == last or not self.stages[k].exit
+            threshold = math.inf if final else point.thresholds[k]
+            if lazy and not final and threshold == math.inf:
+                known.update(got)
+                self._stepped(out, k, step, len(rows))
+                continue
             logp = self._logp(k, got)
             scores, pred_logp = (None, logp) if logp is None else self.rule.step(logp, state)
-            leave = np.ones(len(rows), bool)
-            if k < last and self.stages[k].exit:
-                leave = scores >= point.thresholds[k]
-            answer = pred_logp if logp is not None else self.backend.to_numpy(got[self._final])
-            out.leave(rows, leave, answer, k, started, False)
-            keep = ~leave
-            if not keep.any():
+            leave = np.ones(len(rows), bool) if final else scores >= threshold
+            if final or leave.any():
+                answer = pred_logp if logp is not None else self.backend.to_numpy(got[self._final])
+                out.leave(rows, leave, answer, k, started, False)
+            if final or leave.all():
+                self._stepped(out, k, step, len(rows))
                 break
-            kept = np.flatnonzero(keep)
-            rows, state, latest = rows[keep], select(state, keep), pred_logp[keep]
-            known = {
-                name: v[kept] for name, v in {**known, **got}.items() if name in self._carry[k]
-            }
+            if leave.any():
+                keep = ~leave
+                kept = np.flatnonzero(keep)
+                rows, state, pred_logp = rows[keep], select(state, keep), pred_logp[keep]
+                known = {
+                    name: v[kept] for name, v in {**known, **got}.items() if name in self._carry[k]
+                }
+            else:
+                known.update(got)
+            latest = pred_logp
+            self._stepped(out, k, step, len(leave))
         return out.finish(self.classifier)
 
-    def _call(self, k: int, feeds: dict[str, Any], rows: int) -> tuple[dict, float, float | None]:
+    def _stepped(self, out: _Outputs, k: int, step: float, rows: int) -> None:
+        """Record the step as a request sees it: stage call, exit rule, survivors' rows."""
+        wall = (time.perf_counter() - step) * 1e3
+        self.clock.observe(k, wall, rows)
+        out.walls.append(wall)
+
+    def _call(self, k: int, feeds: dict[str, Any]) -> tuple[dict, float, float | None]:
         before = self.meter.read_joules() if self.meter is not None else None
         t0 = time.perf_counter()
         got = self.backend.run_stage(k, feeds)
         ms = (time.perf_counter() - t0) * 1e3
-        self.clock.observe(k, ms, rows)
         if before is not None:
             return got, ms, (self.meter.read_joules() - before) * 1e3
         return got, ms, self.clock.energy_mj(k, ms)
@@ -206,6 +243,7 @@ class _Outputs:
         self.energy_known = True
         self.experts: np.ndarray | None = None
         self.calls: list[tuple[int, int, float, float | None]] = []
+        self.walls: list[float] = []  # per call: stage + exit rule + row selection, ms
         self._running = np.arange(n)
 
     def stage(self, k: int, rows: int, ms: float, mj: float | None, experts: Any,
@@ -243,6 +281,7 @@ class _Outputs:
             "energy_mj": self.energy if self.energy_known else None,
             "experts": None if self.experts is None else self.experts / np.maximum(self.layers, 1),
             "calls": self.calls,
+            "walls": self.walls,
         }
 
 
@@ -250,7 +289,9 @@ def _join(parts: list[dict[str, Any]], point: OperatingPoint, backend: str,
           decision: Any) -> Result:  # fmt: skip
     def cat(key: str) -> np.ndarray | None:
         values = [p[key] for p in parts]
-        return None if any(v is None for v in values) else np.concatenate(values)
+        if any(v is None for v in values):
+            return None
+        return values[0] if len(values) == 1 else np.concatenate(values)
 
     calls = [c for p in parts for c in p["calls"]]
     return Result(
@@ -258,5 +299,6 @@ def _join(parts: list[dict[str, Any]], point: OperatingPoint, backend: str,
         by_deadline=cat("by_deadline"), latency_ms=cat("latency_ms"), energy_mj=cat("energy_mj"),
         energy_basis="", experts=cat("experts"), stage_ms=[c[2] for c in calls],
         stage_rows=[c[1] for c in calls], stage_index=[c[0] for c in calls], point=point,
-        backend=backend, decision=decision, extra={"stage_mj": [c[3] for c in calls]},
+        backend=backend, decision=decision, step_ms=[w for p in parts for w in p["walls"]],
+        extra={"stage_mj": [c[3] for c in calls]},
     )  # fmt: skip

@@ -33,12 +33,13 @@ class Result:
     energy_mj: np.ndarray | None
     energy_basis: str
     experts: np.ndarray | None
-    stage_ms: list[float]  # wall time of every stage call, in call order
+    stage_ms: list[float]  # wall time of every backend stage call, in call order
     stage_rows: list[int]  # rows in that call
     stage_index: list[int]  # which stage each call ran
     point: Any  # the OperatingPoint used
     backend: str
     decision: Any = None  # the policy's Decision, when a policy chose the point
+    step_ms: list[float] = field(default_factory=list)  # per call: + exit rule and row selection
     total_ms: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -62,8 +63,10 @@ class Result:
             "energy_mj": None if self.energy_mj is None else self.energy_mj.tolist(),
             "energy_basis": self.energy_basis,
             "stage_calls": [
-                {"stage": k, "rows": r, "ms": ms}
-                for k, r, ms in zip(self.stage_index, self.stage_rows, self.stage_ms, strict=True)
+                {"stage": k, "rows": r, "ms": ms, "step_ms": step}
+                for k, r, ms, step in zip(
+                    self.stage_index, self.stage_rows, self.stage_ms, self.step_ms, strict=True
+                )
             ],
             "total_ms": self.total_ms,
             "decision": None if self.decision is None else self.decision.to_dict(),

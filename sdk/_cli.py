@@ -225,4 +225,11 @@ def _add_export_commands() -> None:
     bench.add_command(bench_export)
 
 
+def _add_runtime_commands() -> None:
+    from ponder._cli_runtime import profile
+
+    main.add_command(profile)
+
+
 _add_export_commands()
+_add_runtime_commands()

@@ -30,6 +30,12 @@ class ExitRule:
     description: ClassVar[str]
     ensembled: bool = False
 
+    @property
+    def stateless(self) -> bool:
+        """True when a score depends on this exit's output only (a runtime may then skip
+        scoring an exit that nobody may leave at)."""
+        return False
+
     def start(self, batch: int) -> State:
         return {}
 
@@ -52,6 +58,8 @@ class MaxProb(ExitRule):
     name: ClassVar[str] = "max_prob"
     description: ClassVar[str] = "largest softmax probability (SDN, DeeBERT)"
 
+    stateless = True  # type: ignore[assignment]
+
     def step(self, logp, state):
         return _probs(logp).max(axis=-1), logp
 
@@ -61,6 +69,8 @@ class MaxProb(ExitRule):
 class Entropy(ExitRule):
     name: ClassVar[str] = "entropy"
     description: ClassVar[str] = "1 - entropy / log(classes), so 1 is certain (BranchyNet)"
+
+    stateless = True  # type: ignore[assignment]
 
     def step(self, logp, state):
         p = _probs(logp)
@@ -73,6 +83,8 @@ class Entropy(ExitRule):
 class Margin(ExitRule):
     name: ClassVar[str] = "margin"
     description: ClassVar[str] = "top-1 minus top-2 softmax probability"
+
+    stateless = True  # type: ignore[assignment]
 
     def step(self, logp, state):
         top2 = np.sort(_probs(logp), axis=-1)[:, -2:]  # [b, 2]
@@ -106,6 +118,10 @@ class ZTWEnsemble(ExitRule):
         "largest probability of the geometric ensemble of all exits so far (ZTW); uses the "
         "model's learned ensemble when it has one, else an unweighted one"
     )
+
+    @property
+    def stateless(self) -> bool:
+        return self.ensembled  # the model's learned ensemble: nothing to keep between exits
 
     def start(self, batch):
         return {"sum": np.zeros((batch, 0)), "n": np.zeros(batch)}

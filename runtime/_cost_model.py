@@ -1,0 +1,240 @@
+"""Per-stage cost predictions for the policy: a device's cost table, corrected online from
+measured stage times (EWMA), and what they imply for one operating point."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from ponder._errors import ConfigError
+from ponder.runtime._costs import CostTable
+from ponder.runtime._points import OperatingPoint
+
+__all__ = ["CostModel", "Prediction", "exit_distribution"]
+
+_NO_COSTS = (
+    "no stage latency is known yet: measure a cost table with `ponder profile BUNDLE` and pass "
+    "it, or pass stage_flops (the manifest's per-stage FLOPs) and observe() a stage time first"
+)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a point is expected to cost and score per request at batch 1: mean over the exit
+    distribution, worst = every sample runs to the point's last stage. Energy None: unknown."""
+
+    accuracy: float | None
+    mean_latency_ms: float
+    worst_latency_ms: float
+    mean_energy_mj: float | None
+    flops_fraction: float | None
+
+    def to_dict(self) -> dict[str, float | None]:
+        return asdict(self)
+
+
+def exit_distribution(point: OperatingPoint, num_stages: int) -> tuple[float, ...]:
+    """Share of samples leaving at each stage: the point's exit_fractions (mass past its last
+    stage moved onto the last stage), or everyone at the last stage when it has none."""
+    last = point.last_stage(num_stages)
+    if not point.exit_fractions:
+        return tuple(1.0 if k == last else 0.0 for k in range(num_stages))
+    fr = point.exit_fractions
+    if len(fr) != num_stages or any(f < 0 for f in fr) or abs(sum(fr) - 1.0) > 0.01:
+        raise ConfigError(
+            f"operating point {point.name!r}: exit_fractions {list(fr)} must be {num_stages} "
+            "non-negative shares summing to 1 (one per stage); re-export the bundle"
+        )
+    out = list(fr[: last + 1]) + [0.0] * (num_stages - last - 1)
+    out[last] += sum(fr[last + 1 :])
+    return tuple(out)
+
+
+def _positive(name: str, value: float | None) -> None:
+    if value is not None and not (isinstance(value, (int, float)) and 0 < value < math.inf):
+        raise ConfigError(f"{name} must be a positive finite number, got {value!r}")
+
+
+class CostModel:
+    """Per-stage latency (ms) and energy (mJ) of one sample at full clock speed.
+
+    Starts from `table` (or, without one, learns from observe(): stages never observed are
+    extrapolated from `stage_flops` at the ms-per-FLOP of the observed ones) and moves each
+    estimate toward measurements by an EWMA: est += alpha * (measured - est).
+
+    Batch model (simple, linear): a call at batch B costs B one-sample calls, so a batch-B
+    time or energy is divided by B. Exact for energy shared by a batch; for latency it ignores
+    per-call overhead, so batch>1 figures understate batch-1 latency. Energy where neither the
+    table nor observe() measured it: latency × power_w (see `energy_basis`). Throttling
+    (DeviceState.speed) scales latency only: a slower clock also draws less power.
+    """
+
+    def __init__(
+        self,
+        num_stages: int,
+        table: CostTable | None = None,
+        *,
+        stage_flops: Sequence[float] | None = None,
+        power_w: float | None = None,
+        alpha: float = 0.2,
+    ):
+        if not isinstance(num_stages, int) or num_stages < 1:
+            raise ConfigError(f"num_stages must be a positive int, got {num_stages!r}")
+        _positive("power_w", power_w)
+        if not 0 < alpha <= 1:
+            raise ConfigError(
+                f"alpha (EWMA weight of a new measurement) must be in (0, 1], got {alpha}"
+            )
+        if table is None and stage_flops is None:
+            raise ConfigError(_NO_COSTS)
+        self.num_stages, self.table, self.power_w, self.alpha = num_stages, table, power_w, alpha
+        self.stage_flops = None if stage_flops is None else self._check_flops(stage_flops)
+        self._latency: list[float | None] = [None] * num_stages
+        self._energy: list[float | None] = [None] * num_stages  # measured (table or observed)
+        if table is not None:
+            self._load(table)
+        self.observations = [0] * num_stages
+        self.version = 0  # bumped by every observe(): lets callers cache what they derive
+
+    def _check_flops(self, flops: Sequence[float]) -> tuple[float, ...]:
+        if len(flops) != self.num_stages or any(not f >= 0 for f in flops) or sum(flops) <= 0:
+            raise ConfigError(
+                f"stage_flops must hold {self.num_stages} non-negative FLOP counts (one per "
+                f"stage, not all zero), got {list(flops)}; take them from the manifest's stages"
+            )
+        return tuple(float(f) for f in flops)
+
+    def _load(self, table: CostTable) -> None:
+        if len(table.stages) != self.num_stages or table.batch < 1:
+            raise ConfigError(
+                f"cost table has {len(table.stages)} stages at batch {table.batch} for a "
+                f"{self.num_stages}-stage bundle; measure it again with `ponder profile BUNDLE`"
+            )
+        for k, s in enumerate(sorted(table.stages, key=lambda s: s.index)):
+            self._latency[k] = s.latency_ms / table.batch
+            self._energy[k] = None if s.energy_mj is None else s.energy_mj / table.batch
+
+    @property
+    def known(self) -> bool:
+        """Whether every stage has a latency estimate (a table, or FLOPs and one observation)."""
+        return all(t is not None for t in self._latency) or (
+            self.stage_flops is not None and self._ms_per_flop() is not None
+        )
+
+    @property
+    def has_energy(self) -> bool:
+        """Whether every stage has an energy estimate (measured, or latency × power_w)."""
+        return self.power_w is not None or all(e is not None for e in self._energy)
+
+    @property
+    def energy_basis(self) -> str:
+        """Where the energy figures come from, in words."""
+        measured = sum(e is not None for e in self._energy)
+        t = self.table
+        in_table = t is not None and any(s.energy_mj is not None for s in t.stages)
+        source = (t.energy_source or "cost table") if in_table else "observe()"
+        if measured == self.num_stages:
+            return f"measured ({source})"
+        if self.power_w is None:
+            return "none (no energy probe in the cost table and no power_w)"
+        derived = f"latency × {self.power_w:g} W"
+        return derived if measured == 0 else f"measured ({source}), elsewhere {derived}"
+
+    def describe(self) -> str:
+        """Where the latency figures come from, in words."""
+        if self.table is None:
+            base = "no cost table: stage FLOPs scaled by measured stage times"
+        else:
+            t = self.table
+            base = f"cost table {t.backend} on {t.device} (batch {t.batch})"
+            base += ", SIMULATED" if t.simulated else ""
+        return f"{base}; corrected by EWMA (alpha={self.alpha:g})"
+
+    def _ms_per_flop(self) -> float | None:
+        seen = [k for k in range(self.num_stages) if self._latency[k] is not None]
+        flops = sum(self.stage_flops[k] for k in seen) if self.stage_flops else 0.0
+        return sum(self._latency[k] for k in seen) / flops if flops > 0 else None
+
+    def stage_latency_ms(self) -> list[float]:
+        """Latency of each stage for one sample at full speed; ConfigError when unknown."""
+        if all(t is not None for t in self._latency):
+            return list(self._latency)
+        rate = self._ms_per_flop() if self.stage_flops is not None else None
+        if rate is None:
+            raise ConfigError(_NO_COSTS)
+        return [
+            t if t is not None else f * rate
+            for t, f in zip(self._latency, self.stage_flops, strict=True)
+        ]
+
+    def stage_energy_mj(self) -> list[float] | None:
+        """Energy of each stage for one sample, or None when some stage has no estimate."""
+        if all(e is not None for e in self._energy):
+            return list(self._energy)
+        return self.stage_costs()[1] if self.power_w is not None else None
+
+    def stage_costs(self) -> tuple[list[float], list[float] | None]:
+        """(stage_latency_ms(), stage_energy_mj()) in one pass."""
+        lat, en, watts = self.stage_latency_ms(), self._energy, self.power_w
+        if watts is None or all(e is not None for e in en):
+            return lat, None if None in en else list(en)
+        return lat, [e if e is not None else t * watts for e, t in zip(en, lat, strict=True)]
+
+    def observe(
+        self,
+        stage: int,
+        latency_ms: float,
+        energy_mj: float | None = None,
+        batch: int = 1,
+        speed: float = 1.0,
+    ) -> None:
+        """Fold one measured call of `stage` (batch `batch`, at clock `speed`) into the EWMA."""
+        if not 0 <= stage < self.num_stages:
+            raise ConfigError(
+                f"stage {stage} is out of range: this bundle has stages 0..{self.num_stages - 1}"
+            )
+        if not (latency_ms >= 0 and batch >= 1 and speed > 0) or math.isinf(latency_ms):
+            raise ConfigError(
+                f"observe() needs latency_ms >= 0 (finite), batch >= 1 and speed > 0; got "
+                f"{latency_ms!r}, {batch!r}, {speed!r}"
+            )
+        self._latency[stage] = self._ewma(self._latency[stage], latency_ms * speed / batch)
+        if energy_mj is not None:
+            self._energy[stage] = self._ewma(self._energy[stage], energy_mj / batch)
+        self.observations[stage] += 1
+        self.version += 1
+
+    def _ewma(self, old: float | None, new: float) -> float:
+        return new if old is None else old + self.alpha * (new - old)
+
+    def predict(self, point: OperatingPoint, speed: float = 1.0) -> Prediction:
+        """Expected cost of one request at `point` on a device running at clock `speed`."""
+        if not speed > 0:
+            raise ConfigError(f"speed must be > 0 (1.0 = full clock), got {speed!r}")
+        fr = exit_distribution(point, self.num_stages)
+        lat, en = self.stage_latency_ms(), self.stage_energy_mj()
+        cum_lat = _cumulative(lat)
+        mean_en = (
+            None if en is None else sum(f * c for f, c in zip(fr, _cumulative(en), strict=True))
+        )
+        flops = point.flops_fraction
+        if flops is None and self.stage_flops is not None:
+            flops = sum(
+                f * c for f, c in zip(fr, _cumulative(self.stage_flops), strict=True)
+            ) / sum(self.stage_flops)
+        return Prediction(
+            accuracy=point.accuracy,
+            mean_latency_ms=sum(f * c for f, c in zip(fr, cum_lat, strict=True)) / speed,
+            worst_latency_ms=cum_lat[point.last_stage(self.num_stages)] / speed,
+            mean_energy_mj=mean_en,
+            flops_fraction=flops,
+        )
+
+
+def _cumulative(values: Sequence[float]) -> list[float]:
+    out, total = [], 0.0
+    for v in values:
+        total += v
+        out.append(total)
+    return out

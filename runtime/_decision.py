@@ -1,0 +1,222 @@
+"""A policy's Decision, and why it chose what it chose in a few lines of words (built only when
+asked for, so that deciding stays cheap)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ponder.runtime._cost_model import Prediction
+from ponder.runtime._points import OperatingPoint
+
+if TYPE_CHECKING:
+    from ponder.runtime._policy import Policy, Snapshot
+    from ponder.runtime._state import DeviceState
+
+__all__ = ["Decision", "Why"]
+
+
+class Why(NamedTuple):
+    """What a decision saw: enough to explain it later."""
+
+    policy: Policy
+    snap: Snapshot
+    state: DeviceState
+    rule: int  # index into policy.rules (the default last)
+    was_active: int
+    previous: int | None  # the point before this decision
+    best: int  # the best point before hysteresis
+    chosen: int
+    how: str  # "accuracy", "cost", "floor", "cheapest" or "unknown"
+    kept: str | None  # "margin" or "dwell" when hysteresis kept the previous point
+    limits: tuple[float, float, float]  # worst latency at full clock (ms), energy (mJ), floor
+
+
+@dataclass(frozen=True, eq=False)
+class Decision:
+    """The point to run next, what it is predicted to cost, under which rule and budgets.
+
+    feasible: the point meets every budget (False: none does, so the cheapest runs); changed:
+    it differs from the previous decision. `reasons` are built on first access."""
+
+    point: OperatingPoint
+    prediction: Prediction
+    rule_name: str
+    constraints: dict[str, float | None]
+    feasible: bool
+    changed: bool
+    _why: Why | None = field(default=None, repr=False)
+
+    @cached_property
+    def reasons(self) -> list[str]:
+        return _reasons(self, self._why) if self._why is not None else []
+
+    def explain(self) -> str:
+        """A few human-readable lines: rule, budgets against predictions, the choice and why."""
+        return "\n".join(self.reasons)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "point": self.point.name,
+            "operating_point": self.point.to_dict(),
+            "prediction": self.prediction.to_dict(),
+            "rule": self.rule_name,
+            "constraints": dict(self.constraints),
+            "feasible": self.feasible,
+            "changed": self.changed,
+            "reasons": list(self.reasons),
+        }
+
+
+def _reasons(d: Decision, w: Why) -> list[str]:
+    lines = [_rule_line(w), *_budget_lines(d, w), _choice_line(d, w)]
+    lines += [line for line in (_left_line(w), _neighbour_line(d, w)) if line]
+    cm = w.policy.cost_model
+    costs = f"costs: {cm.describe()}; {w.snap.version} stage measurements so far"
+    return [*lines, costs + (f"; energy: {cm.energy_basis}" if w.snap.has_energy else "")]
+
+
+def _state_words(s: DeviceState) -> str:
+    words = [] if s.battery_percent is None else [f"battery {s.battery_percent:g}%"]
+    words += [] if s.charging is None else ["charging" if s.charging else "not charging"]
+    words += [] if s.temperature_c is None else [f"{s.temperature_c:g} °C"]
+    return ", ".join(words) or "device state unknown"
+
+
+def _fig(x: float | None, unit: str) -> str:
+    return "unknown" if x is None or x != x else f"{x:.3g} {unit}"  # x != x: NaN
+
+
+def _name(w: Why, i: int) -> str:
+    return repr(w.policy.points[i].name)
+
+
+def _acc(w: Why, i: int) -> str:
+    a = w.policy.points[i].accuracy
+    return "unknown" if a is None else f"{a:.3f}"
+
+
+def _conditions(w: Why) -> str:
+    r, s = w.policy.rules[w.rule], w.state
+    words = []
+    if r.battery_above is not None:
+        words.append(f"battery {s.battery_percent:g}% (above {r.battery_above:g})")
+    if r.battery_below is not None:
+        words.append(f"battery {s.battery_percent:g}% (below {r.battery_below:g})")
+    if r.charging is not None:
+        words.append("charging" if s.charging else "not charging")
+    if r.temperature_above is not None:
+        words.append(f"{s.temperature_c:g} °C (above {r.temperature_above:g})")
+    return ", ".join(words)
+
+
+def _rule_line(w: Why) -> str:
+    from ponder.runtime._policy import holds
+
+    rules, s = w.policy.rules, w.state
+    r = rules[w.rule]
+    if w.rule == len(rules) - 1:
+        if len(rules) == 1:
+            return f"[{r.name}] budgets apply (the policy has no rules)"
+        return f"no rule holds ({_state_words(s)}): [{r.name}] budgets apply"
+    if holds(r, s.battery_percent, s.charging, s.temperature_c, 0.0, 0.0):
+        return f"rule {r.name!r} holds: {_conditions(w)}"
+    spec = w.policy.spec
+    return (
+        f"rule {r.name!r} stays active inside its hysteresis band (battery_band "
+        f"{spec.battery_band:g}, temperature_band {spec.temperature_band:g}): {_conditions(w)}"
+    )
+
+
+def _budget_lines(d: Decision, w: Why) -> list[str]:
+    r, p, speed = w.policy.rules[w.rule], d.prediction, w.state.speed
+    out = []
+    if r.latency_ms is not None:
+        at = f" at clock speed {speed:g}" if speed != 1 else ""
+        out.append(
+            f"latency budget {r.latency_ms:g} ms worst case; predicted {_fig(p.worst_latency_ms, 'ms')}{at}"
+        )
+    if r.needs_energy:
+        parts = [f"{r.energy_mj:g} mJ"] if r.energy_mj is not None else []
+        if r.energy_fraction is not None:
+            parts.append(f"{r.energy_fraction:g} × the full model's {_fig(w.snap.full_en, 'mJ')}")
+        out.append(
+            f"energy budget {_fig(w.limits[1], 'mJ')} per inference ({' and '.join(parts)}); "
+            f"predicted {_fig(p.mean_energy_mj, 'mJ')}"
+        )
+    if r.min_accuracy is not None:
+        out.append(f"accuracy floor {r.min_accuracy:g}; expected {_acc(w, w.chosen)}")
+    return out or ["no budgets: the most accurate point runs"]
+
+
+def _feasible(w: Why) -> list[int]:
+    meets = w.policy._meets
+    return [i for i in range(len(w.policy.points)) if meets(w.snap, i, w.limits)]
+
+
+def _choice_line(d: Decision, w: Why) -> str:
+    spec, name, n = w.policy.spec, repr(d.point.name), len(w.policy.points)
+    cur = w.previous
+    if w.kept == "margin" and w.how == "cost":
+        save = 1 - w.snap.cost[w.best] / w.snap.cost[cur]
+        return f"kept {name} (hysteresis): {_name(w, w.best)} would save only {save:.1%}, within cost_margin {spec.cost_margin:g}"
+    if w.kept == "margin":
+        gain = w.policy._acc[w.best] - w.policy._acc[cur]
+        return f"kept {name} (hysteresis): {_name(w, w.best)} would gain only {gain:+.4f} accuracy, within accuracy_margin {spec.accuracy_margin:g}"
+    if w.kept == "dwell":
+        return f"kept {name} (hysteresis): {_name(w, w.best)} is better, but min_requests={spec.min_requests} have not passed since the last switch"
+    cost = "energy" if w.snap.has_energy else "latency"
+    return {
+        "accuracy": f"chose {name}: the most accurate of the {len(_feasible(w))} of {n} points within the budgets (expected accuracy {_acc(w, w.best)})",
+        "cost": f"chose {name}: the least mean {cost} of the {len(_feasible(w))} of {n} points meeting the floor and budgets",
+        "floor": f"no point within the budgets reaches the accuracy floor: chose the most accurate within them, {name} ({_acc(w, w.best)}); feasible=False",
+        "cheapest": f"no point meets the budgets: running the cheapest, {name}; feasible=False",
+        "unknown": f"stage costs are not known yet: running the cheapest by FLOPs, {name}, until observe() measures a stage time (or give a cost table from `ponder profile BUNDLE`); feasible=False",
+    }[w.how]
+
+
+def _breaks(w: Why, i: int) -> str | None:
+    """Which limit point i breaks, with the figures, or None."""
+    (lat, en, floor), s, speed = w.limits, w.snap, w.state.speed
+    if s.worst_lat[i] > lat:
+        return f"predicted worst latency {s.worst_lat[i] / speed:.3g} ms > {lat / speed:.3g} ms"
+    if s.mean_en[i] > en:
+        return f"predicted energy {s.mean_en[i]:.3g} mJ > {en:.3g} mJ"
+    if w.policy._acc[i] < floor:
+        return f"expected accuracy {_acc(w, i)} < floor {floor:g}"
+    return None
+
+
+def _left_line(w: Why) -> str | None:
+    prev = w.previous
+    if prev is None or prev == w.chosen or w.how == "unknown":
+        return None
+    broken = _breaks(w, prev)
+    if broken:
+        return f"left {_name(w, prev)}: it breaks a budget now ({broken})"
+    if w.how == "cost":
+        save = 1 - w.snap.cost[w.chosen] / w.snap.cost[prev]
+        return f"left {_name(w, prev)}: the new point saves {save:.1%}, more than cost_margin {w.policy.spec.cost_margin:g}"
+    gain = w.policy._acc[w.chosen] - w.policy._acc[prev]
+    return f"left {_name(w, prev)}: the new point gains {gain:+.4f} accuracy, more than accuracy_margin {w.policy.spec.accuracy_margin:g}"
+
+
+def _neighbour_line(d: Decision, w: Why) -> str | None:
+    """Why not the nearest more accurate point (or, under a floor, the nearest cheaper one)."""
+    if w.kept or w.how == "unknown":
+        return None
+    p, i = w.policy, w.chosen
+    if w.how == "cost":
+        order = w.snap.by_cost
+        cheaper = order[: order.index(i)]
+        j = cheaper[-1] if cheaper else None
+        label = "cheaper"
+    else:
+        above = [k for k in range(len(p.points)) if p._acc[k] > p._acc[i]]
+        j = min(above, key=lambda k: (p._acc[k], w.snap.mean_lat[k])) if above else None
+        label = "more accurate"
+    if j is None:
+        return f"no {label} point exists in the table"
+    why = _breaks(w, j) or "it is not better once ties and costs are weighed"
+    return f"{label} {_name(w, j)} ({_acc(w, j)}) is out: {why}"
