@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ponder._errors import BundleError, MissingDependencyError
+from ponder.runtime._backends import session_options
 
 from ._stages import Stage
 
@@ -47,19 +48,6 @@ def write_onnx_stage(stage: Stage, program: torch.export.ExportedProgram, path: 
         registration.setLevel(level)
     onnx_program.save(str(path))
     return path
-
-
-def session_options(threads: int | None = None) -> Any:
-    """ONNX Runtime options for chained stage sessions: no intra-op spinning. DESIGN.md measured
-    four stage sessions on 2 cores at 1.55x one whole-model session with the default spinning,
-    1.03x with it off (spinning threads steal the cores the next session needs)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if threads:
-        options.intra_op_num_threads = threads
-    return options
 
 
 class OnnxRunner:
