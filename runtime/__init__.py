@@ -19,6 +19,7 @@ from ponder.runtime._points import OperatingPoint, operating_points
 from ponder.runtime._policy import Policy
 from ponder.runtime._policy_file import PolicyRule, PolicySpec, load_policy
 from ponder.runtime._probes import PROBES, detect_probes, list_probes, make_probe, read_state
+from ponder.runtime._requests import ServeReport, serve
 from ponder.runtime._result import Result
 from ponder.runtime._simdevice import Battery, SimulatedDevice, StageRun, ThermalModel
 from ponder.runtime._simtrace import ReplayProbe, Trace, TracePoint, day_trace
@@ -62,6 +63,7 @@ __all__ = [
     "RaplProbe",
     "ReplayProbe",
     "Result",
+    "ServeReport",
     "SimulatedDevice",
     "StageCost",
     "StageRun",
@@ -81,6 +83,7 @@ __all__ = [
     "manifest_digest",
     "operating_points",
     "read_state",
+    "serve",
     "sha256_file",
     "validate_manifest",
     "write_manifest",

@@ -61,7 +61,9 @@ class CostModel:
 
     Starts from `table` (or, without one, learns from observe(): stages never observed are
     extrapolated from `stage_flops` at the ms-per-FLOP of the observed ones) and moves each
-    estimate toward measurements by an EWMA: est += alpha * (measured - est).
+    estimate toward measurements by an EWMA: est += alpha * (measured - est). Worst-case
+    latency (what a latency SLO bounds) adds `tail` times each stage's EW mean absolute
+    deviation, and every latency adds the EWMA of the request's time outside its stages.
 
     Batch model (simple, linear): a call at batch B costs B one-sample calls, so a batch-B
     time or energy is divided by B. Exact for energy shared by a batch; for latency it ignores
@@ -78,6 +80,7 @@ class CostModel:
         stage_flops: Sequence[float] | None = None,
         power_w: float | None = None,
         alpha: float = 0.2,
+        tail: float = 3.0,
     ):
         if not isinstance(num_stages, int) or num_stages < 1:
             raise ConfigError(f"num_stages must be a positive int, got {num_stages!r}")
@@ -88,7 +91,14 @@ class CostModel:
             )
         if table is None and stage_flops is None:
             raise ConfigError(_NO_COSTS)
+        if not tail >= 0:
+            raise ConfigError(
+                f"tail (deviations added for worst-case latency) must be >= 0, got {tail}"
+            )
         self.num_stages, self.table, self.power_w, self.alpha = num_stages, table, power_w, alpha
+        self.tail = tail
+        self._dev: list[float] = [0.0] * num_stages  # EW mean |latency - estimate| per stage
+        self.request_ms = 0.0  # EWMA of a request's time outside its stage steps
         self.stage_flops = None if stage_flops is None else self._check_flops(stage_flops)
         self._latency: list[float | None] = [None] * num_stages
         self._energy: list[float | None] = [None] * num_stages  # measured (table or observed)
@@ -113,6 +123,7 @@ class CostModel:
             )
         for k, s in enumerate(sorted(table.stages, key=lambda s: s.index)):
             self._latency[k] = s.latency_ms / table.batch
+            self._dev[k] = max(s.latency_p90_ms - s.latency_ms, 0.0) / table.batch
             self._energy[k] = None if s.energy_mj is None else s.energy_mj / table.batch
 
     @property
@@ -199,11 +210,29 @@ class CostModel:
                 f"observe() needs latency_ms >= 0 (finite), batch >= 1 and speed > 0; got "
                 f"{latency_ms!r}, {batch!r}, {speed!r}"
             )
-        self._latency[stage] = self._ewma(self._latency[stage], latency_ms * speed / batch)
+        per = latency_ms * speed / batch
+        old = self._latency[stage]
+        if old is not None:
+            self._dev[stage] += self.alpha * (abs(per - old) - self._dev[stage])
+        self._latency[stage] = self._ewma(old, per)
         if energy_mj is not None:
             self._energy[stage] = self._ewma(self._energy[stage], energy_mj / batch)
         self.observations[stage] += 1
         self.version += 1
+
+    def observe_request(self, overhead_ms: float) -> None:
+        """Fold one request's time outside its stage steps (input checks, the decision,
+        assembling the result) into the EWMA added to every latency prediction."""
+        if not overhead_ms >= 0 or math.isinf(overhead_ms):
+            raise ConfigError(f"observe_request() needs overhead_ms >= 0, got {overhead_ms!r}")
+        self.request_ms += self.alpha * (overhead_ms - self.request_ms)
+        self.version += 1
+
+    def stage_tail_ms(self, lat: list[float] | None = None) -> list[float]:
+        """Per-stage latency for worst-case budgets: estimate + `tail` x its EW mean absolute
+        deviation (a latency SLO is met by the tail of the distribution, not its mean)."""
+        lat = self.stage_latency_ms() if lat is None else lat
+        return [t + self.tail * d for t, d in zip(lat, self._dev, strict=True)]
 
     def _ewma(self, old: float | None, new: float) -> float:
         return new if old is None else old + self.alpha * (new - old)
@@ -225,8 +254,11 @@ class CostModel:
             ) / sum(self.stage_flops)
         return Prediction(
             accuracy=point.accuracy,
-            mean_latency_ms=sum(f * c for f, c in zip(fr, cum_lat, strict=True)) / speed,
-            worst_latency_ms=cum_lat[point.last_stage(self.num_stages)] / speed,
+            mean_latency_ms=sum(f * c for f, c in zip(fr, cum_lat, strict=True)) / speed
+            + self.request_ms,
+            worst_latency_ms=_cumulative(self.stage_tail_ms(lat))[point.last_stage(self.num_stages)]
+            / speed
+            + self.request_ms,
             mean_energy_mj=mean_en,
             flops_fraction=flops,
         )

@@ -135,7 +135,7 @@ def _budget_lines(d: Decision, w: Why) -> list[str]:
     if r.latency_ms is not None:
         at = f" at clock speed {speed:g}" if speed != 1 else ""
         out.append(
-            f"latency budget {r.latency_ms:g} ms worst case; predicted {_fig(p.worst_latency_ms, 'ms')}{at}"
+            f"latency budget {r.latency_ms:g} ms ({_share(w)}); predicted {_fig(p.worst_latency_ms, 'ms')}{at}"
         )
     if r.needs_energy:
         parts = [f"{r.energy_mj:g} mJ"] if r.energy_mj is not None else []
@@ -180,7 +180,9 @@ def _breaks(w: Why, i: int) -> str | None:
     """Which limit point i breaks, with the figures, or None."""
     (lat, en, floor), s, speed = w.limits, w.snap, w.state.speed
     if s.worst_lat[i] > lat:
-        return f"predicted worst latency {s.worst_lat[i] / speed:.3g} ms > {lat / speed:.3g} ms"
+        return (
+            f"predicted {_share(w)} latency {s.worst_lat[i] / speed:.3g} ms > {lat / speed:.3g} ms"
+        )
     if s.mean_en[i] > en:
         return f"predicted energy {s.mean_en[i]:.3g} mJ > {en:.3g} mJ"
     if w.policy._acc[i] < floor:
@@ -220,3 +222,9 @@ def _neighbour_line(d: Decision, w: Why) -> str | None:
         return f"no {label} point exists in the table"
     why = _breaks(w, j) or "it is not better once ties and costs are weighed"
     return f"{label} {_name(w, j)} ({_acc(w, j)}) is out: {why}"
+
+
+def _share(w: Why) -> str:
+    """The latency the budget bounds: "p99" for latency_quantile 0.99, "worst-case" for 1."""
+    q = w.policy.spec.latency_quantile
+    return "worst-case" if q == 1 else f"p{100 * q:.3g}"

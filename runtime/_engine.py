@@ -83,20 +83,20 @@ class Engine:
             return max(self.points, key=lambda p: (p.accuracy or 0.0, -(p.flops_fraction or 0)))
         return OperatingPoint.full(m.num_exits)
 
-    def policy(self, spec: Any = None, *, power_w: float | None = None,
-               alpha: float = 0.2) -> Any:  # fmt: skip
+    def policy(self, spec: Any = None, *, points: list[OperatingPoint] | None = None,
+               power_w: float | None = None, alpha: float = 0.2) -> Any:  # fmt: skip
         """A `Policy` over this bundle's operating points, predicting from the engine's cost
         table (`ponder profile`) or, without one, from stage FLOPs and the first measurements.
-        spec: a PolicySpec (`load_policy(path)`, `PolicySpec.simple(latency_ms=...)`); power_w:
-        device power for energy estimates where the table has no energy."""
+        spec: a PolicySpec (`load_policy(path)`, `PolicySpec.simple(latency_ms=...)`); points:
+        what to choose from (default: the bundle's table); power_w: device power for energy
+        estimates where the table has no energy."""
         from ponder.runtime._cost_model import CostModel
         from ponder.runtime._policy import Policy
 
         n = len(self.stages)
         flops = [s.flops for s in self.stages]
         model = CostModel(n, self.costs, stage_flops=flops, power_w=power_w, alpha=alpha)
-        points = self.points or [self.default_point]
-        return Policy(points, model, spec, n)
+        return Policy(points or self.points or [self.default_point], model, spec, n)
 
     def run(self, inputs: Any, *, point: OperatingPoint | None = None,
             deadline_ms: float | None = None, policy: Any = None, state: Any = None) -> Result:  # fmt: skip
@@ -104,7 +104,7 @@ class Engine:
         `Policy` that chooses the point from `state` (a DeviceState) and learns from the stage
         times measured here; deadline_ms: anytime mode, a sample still running when the next
         stage would not finish in time is answered with its latest exit's prediction."""
-        decision = None
+        entered, decision = time.perf_counter(), None
         if policy is not None:
             if point is not None:
                 raise ConfigError("pass a point or a policy, not both")
@@ -132,6 +132,8 @@ class Engine:
             for k, rows, ms, mj in zip(result.stage_index, result.stage_rows, result.step_ms,
                                        result.extra["stage_mj"], strict=True):  # fmt: skip
                 policy.observe(k, ms, mj, batch=rows)
+            outside = (time.perf_counter() - entered) * 1e3 - sum(result.step_ms)
+            policy.observe_request(max(outside, 0.0))
         return result
 
     def _run_rows(self, arrays: dict[str, np.ndarray], point: OperatingPoint,

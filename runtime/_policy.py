@@ -36,13 +36,15 @@ class Snapshot:
         self.version, self.known = cm.version, cm.known
         n = len(policy.points)
         lat, en = cm.stage_costs() if self.known else (list(cm.stage_flops), None)
+        tail, extra = (cm.stage_tail_ms(lat), cm.request_ms) if self.known else (lat, 0.0)
         # numpy because it is faster here: [2P, S] @ [S] and .tolist() take 2.3 µs for 40 points,
         # the same sums in pure Python 12 µs (2-core AMD EPYC, Python 3.11, numpy 2.4)
-        if en is None:  # [2P] = [reach; worst] @ [S]
-            out = (policy._reach_and_worst @ np.array(lat)).tolist()
-        else:  # [3P] = blockdiag([reach; worst], reach) @ [2S]: one matmul, 1 µs less than two
-            out = (policy._lat_and_energy @ np.array(lat + en)).tolist()
-        self.mean_lat, self.worst_lat = out[:n], out[n : 2 * n]
+        if en is None:  # [2P] = blockdiag(reach, worst) @ [2S]
+            out = (policy._reach_and_worst @ np.array(lat + tail)).tolist()
+        else:  # [3P] = blockdiag(reach, worst, reach) @ [3S]: one matmul, 1 µs less than two
+            out = (policy._lat_and_energy @ np.array(lat + tail + en)).tolist()
+        self.mean_lat = [v + extra for v in out[:n]]
+        self.worst_lat = [v + extra for v in out[n : 2 * n]]
         self.has_energy = en is not None
         self.mean_en = out[2 * n :] if en is not None else [0.0] * n
         self.full_en = sum(en) if en is not None else None
@@ -101,15 +103,18 @@ class Policy:
         exits = np.array([exit_distribution(p, n) for p in self.points])  # [P, S]
         # reach[p, k]: share of samples that run stage k = sum of exit shares at stages >= k
         self._reach = np.cumsum(exits[:, ::-1], axis=1)[:, ::-1].copy()
+        # the stage by which `latency_quantile` of the samples have left: a latency SLO holds
+        # for that share of requests when the time to reach it fits the budget
         last = np.array([p.last_stage(n) for p in self.points])
+        enough = np.cumsum(exits, axis=1) >= self.spec.latency_quantile - 1e-9  # [P, S]
+        last = np.minimum(last, np.where(enough.any(axis=1), enough.argmax(axis=1), n - 1))
         worst = (np.arange(n)[None, :] <= last[:, None]).astype(float)  # [P, S]
-        self._reach_and_worst = np.vstack([self._reach, worst])  # [2P, S]
         m = len(self.points)
-        self._lat_and_energy = np.zeros(
-            (3 * m, 2 * n)
-        )  # [3P, 2S] = blockdiag([reach; worst], reach)
-        self._lat_and_energy[: 2 * m, :n] = self._reach_and_worst
-        self._lat_and_energy[2 * m :, n:] = self._reach
+        self._reach_and_worst = np.zeros((2 * m, 2 * n))  # [2P, 2S] = blockdiag(reach, worst)
+        self._reach_and_worst[:m, :n], self._reach_and_worst[m:, n:] = self._reach, worst
+        self._lat_and_energy = np.zeros((3 * m, 3 * n))  # [3P, 3S] = blockdiag(reach, worst, reach)
+        self._lat_and_energy[: 2 * m, : 2 * n] = self._reach_and_worst
+        self._lat_and_energy[2 * m :, 2 * n :] = self._reach
         self._acc = [-_INF if p.accuracy is None else p.accuracy for p in self.points]
         self._by_accuracy = sorted(range(len(self.points)), key=lambda i: -self._acc[i])
         flops = self.cost_model.stage_flops
@@ -137,6 +142,10 @@ class Policy:
         self.cost_model.observe(
             stage, latency_ms, energy_mj, batch, self._speed if speed is None else speed
         )
+
+    def observe_request(self, overhead_ms: float) -> None:
+        """Feed one request's time outside its stage steps to the cost model."""
+        self.cost_model.observe_request(overhead_ms)
 
     def decide(self, state: DeviceState | None = None) -> Decision:
         """The operating point for the next request(s) under `state` (None: nothing known)."""

@@ -3,12 +3,14 @@ depend on battery, charging and temperature, plus hysteresis settings. TOML or J
 
 ```toml
 # ponder policy: the first [[rule]] whose `when` holds decides; [default] otherwise
+latency_quantile = 0.99   # share of requests a latency budget must hold for (1.0: every one)
+
 [hysteresis]
 battery_band = 2          # a battery rule stays active until the battery is 2 points past its edge
 accuracy_margin = 0.005   # switch to a more accurate point only for more than +0.5 points
 
 [default]
-latency_ms = 50           # worst-case latency per request (an SLO)
+latency_ms = 50           # latency per request (an SLO, at latency_quantile)
 
 [[rule]]
 name = "plenty of battery"
@@ -154,9 +156,16 @@ class PolicySpec:
     accuracy_margin: float = 0.005
     cost_margin: float = 0.05
     min_requests: int = 0
+    latency_quantile: float = 0.99
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rules", tuple(self.rules))
+        q = self.latency_quantile
+        if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 < q <= 1:
+            raise ConfigError(
+                f"policy: latency_quantile must be in (0, 1] (0.99: the budget holds for 99% "
+                f"of requests; 1: for every request), got {q!r}"
+            )
         _number("policy hysteresis", "battery_band", self.battery_band, 0, 100)
         _number("policy hysteresis", "temperature_band", self.temperature_band, 0)
         _number("policy hysteresis", "accuracy_margin", self.accuracy_margin, 0, 1)
@@ -195,7 +204,8 @@ class PolicySpec:
     def from_dict(cls, d: dict[str, Any]) -> PolicySpec:
         if not isinstance(d, dict):
             raise ConfigError(f"a policy must be a table of keys, got {type(d).__name__}")
-        _unknown("policy", d, ("format", "version", "hysteresis", "default", "rule"))
+        _unknown("policy", d, ("format", "version", "latency_quantile", "hysteresis", "default",
+                               "rule"))  # fmt: skip
         if d.get("format", POLICY_FORMAT) != POLICY_FORMAT or d.get("version", 1) != POLICY_VERSION:
             raise ConfigError(
                 f"not a ponder policy of version {POLICY_VERSION} (format {d.get('format')!r}, "
@@ -212,6 +222,7 @@ class PolicySpec:
         return cls(
             default=PolicyRule.from_dict(d.get("default", {})),
             rules=tuple(PolicyRule.from_dict(r, f"rule {i}") for i, r in enumerate(rules)),
+            latency_quantile=d.get("latency_quantile", 0.99),
             **hyst,
         )
 
@@ -220,6 +231,7 @@ class PolicySpec:
         return {
             "format": POLICY_FORMAT,
             "version": POLICY_VERSION,
+            "latency_quantile": self.latency_quantile,
             "hysteresis": {
                 f.name: getattr(self, f.name) for f in fields(self) if f.name in HYSTERESIS
             },

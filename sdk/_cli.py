@@ -226,9 +226,11 @@ def _add_export_commands() -> None:
 
 
 def _add_runtime_commands() -> None:
-    from ponder._cli_runtime import profile
+    from ponder._cli_runtime import bench_runtime, profile, run
 
     main.add_command(profile)
+    main.add_command(run)
+    bench.add_command(bench_runtime)
 
 
 _add_export_commands()

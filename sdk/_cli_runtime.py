@@ -85,3 +85,125 @@ def cost_rows(manifest, table) -> tuple[list[str], list[list]]:
                      "-" if s.energy_mj is None else f"{s.energy_mj:.3f}"])  # fmt: skip
     head = ["stage", "median ms", "p90 ms", "cumulative ms", "time %", "FLOPs %", "energy mJ"]
     return head, rows
+
+
+@click.command("runtime")
+@click.option(
+    "--out", default="ponder-bench/runtime", show_default=True, help="Folder for results."
+)
+@click.option("--width", default=256, show_default=True, help="Channels of the digits CNN.")
+@click.option("--budgets", default=6, show_default=True, help="Latency budgets to try.")
+@click.option(
+    "--rounds", default=2, show_default=True, help="Passes over the test images per budget."
+)
+@click.option(
+    "--repeats", default=20, show_default=True, help="Rounds for overhead and throughput."
+)
+@click.option("--reuse", is_flag=True, help="Reuse the bundle already under --out.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def bench_runtime(out, width, budgets, rounds, repeats, reuse, quiet) -> None:
+    """The engine and policy on an exported digits CNN (ONNX Runtime, CPU): SLO attainment and
+    accuracy vs the best point with hindsight, overheads, batch-64 throughput."""
+    try:
+        from ponder._bench_runtime import run_bench_runtime
+
+        run_bench_runtime(out, width=width, budgets=budgets, rounds=rounds, repeats=repeats,
+                          reuse=reuse, progress=not quiet, echo=click.echo)  # fmt: skip
+    except ponder.PonderError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(file_okay=False))
+@click.option("--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help=".npy (one input) or .npz (arrays named as the bundle's inputs; an array "
+                   "named y or labels is used to report accuracy).")  # fmt: skip
+@_backend_options
+@click.option("--policy", "policy_file", type=click.Path(exists=True, dir_okay=False),
+              help="Policy file (TOML or JSON): battery-dependent budgets.")  # fmt: skip
+@click.option("--latency-ms", type=float, help="Latency budget per request (worst case).")
+@click.option("--energy-mj", type=float, help="Energy budget per inference (mean).")
+@click.option("--deadline-ms", type=float, help="Anytime mode: answer every request by then.")
+@click.option("--batch", default=1, show_default=True, help="Rows per request.")
+@click.option("--power-w", type=float, help="Device power for energy estimates without a probe.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Write results as JSON.")
+def run(bundle, input_path, backend, threads, int8, policy_file, latency_ms, energy_mj,
+        deadline_ms, batch, power_w, out_path) -> None:  # fmt: skip
+    """Run a bundle on inputs, request by request, under a policy (or the bundle's own exit
+    rule): prints exits per stage, latency percentiles, energy and what the policy chose."""
+    if policy_file and (latency_ms or energy_mj):
+        raise click.UsageError("give --policy or --latency-ms/--energy-mj, not both")
+    try:
+        summary = _run(bundle, input_path, backend, backend_options(backend, threads, int8),
+                       policy_file, latency_ms, energy_mj, deadline_ms, batch, power_w)  # fmt: skip
+    except ponder.PonderError as exc:
+        raise click.ClickException(str(exc)) from None
+    if out_path:
+        from ponder._report import write_json
+
+        click.echo(f"wrote {write_json(out_path, summary)}")
+
+
+def _run(bundle, input_path, backend, options, policy_file, latency_ms, energy_mj, deadline_ms,
+         batch, power_w) -> dict:  # fmt: skip
+    from ponder.runtime import Engine, PolicySpec, detect_probes, load_policy, read_state, serve
+
+    engine = Engine.load(bundle, backend, **options)
+    click.echo(f"{bundle}: {engine.backend.description}")
+    click.echo("costs: " + (f"{engine.costs.device} (ponder profile)" if engine.costs else
+                            "no cost table; run `ponder profile` for latency-aware policies"))  # fmt: skip
+    inputs, labels = load_inputs(input_path, [t.name for t in engine.bundle.manifest.inputs])
+    policy, read = None, None
+    if policy_file or latency_ms or energy_mj:
+        spec = load_policy(policy_file) if policy_file else PolicySpec.simple(latency_ms, energy_mj)
+        policy = engine.policy(spec, power_w=power_w)
+        probes = {k: v for k, v in detect_probes().items() if not isinstance(v, str)}
+        click.echo(f"device state from: {sorted(probes) or 'no probe (unknown battery)'}")
+        read = lambda: read_state(probes)  # noqa: E731
+    report = serve(engine, inputs, policy=policy, batch=batch, deadline_ms=deadline_ms,
+                   read_state=read, on_switch=_echo_switch)  # fmt: skip
+    summary = report.summary(len(engine.stages), labels)
+    _echo_summary(summary, engine)
+    return {"bundle": str(bundle), "backend": engine.backend.description, "summary": summary,
+            "switches": report.switches, "exit_stage": report.exit_stage.tolist(),
+            "prediction": None if report.prediction is None else report.prediction.tolist()}  # fmt: skip
+
+
+def _echo_switch(decision) -> None:
+    click.echo(f"policy -> {decision.point.name!r}:")
+    for line in decision.reasons:
+        click.echo(f"  {line}")
+
+
+def _echo_summary(s: dict, engine) -> None:
+    lat = s["latency_ms"]
+    click.echo(f"{s['requests']} requests, {s['samples']} samples; exits per stage "
+               f"{s['exits_per_stage']}" + (f"; {s['answered_by_deadline']} answered at the "
+               "deadline" if s["answered_by_deadline"] else ""))  # fmt: skip
+    click.echo(f"latency per request: p50 {lat['p50']:.3f} ms, p95 {lat['p95']:.3f} ms, "
+               f"p99 {lat['p99']:.3f} ms, max {lat['max']:.3f} ms")  # fmt: skip
+    energy = s["energy_mj_per_sample"]
+    click.echo("energy: " + (s["energy_basis"] if energy is None else
+                             f"{energy:.3f} mJ per sample ({s['energy_basis']})"))  # fmt: skip
+    if s["experts_per_token_layer"] is not None:
+        click.echo(f"experts per token and MoE layer: {s['experts_per_token_layer']:.2f}")
+    if "accuracy" in s:
+        click.echo(f"accuracy: {s['accuracy']:.2%}")
+
+
+def load_inputs(path: str, names: list[str]):
+    """(inputs, labels or None) from a .npy or .npz file."""
+    import numpy as np
+
+    data = np.load(path)
+    if not hasattr(data, "files"):
+        return data, None
+    labels = next((data[k] for k in ("y", "labels") if k in data.files), None)
+    arrays = [k for k in data.files if k not in ("y", "labels")]
+    if set(names) <= set(arrays):
+        picked = {k: data[k] for k in names}
+    elif len(names) == 1 and len(arrays) == 1:
+        picked = {names[0]: data[arrays[0]]}
+    else:
+        raise click.UsageError(f"{path} holds arrays {arrays}; the bundle takes {names}")
+    return (picked[names[0]] if len(names) == 1 else picked), labels

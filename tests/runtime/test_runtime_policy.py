@@ -44,6 +44,7 @@ def _table(ms=STAGE_MS, energy=None, batch=1):
 
 def _policy(spec=None, points=POINTS, **cost):
     cost.setdefault("power_w", 1.0)
+    cost.setdefault("tail", 0.0)  # budgets on the medians, so the figures above hold
     return Policy(points, CostModel(4, _table(), **cost), spec)
 
 
@@ -160,7 +161,7 @@ def test_ewma_moves_to_an_earlier_point_and_converges():
     assert policy.cost_model.stage_latency_ms()[1] == pytest.approx(20.0, rel=1e-3)
     d = policy.decide()
     assert d.point.name == "early" and d.changed
-    assert "predicted worst latency 22 ms > 12 ms" in d.explain()
+    assert "predicted p99 latency 22 ms > 12 ms" in d.explain()
     pred = policy.cost_model.predict(POINTS[1])
     assert pred.worst_latency_ms == pytest.approx(22.0, rel=1e-3)
 
@@ -191,7 +192,7 @@ def test_explanation_names_the_rule_and_the_budget():
     assert "more accurate 'most' (0.970) is out: predicted energy 10.8 mJ > 10 mJ" in text
     text = policy.decide(_battery(35)).explain()
     assert "no rule holds (battery 35%, not charging): [default] budgets apply" in text
-    assert "latency budget 12 ms worst case; predicted 10 ms" in text
+    assert "latency budget 12 ms (p99); predicted 10 ms" in text
     assert "cost table onnxruntime on test-cpu" in text and "latency × 1 W" in text
 
 
@@ -230,7 +231,7 @@ def test_cost_model_errors_say_what_to_do():
 def test_energy_basis_and_truncated_points():
     assert CostModel(4, _table()).energy_basis.startswith("none")
     assert CostModel(4, _table(), power_w=2.0).energy_basis == "latency × 2 W"
-    measured = CostModel(4, _table(energy=(1, 2, 3, 4)))
+    measured = CostModel(4, _table(energy=(1, 2, 3, 4)), tail=0.0)
     assert measured.energy_basis == "measured (cost table)"
     assert measured.predict(POINTS[-1]).mean_energy_mj == pytest.approx(10)
     cut = _point("cut", 0.9, (0.2, 0.2, 0.2, 0.4), max_stage=1)  # mass past stage 1 lands there
@@ -244,3 +245,36 @@ def test_baseline_points_run_under_a_policy():
     assert full.last_stage(4) == 3 and earliest.last_stage(4) == 0
     d = _policy(PolicySpec.simple(latency_ms=12), [full, earliest]).decide()
     assert d.point is earliest and d.prediction.accuracy is None
+
+
+def test_worst_case_latency_adds_the_tail_and_the_request_overhead():
+    # the table's p90 is 1.1x the median: deviation 0.1 x stage time; tail 3 -> +30%
+    policy = _policy(PolicySpec.simple(latency_ms=12), tail=3.0)
+    d = policy.decide()
+    assert d.point.name == "early"  # "mid" needs 10 ms at the median, 13 ms in the tail
+    assert d.prediction.worst_latency_ms == pytest.approx(2.0 * 1.3)
+    policy.observe_request(5.0)  # alpha 0.2: 1 ms per request outside the stages
+    assert policy.decide().prediction.worst_latency_ms == pytest.approx(2.6 + 1.0)
+    assert policy.decide().prediction.mean_latency_ms == pytest.approx(2.0 + 1.0)
+
+
+def test_observed_jitter_widens_the_tail():
+    cm = CostModel(4, _table(), tail=2.0)
+    for ms in (2.0, 4.0, 2.0, 4.0, 2.0, 4.0):
+        cm.observe(0, ms)
+    assert cm.stage_tail_ms()[0] > cm.stage_latency_ms()[0] + 1.0
+
+
+def test_latency_quantile_lets_rare_deep_samples_past_the_budget():
+    # "most" sends 2% of samples to the last stage (20 ms): within 12 ms for 98% of requests
+    rare = _point("rare deep", 0.96, (0.5, 0.48, 0.0, 0.02))
+    points = [*POINTS[:2], rare]
+    at_98 = _policy(PolicySpec(default=PolicyRule(latency_ms=12), latency_quantile=0.98), points)
+    assert at_98.decide().point.name == "rare deep"
+    every = _policy(PolicySpec(default=PolicyRule(latency_ms=12), latency_quantile=1.0), points)
+    d = every.decide()
+    assert d.point.name == "mid"
+    assert (
+        "more accurate 'rare deep' (0.960) is out: predicted worst-case latency 20 ms"
+        in d.explain()
+    )

@@ -70,7 +70,7 @@ def test_simple_spec_for_the_cli():
 @pytest.mark.parametrize(
     ("policy", "fragment"),
     [
-        ({"rules": []}, "unknown key 'rules' (allowed: default, format, hysteresis, rule, version); did you mean 'rule'?"),
+        ({"rules": []}, "unknown key 'rules' (allowed: default, format, hysteresis, latency_quantile, rule, version); did you mean 'rule'?"),
         ({"default": {"latency": 30}}, "policy rule 'default': unknown key 'latency'"),
         ({"rule": [{"name": "r", "when": {"battery_abov": 5}}]}, "did you mean 'battery_above'?"),
         ({"hysteresis": {"band": 2}}, "policy [hysteresis]: unknown key 'band'"),
