@@ -23,6 +23,7 @@ from ponder.runtime._requests import ServeReport, serve
 from ponder.runtime._result import Result
 from ponder.runtime._simdevice import Battery, SimulatedDevice, StageRun, ThermalModel
 from ponder.runtime._simtrace import ReplayProbe, Trace, TracePoint, day_trace
+from ponder.runtime._simulate import Scenario, SimulationResult, default_policy_spec, simulate
 from ponder.runtime._state import DeviceState
 from ponder.runtime._telemetry import (
     BatteryState,
@@ -63,8 +64,10 @@ __all__ = [
     "RaplProbe",
     "ReplayProbe",
     "Result",
+    "Scenario",
     "ServeReport",
     "SimulatedDevice",
+    "SimulationResult",
     "StageCost",
     "StageRun",
     "StageSpec",
@@ -74,6 +77,7 @@ __all__ = [
     "TracePoint",
     "cost_table_path",
     "day_trace",
+    "default_policy_spec",
     "detect_probes",
     "list_backends",
     "list_probes",
@@ -85,6 +89,7 @@ __all__ = [
     "read_state",
     "serve",
     "sha256_file",
+    "simulate",
     "validate_manifest",
     "write_manifest",
 ]

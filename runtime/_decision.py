@@ -78,9 +78,9 @@ def _reasons(d: Decision, w: Why) -> list[str]:
 
 
 def _state_words(s: DeviceState) -> str:
-    words = [] if s.battery_percent is None else [f"battery {s.battery_percent:g}%"]
+    words = [] if s.battery_percent is None else [f"battery {s.battery_percent:.3g}%"]
     words += [] if s.charging is None else ["charging" if s.charging else "not charging"]
-    words += [] if s.temperature_c is None else [f"{s.temperature_c:g} °C"]
+    words += [] if s.temperature_c is None else [f"{s.temperature_c:.3g} °C"]
     return ", ".join(words) or "device state unknown"
 
 
@@ -101,13 +101,13 @@ def _conditions(w: Why) -> str:
     r, s = w.policy.rules[w.rule], w.state
     words = []
     if r.battery_above is not None:
-        words.append(f"battery {s.battery_percent:g}% (above {r.battery_above:g})")
+        words.append(f"battery {s.battery_percent:.3g}% (above {r.battery_above:g})")
     if r.battery_below is not None:
-        words.append(f"battery {s.battery_percent:g}% (below {r.battery_below:g})")
+        words.append(f"battery {s.battery_percent:.3g}% (below {r.battery_below:g})")
     if r.charging is not None:
         words.append("charging" if s.charging else "not charging")
     if r.temperature_above is not None:
-        words.append(f"{s.temperature_c:g} °C (above {r.temperature_above:g})")
+        words.append(f"{s.temperature_c:.3g} °C (above {r.temperature_above:g})")
     return ", ".join(words)
 
 
@@ -135,7 +135,7 @@ def _budget_lines(d: Decision, w: Why) -> list[str]:
     if r.latency_ms is not None:
         at = f" at clock speed {speed:g}" if speed != 1 else ""
         out.append(
-            f"latency budget {r.latency_ms:g} ms ({_share(w)}); predicted {_fig(p.worst_latency_ms, 'ms')}{at}"
+            f"latency budget {r.latency_ms:.3g} ms ({_share(w)}); predicted {_fig(p.worst_latency_ms, 'ms')}{at}"
         )
     if r.needs_energy:
         parts = [f"{r.energy_mj:g} mJ"] if r.energy_mj is not None else []

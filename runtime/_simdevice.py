@@ -14,7 +14,7 @@ from ponder._errors import ConfigError
 from ponder.runtime._costs import CostTable
 from ponder.runtime._state import DeviceState
 
-__all__ = ["Battery", "SimulatedDevice", "StageRun", "ThermalModel"]
+__all__ = ["Battery", "RequestsRun", "SimulatedDevice", "StageRun", "ThermalModel"]
 
 
 @dataclass
@@ -96,6 +96,27 @@ class StageRun:
 
     latency_ms: float
     energy_mj: float
+    simulated: bool = True
+
+
+@dataclass(frozen=True)
+class RequestsRun:
+    """Many requests served in aggregate over one span (simulated, never measured).
+
+    stage_latency_ms / stage_energy_mj: the mean batch-1 call of each stage at the span's
+    clock speed (over many calls the jitter averages out); sampled_latency_ms: one jittered
+    call of each stage, what a timer on the device would have measured; served_fraction: share
+    of the requests served (below 1 when the stages needed more than the span, or the battery
+    ran out part-way); alive_s: seconds of the span before the battery ran out.
+    """
+
+    stage_latency_ms: tuple[float, ...]
+    stage_energy_mj: tuple[float, ...]
+    sampled_latency_ms: tuple[float, ...]
+    speed: float
+    busy_s: float
+    served_fraction: float
+    alive_s: float
     simulated: bool = True
 
 
@@ -183,6 +204,47 @@ class SimulatedDevice:
         power = self.stage_power_w[index] * speed
         self._advance(latency_ms / 1000.0, power)
         return StageRun(latency_ms=latency_ms, energy_mj=power * latency_ms)
+
+    def run_requests(self, stage_calls: Sequence[float], seconds: float) -> RequestsRun:
+        """Serve many batch-1 requests over `seconds` without simulating each: stage k runs
+        `stage_calls[k]` times (fractions allowed) spread over the span at the clock speed of
+        its start, and the rest of the span idles. The battery and the thermal model see the
+        span's mean power (the RC time constant is far longer than one stage). Requests that
+        do not fit in the span, or come after the battery runs out, are not served; a device
+        with an empty battery and no charger is off (draws nothing)."""
+        if len(stage_calls) != len(self.stage_latency_ms) or min(stage_calls) < 0 or seconds <= 0:
+            raise ConfigError(
+                f"run_requests needs {len(self.stage_latency_ms)} non-negative call counts (one "
+                f"per stage) and seconds > 0; got {list(stage_calls)} and {seconds}"
+            )
+        speed, mean_jitter = self.thermal.speed, math.exp(self.noise**2 / 2)  # lognormal mean
+        lat = [t * mean_jitter / speed for t in self.stage_latency_ms]
+        sampled = [t * self.rng.lognormvariate(0.0, self.noise) / speed if self.noise > 0
+                   else t / speed for t in self.stage_latency_ms]  # fmt: skip
+        energy = [p * speed * t for p, t in zip(self.stage_power_w, lat, strict=True)]  # W·ms = mJ
+        busy = sum(c * t for c, t in zip(stage_calls, lat, strict=True)) / 1000.0
+        fit = 1.0 if busy <= seconds else seconds / busy
+        busy_j = fit * sum(c * e for c, e in zip(stage_calls, energy, strict=True)) / 1000.0
+        power = (busy_j + self.idle_power_w * (seconds - busy * fit)) / seconds
+        alive = self._alive_s(power, seconds)
+        if alive > 0:
+            self._advance(alive, power)
+        if alive < seconds:
+            self._advance(seconds - alive, 0.0)  # off: an empty battery powers nothing
+        served = fit * alive / seconds
+        return RequestsRun(
+            tuple(lat), tuple(energy), tuple(sampled), speed, busy * fit, served, alive
+        )
+
+    def _alive_s(self, power_w: float, seconds: float) -> float:
+        """Seconds of a span at `power_w` before the battery is empty (`seconds` if never)."""
+        if self.battery.empty and not self.charging:
+            return 0.0  # already off
+        net_out_w = power_w - (self.charging_power_w if self.charging else 0.0)
+        if net_out_w <= 0:
+            return seconds
+        stored_j = self.battery.percent / 100.0 * self.battery.capacity_wh * 3600.0
+        return min(seconds, stored_j / net_out_w)
 
     def idle(self, seconds: float) -> None:
         """Sit idle for `seconds`: idle power, cooling, charging if plugged in."""

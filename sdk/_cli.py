@@ -227,8 +227,10 @@ def _add_export_commands() -> None:
 
 def _add_runtime_commands() -> None:
     from ponder._cli_runtime import bench_runtime, profile, run
+    from ponder._cli_simulate import simulate
 
     main.add_command(profile)
+    main.add_command(simulate)
     main.add_command(run)
     bench.add_command(bench_runtime)
 

@@ -36,7 +36,7 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     splits = load_recipe_data(DIGITS_RECIPE)
-    echo(f"[1/5] digits (scikit-learn, 8x8 images): {len(splits.train)} train / {len(splits.calib)} "
+    echo(f"[1/6] digits (scikit-learn, 8x8 images): {len(splits.train)} train / {len(splits.calib)} "
          f"calibration / {len(splits.test)} test")  # fmt: skip
     model, stats = fit_recipe(DIGITS_RECIPE, splits, progress)
     echo(
@@ -46,10 +46,10 @@ def run_demo(
     convert_(model, EarlyExitConfig(num_exits=3, style="ztw"))
     history = train_exits(model, splits.train.x, splits.train.y, TrainConfig(progress=progress))
     costs = count_costs(model, splits.test.x)
-    echo(f"[2/5] added 3 ZTW exit heads (cascading, with a learned ensemble; backbone frozen) in "
+    echo(f"[2/6] added 3 ZTW exit heads (cascading, with a learned ensemble; backbone frozen) in "
          f"{history['seconds']:.1f} s; together they cost {costs.head_overhead:.2%} of the model's FLOPs")  # fmt: skip
 
-    echo("[3/5] evaluation and calibration")
+    echo("[3/6] evaluation and calibration")
     result = assess(
         model, splits, rule=RULE, delta=delta, epsilon=epsilon, echo=echo, costs=costs, budget=0.5
     )
@@ -57,7 +57,7 @@ def run_demo(
     online = infer(model, splits.test.x, rule=RULE, thresholds=threshold)
     offline = simulate_exits(result["test_data"].scores, threshold)
     agree = bool(np.array_equal(online.exit_index.numpy(), offline))
-    echo(f"[4/5] one batched adaptive run over the {len(splits.test)} test images at the "
+    echo(f"[4/6] one batched adaptive run over the {len(splits.test)} test images at the "
          f"risk-controlled threshold: samples per exit {online.exit_counts()} (exited samples leave "
          f"the batch); {'matches' if agree else 'DOES NOT match'} the offline table")  # fmt: skip
 
@@ -68,6 +68,12 @@ def run_demo(
     report, plot = write_assessment(out, result, "ponder demo: digits CNN with ZTW exits")
     echo(f"wrote {out / 'checkpoint'} (safetensors + config.json), {plot} and {report}")
     result["export"] = _export_and_run(out, splits.test.x, threshold, online, echo)
+    if not result["export"].get("skipped"):
+        from ponder._demo_policy import policy_drain
+
+        echo("[6/6] the bundle under a battery-dependent policy, on a SIMULATED device")
+        result["policy"] = policy_drain(out / "bundle", splits.test.x.numpy(),
+                                        splits.test.y.numpy(), echo)  # fmt: skip
     echo(f"next: ponder evaluate {out / 'checkpoint'} --delta 0.01")
     return result
 
@@ -79,7 +85,7 @@ def _export_and_run(out: Path, x: torch.Tensor, threshold: float, online: Any, e
     import importlib.util
 
     if not all(importlib.util.find_spec(p) for p in ("executorch", "onnxruntime", "onnxscript")):
-        echo("[5/5] skipped the device export: pip install 'ponder[export,onnx]' to include it")
+        echo("[5/6] skipped the device export: pip install 'ponder[export,onnx]' to include it")
         return {"skipped": True}
     from ponder._rules import exit_rule, offline_scores
     from ponder.export import export_checkpoint
@@ -87,7 +93,7 @@ def _export_and_run(out: Path, x: torch.Tensor, threshold: float, online: Any, e
     from ponder.export._trace import MAX_BATCH
     from ponder.runtime import Bundle
 
-    echo("[5/5] device bundle: ExecuTorch program (XNNPACK) with one method per stage + ONNX")
+    echo("[5/6] device bundle: ExecuTorch program (XNNPACK) with one method per stage + ONNX")
     export_checkpoint(out / "checkpoint", out / "bundle", echo=lambda line: echo("      " + line))
     bundle = Bundle.open(out / "bundle")
     runner = PteRunner(bundle.pte_path)

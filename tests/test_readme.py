@@ -57,3 +57,14 @@ def test_every_ponder_command_in_the_readme_parses():
             [str(BIN / "ponder"), *args, "--help"], capture_output=True, text=True, timeout=120
         )
         assert out.returncode == 0, (command, out.stderr)
+
+
+def test_policy_file_example_parses(tmp_path):
+    from ponder.runtime import load_policy
+
+    blocks = _blocks("toml")
+    assert blocks, "the README shows a policy file"
+    for i, block in enumerate(blocks):
+        (tmp_path / f"policy{i}.toml").write_text(block)
+        spec = load_policy(tmp_path / f"policy{i}.toml")
+        assert spec.rules, block

@@ -12,10 +12,15 @@ from ponder._cli import main
 def test_demo_writes_checkpoint_plot_report_and_explains(tmp_path):
     result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path), "--quiet"])
     assert result.exit_code == 0, result.output
-    for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]", "risk control", "EEFP"):
+    for step in ("[1/6]", "[2/6]", "[3/6]", "[4/6]", "[5/6]", "[6/6]", "risk control", "EEFP"):
         assert step in result.output
     assert "matches the offline table" in result.output
     assert "exits and predictions match the eager run" in result.output, result.output
+    # the policy over the simulated battery: every band it went through, labelled simulated
+    assert "what the policy did as the SIMULATED battery drained" in result.output
+    for rule in ("plenty of battery", "middle", "low battery"):
+        assert f"rule '{rule}' holds" in result.output or f"[{rule}] budgets" in result.output
+    assert (tmp_path / "bundle" / "costs.onnxruntime.json").is_file()
     verified = CliRunner().invoke(main, ["verify", str(tmp_path / "bundle")])
     assert verified.exit_code == 0 and "bundle OK" in verified.output, verified.output
     args = ["export", str(tmp_path / "checkpoint"), "--target", "onnx", "--quantize", "int8",
