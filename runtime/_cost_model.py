@@ -99,6 +99,11 @@ class CostModel:
         self.tail = tail
         self._dev: list[float] = [0.0] * num_stages  # EW mean |latency - estimate| per stage
         self.request_ms = 0.0  # EWMA of a request's time outside its stage steps
+        # EWMA of measured / table latency over every observed stage: a stage the policy has
+        # not run lately is predicted at its table figure times this (a machine that got
+        # busier or quieter since profiling changes every stage alike)
+        self.drift = 1.0
+        self._table_ms: list[float | None] = [None] * num_stages
         self.stage_flops = None if stage_flops is None else self._check_flops(stage_flops)
         self._latency: list[float | None] = [None] * num_stages
         self._energy: list[float | None] = [None] * num_stages  # measured (table or observed)
@@ -122,7 +127,7 @@ class CostModel:
                 f"{self.num_stages}-stage bundle; measure it again with `ponder profile BUNDLE`"
             )
         for k, s in enumerate(sorted(table.stages, key=lambda s: s.index)):
-            self._latency[k] = s.latency_ms / table.batch
+            self._latency[k] = self._table_ms[k] = s.latency_ms / table.batch
             self._dev[k] = max(s.latency_p90_ms - s.latency_ms, 0.0) / table.batch
             self._energy[k] = None if s.energy_mj is None else s.energy_mj / table.batch
 
@@ -170,7 +175,8 @@ class CostModel:
     def stage_latency_ms(self) -> list[float]:
         """Latency of each stage for one sample at full speed; ConfigError when unknown."""
         if all(t is not None for t in self._latency):
-            return list(self._latency)
+            return [self._table_ms[k] * self.drift if self._stale(k) else t
+                    for k, t in enumerate(self._latency)]  # fmt: skip
         rate = self._ms_per_flop() if self.stage_flops is not None else None
         if rate is None:
             raise ConfigError(_NO_COSTS)
@@ -211,6 +217,8 @@ class CostModel:
                 f"{latency_ms!r}, {batch!r}, {speed!r}"
             )
         per = latency_ms * speed / batch
+        if self._table_ms[stage]:
+            self.drift += self.alpha * (per / self._table_ms[stage] - self.drift)
         old = self._latency[stage]
         if old is not None:
             self._dev[stage] += self.alpha * (abs(per - old) - self._dev[stage])
@@ -232,7 +240,12 @@ class CostModel:
         """Per-stage latency for worst-case budgets: estimate + `tail` x its EW mean absolute
         deviation (a latency SLO is met by the tail of the distribution, not its mean)."""
         lat = self.stage_latency_ms() if lat is None else lat
-        return [t + self.tail * d for t, d in zip(lat, self._dev, strict=True)]
+        dev = [d * self.drift if self._stale(k) else d for k, d in enumerate(self._dev)]
+        return [t + self.tail * d for t, d in zip(lat, dev, strict=True)]
+
+    def _stale(self, k: int) -> bool:
+        """Stage k is known only from the table (never observed): scale it by the drift."""
+        return self.observations[k] == 0 and self._table_ms[k] is not None
 
     def _ewma(self, old: float | None, new: float) -> float:
         return new if old is None else old + self.alpha * (new - old)

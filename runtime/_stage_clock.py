@@ -60,4 +60,5 @@ class StageClock:
 
 
 def _bucket(rows: int) -> int:
-    return 1 << max(0, math.ceil(math.log2(max(rows, 1))))
+    """The power of two at or above `rows`."""
+    return 1 << (max(rows, 1) - 1).bit_length()

@@ -161,9 +161,11 @@ def test_ewma_moves_to_an_earlier_point_and_converges():
     assert policy.cost_model.stage_latency_ms()[1] == pytest.approx(20.0, rel=1e-3)
     d = policy.decide()
     assert d.point.name == "early" and d.changed
-    assert "predicted p99 latency 22 ms > 12 ms" in d.explain()
+    # stage 0 was never run: its table figure scales by the drift (20 / 8 = 2.5x): 2 -> 5 ms
+    assert policy.cost_model.drift == pytest.approx(2.5, rel=1e-3)
+    assert "predicted p99 latency 25 ms > 12 ms" in d.explain()
     pred = policy.cost_model.predict(POINTS[1])
-    assert pred.worst_latency_ms == pytest.approx(22.0, rel=1e-3)
+    assert pred.worst_latency_ms == pytest.approx(25.0, rel=1e-3)
 
 
 def test_ewma_first_step_and_batch_normalisation():
@@ -278,3 +280,11 @@ def test_latency_quantile_lets_rare_deep_samples_past_the_budget():
         "more accurate 'rare deep' (0.960) is out: predicted worst-case latency 20 ms"
         in d.explain()
     )
+
+
+def test_unobserved_stages_follow_the_machine_wide_drift():
+    cm = CostModel(4, _table(), tail=0.0, alpha=1.0)
+    cm.observe(0, 1.0)  # stage 0 runs at half its table time: so, probably, does the rest
+    assert cm.stage_latency_ms() == pytest.approx([1.0, 4.0, 3.0, 2.0])
+    cm.observe(2, 6.0)  # stage 2 back at its table time: the drift follows the latest
+    assert cm.stage_latency_ms() == pytest.approx([1.0, 8.0, 6.0, 4.0])
