@@ -3,11 +3,8 @@ on the portable kernels), and a runner that executes the methods with the ExecuT
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,28 +12,13 @@ import numpy as np
 import torch
 
 from ponder._errors import BundleError, MissingDependencyError
+from ponder.runtime._backend_et import quiet_imports as _quiet_imports
 
 from ._trace import portable_conv_shapes
 
 __all__ = ["METADATA_METHOD", "PteRunner", "write_pte"]
 
 METADATA_METHOD = "ponder_metadata"  # a constant method: JSON the device can read
-
-
-@contextlib.contextmanager
-def _quiet_imports() -> Iterator[None]:
-    """executorch imports torchao, which logs a warning for every optional CUDA library it
-    cannot load on a CPU machine, and torch warns about a deprecated pytree registration in
-    it; neither concerns the user."""
-    loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
 
 
 def _executorch():

@@ -13,11 +13,11 @@ import numpy as np
 from ponder._errors import BundleError, MissingDependencyError
 from ponder.runtime._backends import Backend
 
-__all__ = ["ExecuTorchBackend"]
+__all__ = ["ExecuTorchBackend", "quiet_imports"]
 
 
 @contextlib.contextmanager
-def _quiet_imports() -> Iterator[None]:
+def quiet_imports() -> Iterator[None]:
     """executorch imports torchao, which logs a warning for every optional CUDA library it
     cannot load on a CPU machine; that does not concern the user."""
     loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
@@ -44,7 +44,7 @@ class ExecuTorchBackend(Backend):
 
     def __init__(self, bundle: Any, *, int8: bool = False):
         try:
-            with _quiet_imports():
+            with quiet_imports():
                 import torch
                 from executorch.runtime import Runtime
         except ImportError as e:

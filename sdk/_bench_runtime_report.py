@@ -61,7 +61,8 @@ def plot_runtime(path: Path, results: dict[str, Any]) -> Path:
     a.plot(budgets, [r["hindsight_accuracy"] or 0 for r in rows], marker="^", ls="--",
            label="best fixed point (hindsight): accuracy")  # fmt: skip
     a.axhline(results["slo"]["goal_within"], color="red", lw=1, ls=":", label="99% goal")
-    a.set(xlabel="latency budget per request (ms)", ylim=(0.5, 1.01))
+    low = min(min(r["within"], r["accuracy"], r["hindsight_accuracy"] or 1) for r in rows)
+    a.set(xlabel="latency budget per request (ms)", ylim=(max(0.0, low - 0.03), 1.005))
     a.grid(alpha=0.3)
     a.legend(fontsize=8)
     t = results["throughput"]
