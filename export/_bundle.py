@@ -22,7 +22,7 @@ from ponder.runtime import FORMAT, SCHEMA_VERSION, write_manifest
 from ._bundle_int8 import INT8_DIR, INT8_PTE, write_int8
 from ._onnx import OPSET, OnnxRunner, write_onnx_stage
 from ._pte import PteRunner, write_pte
-from ._stages import Stage, StageIO, StagePlan, plan_stages, run_stages
+from ._stages import MOE_TAU, Stage, StageIO, StagePlan, plan_stages, run_stages
 from ._trace import MAX_BATCH, export_stage, symbolic_shapes
 from ._validate import TOLERANCES, Comparison, check_comparisons, compare_outputs
 
@@ -78,7 +78,7 @@ def export_bundle(
     programs = _trace(plan, runs, echo)
     specs = [_stage_specs(s, p, r) for s, p, r in zip(plan.stages, programs, runs, strict=True)]
     files, rows = [SAMPLES], []
-    _save_samples(out / SAMPLES, inputs, runs)
+    _save_samples(out / SAMPLES, {**plan.controls, **inputs}, runs)
     if "pte" in targets:
         delegate = targets["pte"]
         started = time.perf_counter()
@@ -197,7 +197,8 @@ def _check_samples(inputs: dict[str, torch.Tensor]) -> None:
 
 
 def _save_samples(path: Path, inputs: dict[str, torch.Tensor], runs: list[dict]) -> None:
-    """Model inputs and every stage's eager outputs (names are unique across the pipeline)."""
+    """Model inputs (and control inputs such as moe_tau) and every stage's eager outputs
+    (names are unique across the pipeline)."""
     arrays = _numpy(inputs)
     for run in runs:
         arrays.update(_numpy(run["outputs"]))
@@ -295,6 +296,7 @@ def _moe(plan: StagePlan, mode: str) -> dict[str, Any] | None:
                     "expert_size": layer.w1.shape[-1], "width": layer.w1.shape[1],
                     "activation": layer.activation} for i, layer in layers],
         "mode": mode, "execution": {"pte": MOE_EXECUTION[mode], "onnx": MOE_EXECUTION[mode]},
+        "tau_input": MOE_TAU if MOE_TAU in plan.controls else None,
     }  # fmt: skip
 
 

@@ -24,7 +24,7 @@ from ponder._moe import moe_layers
 
 from ._stages_text import TEXT_DIMS, EncoderStage, is_text_encoder
 
-__all__ = ["MOE_MODES", "Stage", "StageIO", "StagePlan", "plan_stages", "run_chain", "run_stages"]
+__all__ = ["CONTROLS", "MOE_MODES", "MOE_TAU", "Stage", "StageIO", "StagePlan", "plan_stages", "run_chain", "run_stages"]
 
 
 class _ExitTail(nn.Module):
@@ -80,7 +80,10 @@ class Stage:
     dims: dict[str, dict[int, str]] = field(default_factory=dict)  # dynamic dims beyond batch
 
     def dynamic_dims(self, name: str) -> dict[int, str]:
-        """{dim index: symbolic name} of input `name`: the batch, plus any declared ones."""
+        """{dim index: symbolic name} of input `name`: the batch, plus any declared ones
+        (control inputs such as `moe_tau` have none)."""
+        if name in CONTROLS:
+            return {}
         return {0: "batch", **self.dims.get(name, {})}
 
 
@@ -92,7 +95,13 @@ class StagePlan:
     family: str
     task: str = "classification"
     moe_paths: dict[int, str] = field(default_factory=dict)  # id(MoEFFN) -> path in the model
+    # inputs the runtime sets, not the user: name -> default value (not batched)
+    controls: dict[str, torch.Tensor] = field(default_factory=dict)
 
+
+# The dynamic_k gate's tau as a stage input, shared by every MoE stage of a bundle.
+MOE_TAU = "moe_tau"
+CONTROLS = (MOE_TAU,)
 
 # How exported MoE layers run: the ponder.kernels backend each one is traced with.
 MOE_MODES = {"grouped": "traceable", "masked": "reference"}
@@ -124,23 +133,38 @@ def plan_stages(model: nn.Module, moe: str = "grouped") -> StagePlan:
     for k, stage in enumerate(plan.stages):
         layers = list(moe_layers(stage.module).values())
         if layers:
-            stage.module = _CountExperts(stage.module, layers)
+            tau = all(layer.gate == "dynamic_k" for layer in layers)
+            stage.module = _MoEStage(stage.module, layers, tau)
+            stage.inputs = [*stage.inputs, MOE_TAU] if tau else stage.inputs
             stage.outputs = [*stage.outputs, f"experts_{k}"]
+            if tau:
+                default = float(layers[0].gate_params["tau"])
+                plan.controls[MOE_TAU] = torch.tensor([default], dtype=torch.float32)
     return plan
 
 
-class _CountExperts(nn.Module):
-    """A stage with MoE layers, plus one output `experts_<k>` [B]: per sample, the experts its
-    tokens ran, averaged over tokens, summed over the stage's MoE layers (float32)."""
+class _MoEStage(nn.Module):
+    """A stage with MoE layers: optionally takes the dynamic_k gate's tau as its last input
+    (`moe_tau` [1], so a device can change it per request), and adds one output
+    `experts_<k>` [B]: per sample, the experts its tokens ran, averaged over tokens, summed
+    over the stage's MoE layers (float32)."""
 
-    def __init__(self, stage: nn.Module, layers: list[nn.Module]):
+    def __init__(self, stage: nn.Module, layers: list[nn.Module], tau_input: bool):
         super().__init__()
-        self.stage = stage
+        self.stage, self.tau_input = stage, tau_input
         self.layers = layers  # submodules of `stage`; a plain list so nothing registers twice
 
     def forward(self, *args: torch.Tensor):
         # B=batch, T=tokens per sample, E=experts
-        out = self.stage(*args)
+        if self.tau_input:
+            *args, tau = args
+            for layer in self.layers:
+                layer.tau_input = tau  # [1]
+        try:
+            out = self.stage(*args)
+        finally:
+            for layer in self.layers:
+                layer.tau_input = None
         batch = args[0].shape[0]
         counts = [
             layer.last_mask.reshape(batch, -1, layer.num_experts).sum(-1).float().mean(1)
@@ -205,7 +229,7 @@ def _out_features(head: nn.Module) -> int:
 def run_stages(plan: StagePlan, inputs: dict[str, torch.Tensor]) -> list[dict[str, dict]]:
     """Run every stage eagerly on the whole batch `inputs` (model input name -> tensor): per
     stage, {"inputs": {name: tensor}, "outputs": {name: tensor}} in the stages' call order."""
-    known = dict(inputs)
+    known = {**plan.controls, **inputs}
     runs = []
     for stage in plan.stages:
         args = {name: known[name] for name in stage.inputs}

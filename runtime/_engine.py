@@ -44,7 +44,10 @@ class Engine:
         self._final = m.stages[-1].outputs[0].name
         self._experts = [next((t.name for t in s.outputs if t.name.startswith("experts_")), None)
                          for s in m.stages]  # fmt: skip
-        layers = [layer["stage"] for layer in (m.moe or {}).get("layers", [])]
+        moe = m.moe or {}
+        self._tau_input = moe.get("tau_input")  # the dynamic_k gate's tau, a stage input
+        self.default_tau = (moe.get("gate_params") or {}).get("tau")
+        layers = [layer["stage"] for layer in moe.get("layers", [])]
         self._moe_layers = [layers.count(k) for k in range(len(m.stages))]
         later = [set().union(*self._inputs[k + 1 :]) for k in range(len(m.stages))]
         self._carry = later  # names a stage's survivors must keep for the stages after it
@@ -119,11 +122,12 @@ class Engine:
                 f"bundle has {len(self.stages) - 1} early exits"
             )
         arrays = check_inputs(self.bundle.manifest.inputs, inputs, self.max_batch)
+        controls = self._controls(point)
         n = next(iter(arrays.values())).shape[0]
         started = time.perf_counter()
         chunks = [{k: v[i : i + self.max_batch] for k, v in arrays.items()}
                   for i in range(0, n, self.max_batch)]  # fmt: skip
-        parts = [self._run_rows(chunk, point, deadline_ms, started) for chunk in chunks]
+        parts = [self._run_rows(chunk, controls, point, deadline_ms, started) for chunk in chunks]
         result = _join(parts, point, self.backend.name, decision)
         result.total_ms = (time.perf_counter() - started) * 1e3
         result.energy_basis = self.energy_basis
@@ -136,8 +140,23 @@ class Engine:
             policy.observe_request(max(outside, 0.0))
         return result
 
-    def _run_rows(self, arrays: dict[str, np.ndarray], point: OperatingPoint,
-                  deadline_ms: float | None, started: float) -> dict[str, Any]:  # fmt: skip
+    def _controls(self, point: OperatingPoint) -> dict[str, Any]:
+        """Inputs the engine sets for every MoE stage: the dynamic_k gate's tau."""
+        if self._tau_input is None:
+            if point.moe_tau is not None:
+                raise ConfigError(
+                    f"operating point {point.name!r} sets moe_tau={point.moe_tau}, but this "
+                    "bundle's MoE layers take no tau (no MoE, or a top-k/top-p gate); drop it"
+                )
+            return {}
+        tau = self.default_tau if point.moe_tau is None else point.moe_tau
+        if not 0.0 <= tau <= 1.0:
+            raise ConfigError(f"moe_tau must be in [0, 1] (0 keeps every expert), got {tau}")
+        return {self._tau_input: self.backend.from_numpy(np.array([tau], np.float32))}
+
+    def _run_rows(self, arrays: dict[str, np.ndarray], controls: dict[str, Any],
+                  point: OperatingPoint, deadline_ms: float | None,
+                  started: float) -> dict[str, Any]:  # fmt: skip
         """One chunk of at most max_batch rows: stages in order, survivors only."""
         n, last = next(iter(arrays.values())).shape[0], point.last_stage(len(self.stages))
         rows = np.arange(n)  # positions (in this chunk) of the samples still running
@@ -153,7 +172,8 @@ class Engine:
                     out.leave(rows, np.ones(len(rows), bool), latest, k - 1, started, True)
                     break
             step = time.perf_counter()
-            got, ms, mj = self._call(k, {name: known[name] for name in self._inputs[k]})
+            feeds = {n: known[n] if n in known else controls[n] for n in self._inputs[k]}
+            got, ms, mj = self._call(k, feeds)
             out.stage(k, len(rows), ms, mj, self._experts_of(k, got), self._moe_layers[k])
             final = k == last or not self.stages[k].exit
             threshold = math.inf if final else point.thresholds[k]

@@ -138,6 +138,9 @@ def _cross_field_problems(d: dict[str, Any]) -> list[str]:
 def _stage_problems(d: dict[str, Any], stages: list[dict[str, Any]]) -> list[str]:
     problems: list[str] = []
     available = {t["name"]: ("model input", t["dtype"]) for t in d["inputs"]}
+    tau = (d.get("moe") or {}).get("tau_input")
+    if tau:  # the dynamic_k gate's tau, set by the runtime for every MoE stage
+        available[tau] = ("control input", "float32")
     methods: set[str] = set()
     total, last_block = 0, -1
     for i, s in enumerate(stages):

@@ -134,6 +134,9 @@ class MoEFFN(nn.Module):
         self.run_all = False
         self.backend = "auto"
         self.last_mask: torch.Tensor | None = None
+        # a tensor tau for the dynamic_k gate, set by an exported stage that takes tau as an
+        # input (so a device can change it per request); None: gate_params decide
+        self.tau_input: torch.Tensor | None = None
 
     @property
     def num_experts(self) -> int:
@@ -150,7 +153,8 @@ class MoEFFN(nn.Module):
         if self.run_all:
             mask = torch.ones(tokens.shape[0], self.num_experts, dtype=torch.bool, device=x.device)
         else:
-            mask = gate_mask(self.gate, self.router(tokens), self.gate_params)  # [T, E]
+            params = self.gate_params if self.tau_input is None else {"tau": self.tau_input}
+            mask = gate_mask(self.gate, self.router(tokens), params)  # [T, E]
         self.last_mask = mask.detach()
         out = moe_ffn(
             tokens,

@@ -168,6 +168,9 @@ def test_text_encoder_exports_with_dynamic_batch_and_length(tmp_path):
     assert manifest["inputs"][0]["shape"] == ["batch", "tokens"]
     assert manifest["stages"][0]["outputs"][0]["shape"] == ["batch", 32]
     assert len(manifest["moe"]["layers"]) == 2
+    assert manifest["moe"]["tau_input"] == "moe_tau"  # the device can change tau per request
+    assert [t["name"] for t in manifest["stages"][0]["inputs"]][-1] == "moe_tau"
+    tau = torch.tensor([0.2])
     runner = OnnxRunner([tmp_path / "b" / "onnx" / "stage_0.onnx"])
     pte = PteRunner(tmp_path / "b" / "model.pte")
     for batch, length in ((1, 3), (5, 17)):
@@ -175,8 +178,9 @@ def test_text_encoder_exports_with_dynamic_batch_and_length(tmp_path):
         mask = torch.ones_like(ids)
         expected = run_stages(plan_stages(model), {"input_ids": ids, "attention_mask": mask})
         want = expected[0]["outputs"]["sentence_embedding"].numpy()
-        got = runner.run(0, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
+        feeds = {"input_ids": ids.numpy(), "attention_mask": mask.numpy(), "moe_tau": tau.numpy()}
+        got = runner.run(0, feeds)
         np.testing.assert_allclose(got["sentence_embedding"], want, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(
-            pte.run("stage_0", [ids, mask])[0].numpy(), want, rtol=1e-4, atol=1e-5
+            pte.run("stage_0", [ids, mask, tau])[0].numpy(), want, rtol=1e-4, atol=1e-5
         )

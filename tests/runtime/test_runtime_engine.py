@@ -219,3 +219,32 @@ def test_missing_backend_package_says_what_to_install(ztw_bundle):
     assert got.returncode == 0, got.stderr
     assert got.stdout.startswith("MissingDependencyError"), got.stdout
     assert "pip install 'ponder[onnx]'" in got.stdout, got.stdout
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("tau", [0.0, 0.8])
+def test_moe_tau_is_set_per_request_and_matches_eager(moe_bundle, backend, tau):
+    from ponder._moe import expert_counts, set_gate_
+
+    engine = Engine.load(moe_bundle, backend=backend)
+    x = torch.randn(9, 12, generator=torch.Generator().manual_seed(4))
+    result = engine.run(x.numpy(), point=OperatingPoint("tau", (np.inf,), moe_tau=tau))
+    model = set_gate_(moe_mlp(), "dynamic_k", tau=tau)
+    with torch.no_grad():
+        eager = ponder.infer(model, x, thresholds=2.0)
+        counts = expert_counts(model)
+    np.testing.assert_array_equal(result.prediction, eager.prediction.numpy())
+    expected = torch.stack(list(counts.values())).float().mean(0).numpy()
+    np.testing.assert_allclose(result.experts, expected, rtol=1e-6)
+    if tau == 0.0:
+        assert (result.experts == 4).all()  # tau 0 keeps every expert
+
+
+def test_moe_tau_errors(moe_bundle, ztw_bundle):
+    engine = Engine.load(moe_bundle, backend="onnxruntime")
+    assert engine.default_tau == pytest.approx(0.3)  # the gate's tau at export
+    with pytest.raises(ConfigError, match=r"moe_tau must be in \[0, 1\]"):
+        engine.run(np.zeros((1, 12), np.float32), point=OperatingPoint("t", (0.5,), moe_tau=2.0))
+    plain = Engine.load(ztw_bundle, backend="onnxruntime")
+    with pytest.raises(ConfigError, match="take no tau"):
+        plain.run(_x(1), point=OperatingPoint("t", (0.5, 0.5), moe_tau=0.5))
