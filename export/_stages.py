@@ -24,7 +24,17 @@ from ponder._moe import moe_layers
 
 from ._stages_text import TEXT_DIMS, EncoderStage, is_text_encoder
 
-__all__ = ["CONTROLS", "MOE_MODES", "MOE_TAU", "Stage", "StageIO", "StagePlan", "plan_stages", "run_chain", "run_stages"]
+__all__ = [
+    "CONTROLS",
+    "MOE_MODES",
+    "MOE_TAU",
+    "Stage",
+    "StageIO",
+    "StagePlan",
+    "plan_stages",
+    "run_chain",
+    "run_stages",
+]
 
 
 class _ExitTail(nn.Module):
