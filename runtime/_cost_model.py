@@ -99,6 +99,7 @@ class CostModel:
         self.tail = tail
         self._dev: list[float] = [0.0] * num_stages  # EW mean |latency - estimate| per stage
         self.request_ms = 0.0  # EWMA of a request's time outside its stage steps
+        self.step_ms = 0.0  # EWMA of the engine's own time per stage step (exit rule, rows)
         # EWMA of measured / table latency over every observed stage: a stage the policy has
         # not run lately is predicted at its table figure times this (a machine that got
         # busier or quieter since profiling changes every stage alike)
@@ -228,13 +229,22 @@ class CostModel:
         self.observations[stage] += 1
         self.version += 1
 
-    def observe_request(self, overhead_ms: float) -> None:
+    def observe_request(self, overhead_ms: float, step_overhead_ms: float | None = None) -> None:
         """Fold one request's time outside its stage steps (input checks, the decision,
-        assembling the result) into the EWMA added to every latency prediction."""
-        if not overhead_ms >= 0 or math.isinf(overhead_ms):
-            raise ConfigError(f"observe_request() needs overhead_ms >= 0, got {overhead_ms!r}")
+        assembling the result) and, if given, the engine's mean time per step beside the
+        backend call (exit rule, row selection) into the EWMAs every latency prediction adds:
+        the request's once, the step's once per stage run."""
+        for value in (overhead_ms, 0.0 if step_overhead_ms is None else step_overhead_ms):
+            if not value >= 0 or math.isinf(value):
+                raise ConfigError(f"observe_request() needs overheads >= 0 ms, got {value!r}")
         self.request_ms += self.alpha * (overhead_ms - self.request_ms)
+        if step_overhead_ms is not None:
+            self.step_ms += self.alpha * (step_overhead_ms - self.step_ms)
         self.version += 1
+
+    def stepped(self, lat: list[float]) -> list[float]:
+        """Per-stage latencies with the engine's per-step time added."""
+        return [t + self.step_ms for t in lat] if self.step_ms else lat
 
     def stage_tail_ms(self, lat: list[float] | None = None) -> list[float]:
         """Per-stage latency for worst-case budgets: estimate + `tail` x its EW mean absolute
@@ -256,7 +266,7 @@ class CostModel:
             raise ConfigError(f"speed must be > 0 (1.0 = full clock), got {speed!r}")
         fr = exit_distribution(point, self.num_stages)
         lat, en = self.stage_latency_ms(), self.stage_energy_mj()
-        cum_lat = _cumulative(lat)
+        cum_lat = _cumulative(self.stepped(lat))
         mean_en = (
             None if en is None else sum(f * c for f, c in zip(fr, _cumulative(en), strict=True))
         )
@@ -269,7 +279,9 @@ class CostModel:
             accuracy=point.accuracy,
             mean_latency_ms=sum(f * c for f, c in zip(fr, cum_lat, strict=True)) / speed
             + self.request_ms,
-            worst_latency_ms=_cumulative(self.stage_tail_ms(lat))[point.last_stage(self.num_stages)]
+            worst_latency_ms=_cumulative(self.stepped(self.stage_tail_ms(lat)))[
+                point.last_stage(self.num_stages)
+            ]
             / speed
             + self.request_ms,
             mean_energy_mj=mean_en,

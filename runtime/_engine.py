@@ -133,11 +133,15 @@ class Engine:
         result.energy_basis = self.energy_basis
         if policy is not None:
             result.extra["decide_us"] = decide_us
-            for k, rows, ms, mj in zip(result.stage_index, result.stage_rows, result.step_ms,
+            # the backend's time per stage (comparable with the cost table) and, apart, the
+            # engine's own time: per step (exit rule, rows) and per request (checks, decision)
+            for k, rows, ms, mj in zip(result.stage_index, result.stage_rows, result.stage_ms,
                                        result.extra["stage_mj"], strict=True):  # fmt: skip
                 policy.observe(k, ms, mj, batch=rows)
+            steps = len(result.step_ms)
+            own = (sum(result.step_ms) - sum(result.stage_ms)) / max(steps, 1)
             outside = (time.perf_counter() - entered) * 1e3 - sum(result.step_ms)
-            policy.observe_request(max(outside, 0.0))
+            policy.observe_request(max(outside, 0.0), max(own, 0.0))
         return result
 
     def _controls(self, point: OperatingPoint) -> dict[str, Any]:

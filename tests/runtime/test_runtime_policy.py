@@ -288,3 +288,13 @@ def test_unobserved_stages_follow_the_machine_wide_drift():
     assert cm.stage_latency_ms() == pytest.approx([1.0, 4.0, 3.0, 2.0])
     cm.observe(2, 6.0)  # stage 2 back at its table time: the drift follows the latest
     assert cm.stage_latency_ms() == pytest.approx([1.0, 8.0, 6.0, 4.0])
+
+
+def test_engine_overheads_per_request_and_per_step():
+    cm = CostModel(4, _table(), tail=0.0, alpha=1.0)
+    cm.observe_request(1.0, 0.5)  # 1 ms per request, 0.5 ms of engine time per stage step
+    assert cm.predict(POINTS[-1]).worst_latency_ms == pytest.approx(20 + 4 * 0.5 + 1)
+    assert cm.predict(POINTS[0]).mean_latency_ms == pytest.approx(2 + 0.5 + 1)
+    assert cm.stage_energy_mj() is None  # overheads are time, not stage energy
+    with pytest.raises(ConfigError, match="overheads >= 0"):
+        cm.observe_request(1.0, -0.1)
