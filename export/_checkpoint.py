@@ -3,8 +3,9 @@ set and calibration the checkpoint recorded; prints a per-stage table at the end
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ from ponder._data import load_dataset
 from ponder._errors import ConfigError
 from ponder._evaluate import exit_data, operating_points
 from ponder._exits import ATTR
-from ponder._flops import count_costs
+from ponder._flops import ExitCosts, count_costs
+from ponder._moe import moe_layers
 from ponder._report import format_table
 
 from ._bundle import export_bundle
@@ -88,7 +90,8 @@ def _config(path: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
 
 def _exits(model: torch.nn.Module, splits: Any, extra: dict[str, Any]):
     """The exit rule (with the recorded risk-controlled threshold) and the operating points of
-    shared thresholds, measured on the calibration split."""
+    shared thresholds, measured on the calibration split; for MoE models with the dynamic-k
+    gate, at every tau of TAU_GRID and the model's own (the runtime sets tau per request)."""
     stack = getattr(model, ATTR, None)
     if stack is None:
         return None, []
@@ -97,22 +100,86 @@ def _exits(model: torch.nn.Module, splits: Any, extra: dict[str, Any]):
     risk = (extra.get("risk_control") or {}).get("threshold")
     rule = {"name": name, "ensembled": stack.ensembled,
             "thresholds": None if risk is None else [float(risk)] * early}  # fmt: skip
-    costs = count_costs(model, splits.calib.x[:SAMPLE_ROWS])
-    calib = exit_data(model, splits.calib.x, splits.calib.y, costs, rule=name)
-    points = []
-    for p in operating_points(calib):
-        t = [p["threshold"]] * early
-        points.append({"name": f"shared threshold {t[0]:.4g}", "thresholds": t, "max_stage": None,
-                       "moe_tau": None, **{k: v for k, v in p.items() if k != "threshold"}})  # fmt: skip
-        points += _truncated(calib, t)
-    if risk is not None:
-        outcome = calib.outcome(float(risk))
-        points.append({"name": "risk_controlled", "thresholds": rule["thresholds"], "moe_tau": None,
-                       "risk_control": extra["risk_control"], **outcome})  # fmt: skip
-    return rule, points
+    own, points, reference = _own_tau(model), [], None
+    for tau in _taus(own):
+        with _gate_tau(model, tau):
+            x = splits.calib.x[:SAMPLE_ROWS]
+            costs = count_costs(model, x) if tau is None else _mean_costs(model, x)
+            calib = exit_data(model, splits.calib.x, splits.calib.y, costs, rule=name)
+        reference = reference or costs.full  # tau 0 first: every expert, the dense FLOPs
+        scale = costs.full / reference
+        label = "" if tau is None else f", tau {tau:g}"
+        for p in operating_points(calib):
+            t = [p["threshold"]] * early
+            points.append(_row(f"shared threshold {t[0]:.4g}{label}", t, None, tau, p, scale))
+            points += _truncated(calib, t, tau, label, scale)
+        if risk is not None and tau == own:
+            points.append({**_row("risk_controlled", rule["thresholds"], None, tau,
+                                  calib.outcome(float(risk)), scale),
+                           "risk_control": extra["risk_control"]})  # fmt: skip
+    return rule, _distinct(points)
 
 
-def _truncated(calib: Any, thresholds: list[float]) -> list[dict[str, Any]]:
+def _distinct(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Drop rows that behave like an earlier one (truncating every threshold at stage 0 gives
+    the same point each time)."""
+    seen, out = set(), []
+    for p in points:
+        key = (p["moe_tau"], p["max_stage"], tuple(p["exit_fractions"]), p["accuracy"])
+        if key not in seen or "risk_control" in p:
+            seen.add(key)
+            out.append(p)
+    return out
+
+
+TAU_GRID = (0.0, 0.2, 0.4, 0.6, 0.8)  # dynamic-k tau: 0 keeps every expert, 1 only the best
+
+
+def _own_tau(model: torch.nn.Module) -> float | None:
+    """The dynamic-k tau the model was converted with (None: no MoE, or another gate)."""
+    layers = list(moe_layers(model).values())
+    if not layers or any(layer.gate != "dynamic_k" for layer in layers):
+        return None
+    return float(layers[0].gate_params["tau"])
+
+
+def _taus(own: float | None) -> list[float | None]:
+    return [None] if own is None else sorted({*TAU_GRID, own})
+
+
+@contextlib.contextmanager
+def _gate_tau(model: torch.nn.Module, tau: float | None) -> Iterator[None]:
+    """Every MoE layer at dynamic-k `tau` within the block (nothing to do for None)."""
+    layers = list(moe_layers(model).values()) if tau is not None else []
+    before = [dict(layer.gate_params) for layer in layers]
+    for layer in layers:
+        layer.gate_params = {"tau": tau}
+    try:
+        yield
+    finally:
+        for layer, params in zip(layers, before, strict=True):
+            layer.gate_params = params
+
+
+def _mean_costs(model: torch.nn.Module, x: torch.Tensor) -> ExitCosts:
+    """Per-exit FLOPs averaged over the rows of `x` (count_costs counts one sample, and MoE
+    layers run a different number of experts for each)."""
+    each = [count_costs(model, x[i : i + 1]) for i in range(len(x))]
+    mean = lambda values: tuple(float(np.mean(v)) for v in zip(*values, strict=True))  # noqa: E731
+    return ExitCosts(mean(c.backbone for c in each), each[0].heads,
+                     float(np.mean([c.full for c in each])))  # fmt: skip
+
+
+def _row(name: str, thresholds: list[float], max_stage: int | None, tau: float | None,
+         outcome: dict[str, Any], scale: float) -> dict[str, Any]:  # fmt: skip
+    """An operating-point row; FLOPs as a fraction of the model with every expert running."""
+    out = {k: v for k, v in outcome.items() if k != "threshold"}
+    out["flops_fraction"] = out["flops_fraction"] * scale
+    return {"name": name, "thresholds": thresholds, "max_stage": max_stage, "moe_tau": tau, **out}
+
+
+def _truncated(calib: Any, thresholds: list[float], tau: float | None, label: str,
+               scale: float) -> list[dict[str, Any]]:  # fmt: skip
     """The same thresholds with every sample still running made to leave at stage s (for a
     latency budget that cannot wait for the later stages); only where that changes anything."""
     rows = []
@@ -121,8 +188,8 @@ def _truncated(calib: Any, thresholds: list[float]) -> list[dict[str, Any]]:
         outcome = calib.outcome(np.array(cut))
         if outcome == calib.outcome(np.array(thresholds)):
             continue
-        rows.append({"name": f"shared threshold {thresholds[0]:.4g}, all leave by stage {s}",
-                     "thresholds": thresholds, "max_stage": s, "moe_tau": None, **outcome})  # fmt: skip
+        name = f"shared threshold {thresholds[0]:.4g}{label}, all leave by stage {s}"
+        rows.append(_row(name, thresholds, s, tau, outcome, scale))
     return rows
 
 

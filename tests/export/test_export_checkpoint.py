@@ -1,0 +1,49 @@
+"""Operating points written at export: per MoE tau for dynamic-k models, truncated variants,
+and a bundle whose engine and policy take them."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+import ponder
+from ponder._data import load_dataset
+from ponder.export import export_bundle
+from ponder.export._checkpoint import TAU_GRID, _exits
+from ponder.runtime import Engine, OperatingPoint
+
+
+def _moe_digits_mlp() -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Flatten(),
+        nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64)),
+        nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64)),
+        nn.Linear(64, 10),
+    )
+    ponder.convert_(model, ponder.MoEConfig(expert_size=8, tau=0.3))
+    ponder.convert_(model, ponder.EarlyExitConfig(num_exits=1))
+    return model.eval()
+
+
+def test_moe_models_get_operating_points_per_tau(tmp_path):
+    model, splits = _moe_digits_mlp(), load_dataset("digits")
+    rule, points = _exits(model, splits, {"rule": "max_prob"})
+    taus = sorted({p["moe_tau"] for p in points})
+    assert taus == sorted({*TAU_GRID, 0.3})
+    assert all(len(p["thresholds"]) == 1 for p in points)
+    # every sample leaving at stage 0: its FLOPs fall as tau drops experts (relative to tau 0)
+    first = [p for p in points if p["max_stage"] == 0]
+    assert len(first) == len(taus)  # one such row per tau, not one per threshold
+    flops = {p["moe_tau"]: p["flops_fraction"] for p in first}
+    assert flops[0.0] > flops[0.4] > flops[0.8], flops
+    manifest = export_bundle(model, splits.calib.x[:8], tmp_path / "b", target="onnx",
+                             exit_rule=rule, operating_points=points, echo=lambda s: None)  # fmt: skip
+    engine = Engine.load(tmp_path / "b", "onnxruntime")
+    assert {p.moe_tau for p in engine.points} == set(taus)
+    assert manifest["moe"]["tau_input"] == "moe_tau"
+    point = max((p for p in engine.points if p.moe_tau == 0.8), key=lambda p: p.accuracy)
+    sparse = engine.run(splits.test.x.numpy(), point=point)
+    dense = engine.run(splits.test.x.numpy(), point=OperatingPoint("all", (np.inf,), moe_tau=0.0))
+    assert sparse.experts.mean() < dense.experts.mean() == 8.0  # 64 / 8 experts, all running
