@@ -186,7 +186,10 @@ class Engine:
                 self._stepped(out, k, step, len(rows))
                 continue
             logp = self._logp(k, got)
-            scores, pred_logp = (None, logp) if logp is None else self.rule.step(logp, state)
+            if logp is None or (final and self.rule.stateless):
+                scores, pred_logp = None, logp  # everyone leaves: no score to compute
+            else:
+                scores, pred_logp = self.rule.step(logp, state)
             leave = np.ones(len(rows), bool) if final else scores >= threshold
             if final or leave.any():
                 answer = pred_logp if logp is not None else self.backend.to_numpy(got[self._final])
@@ -314,10 +317,10 @@ class _Outputs:
 def _join(parts: list[dict[str, Any]], point: OperatingPoint, backend: str,
           decision: Any) -> Result:  # fmt: skip
     def cat(key: str) -> np.ndarray | None:
+        if len(parts) == 1:
+            return parts[0][key]
         values = [p[key] for p in parts]
-        if any(v is None for v in values):
-            return None
-        return values[0] if len(values) == 1 else np.concatenate(values)
+        return None if any(v is None for v in values) else np.concatenate(values)
 
     calls = [c for p in parts for c in p["calls"]]
     return Result(
