@@ -56,6 +56,10 @@ def _positive(name: str, value: float | None) -> None:
         raise ConfigError(f"{name} must be a positive finite number, got {value!r}")
 
 
+SPIKE = 3.0  # an observation counts at most this many times the current estimate
+STALE_AFTER = 400  # observations of other stages after which a stage is re-predicted
+
+
 class CostModel:
     """Per-stage latency (ms) and energy (mJ) of one sample at full clock speed.
 
@@ -80,7 +84,7 @@ class CostModel:
         stage_flops: Sequence[float] | None = None,
         power_w: float | None = None,
         alpha: float = 0.2,
-        tail: float = 3.0,
+        tail: float = 2.0,
     ):
         if not isinstance(num_stages, int) or num_stages < 1:
             raise ConfigError(f"num_stages must be a positive int, got {num_stages!r}")
@@ -105,6 +109,11 @@ class CostModel:
         # busier or quieter since profiling changes every stage alike)
         self.drift = 1.0
         self._table_ms: list[float | None] = [None] * num_stages
+        self._table_dev = [0.0] * num_stages
+        # a stage not observed in the last STALE_AFTER observations (of any stage) is predicted
+        # from the table again: one slow spike must not keep a policy off it for good
+        self._seen_at = [0] * num_stages
+        self._count = 0
         self.stage_flops = None if stage_flops is None else self._check_flops(stage_flops)
         self._latency: list[float | None] = [None] * num_stages
         self._energy: list[float | None] = [None] * num_stages  # measured (table or observed)
@@ -129,7 +138,9 @@ class CostModel:
             )
         for k, s in enumerate(sorted(table.stages, key=lambda s: s.index)):
             self._latency[k] = self._table_ms[k] = s.latency_ms / table.batch
-            self._dev[k] = max(s.latency_p90_ms - s.latency_ms, 0.0) / table.batch
+            self._dev[k] = self._table_dev[k] = (
+                max(s.latency_p90_ms - s.latency_ms, 0.0) / table.batch
+            )
             self._energy[k] = None if s.energy_mj is None else s.energy_mj / table.batch
 
     @property
@@ -218,12 +229,18 @@ class CostModel:
                 f"{latency_ms!r}, {batch!r}, {speed!r}"
             )
         per = latency_ms * speed / batch
-        if self._table_ms[stage]:
-            self.drift += self.alpha * (per / self._table_ms[stage] - self.drift)
+        if self._stale(stage):  # start again from the table, as predictions did meanwhile
+            self._latency[stage] = self._table_ms[stage] * self.drift
+            self._dev[stage] = self._table_dev[stage] * self.drift
         old = self._latency[stage]
         if old is not None:
+            per = min(per, SPIKE * old)  # one outlier moves the estimate, it does not set it
             self._dev[stage] += self.alpha * (abs(per - old) - self._dev[stage])
+        if self._table_ms[stage]:
+            self.drift += self.alpha * (per / self._table_ms[stage] - self.drift)
         self._latency[stage] = self._ewma(old, per)
+        self._count += 1
+        self._seen_at[stage] = self._count
         if energy_mj is not None:
             self._energy[stage] = self._ewma(self._energy[stage], energy_mj / batch)
         self.observations[stage] += 1
@@ -254,8 +271,11 @@ class CostModel:
         return [t + self.tail * d for t, d in zip(lat, dev, strict=True)]
 
     def _stale(self, k: int) -> bool:
-        """Stage k is known only from the table (never observed): scale it by the drift."""
-        return self.observations[k] == 0 and self._table_ms[k] is not None
+        """Stage k is predicted from the table scaled by the drift: never observed, or not for
+        STALE_AFTER observations."""
+        if self._table_ms[k] is None:
+            return False
+        return self.observations[k] == 0 or self._count - self._seen_at[k] > STALE_AFTER
 
     def _ewma(self, old: float | None, new: float) -> float:
         return new if old is None else old + self.alpha * (new - old)

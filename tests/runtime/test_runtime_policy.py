@@ -298,3 +298,20 @@ def test_engine_overheads_per_request_and_per_step():
     assert cm.stage_energy_mj() is None  # overheads are time, not stage energy
     with pytest.raises(ConfigError, match="overheads >= 0"):
         cm.observe_request(1.0, -0.1)
+
+
+def test_one_spike_moves_an_estimate_but_does_not_set_it():
+    cm = CostModel(4, _table(), tail=0.0, alpha=0.5)
+    cm.observe(1, 800.0)  # a 100x outlier (a page fault, a preempted core) on an 8 ms stage
+    assert cm.stage_latency_ms()[1] == pytest.approx(8 + 0.5 * (24 - 8))  # capped at 3x
+
+
+def test_a_stage_not_seen_for_long_is_predicted_from_the_table_again():
+    from ponder.runtime._cost_model import STALE_AFTER
+
+    cm = CostModel(4, _table(), tail=0.0, alpha=1.0)
+    cm.observe(1, 20.0)  # stage 1 looked slow once
+    assert cm.stage_latency_ms()[1] == pytest.approx(20.0)
+    for _ in range(STALE_AFTER + 1):
+        cm.observe(0, 2.0)  # only stage 0 runs afterwards, at its table time (drift 1)
+    assert cm.stage_latency_ms()[1] == pytest.approx(8.0)  # back to the table: worth a retry
