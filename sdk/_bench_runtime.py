@@ -17,14 +17,19 @@ from ponder._bench_runtime_report import write_outputs
 __all__ = ["run_bench_runtime"]
 
 SLO_GOAL = 0.99  # share of requests within the latency budget
+# ViT-S/16 sizes (random weights) with exits after blocks 3, 6 and 9: 4 stages of ~14 ms here
+VIT_S = {"blocks": 12, "width": 384, "heads": 6, "image": 224, "patch": 16, "classes": 1000}
 
 
 def run_bench_runtime(out: str | Path = "ponder-bench/runtime", *, width: int = 256,
                       budgets: int = 6, rounds: int = 2, batch: int = 64, repeats: int = 20,
-                      reuse: bool = False, progress: bool = True,
+                      vit: dict[str, int] | None = VIT_S, reuse: bool = False,
+                      progress: bool = True,
                       echo: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
     """Train and export the bench bundle under `out` (or, with `reuse`, load it), profile it on
-    ONNX Runtime, run every measurement, write runtime.json and runtime.png, print tables."""
+    ONNX Runtime, run every measurement, write runtime.json and runtime.png, print tables.
+    vit: sizes of a ViT with random weights whose engine overhead is measured too (stages of
+    milliseconds, where the digits CNN's are fractions of one); None to skip it."""
     from ponder._recipes import load_recipe_data
     from ponder.models import DIGITS_RECIPE
     from ponder.runtime import Engine, cost_table_path
@@ -52,6 +57,8 @@ def run_bench_runtime(out: str | Path = "ponder-bench/runtime", *, width: int = 
         "overhead": engine_overhead(engine, x, repeats * 20),
         "throughput": throughput(engine, x, batch, repeats),
     }  # fmt: skip
+    if vit is not None:
+        results["overhead_vit"] = vit_overhead(out / "vit-bundle", vit, repeats, echo)
     write_outputs(out, results, echo)
     return results
 
@@ -156,3 +163,28 @@ def throughput(engine: Any, x: np.ndarray, batch: int, repeats: int) -> dict[str
             "flops_fraction": flops, "point": engine.default_point.name,
             "samples_per_s_full": batch / f * 1e3, "samples_per_s_adaptive": batch / a * 1e3,
             "exit_counts": np.bincount(np.concatenate(exits), minlength=len(m.stages)).tolist()}  # fmt: skip
+
+
+def vit_overhead(path: Path, sizes: dict[str, int], repeats: int, echo) -> dict[str, Any]:
+    """Engine against direct stage calls (batch 1, every stage) on a ViT bundle with random
+    weights (ONNX only), exported into `path` unless it is there already."""
+    import torch
+
+    from ponder._bench_export_vit import vit_sequential
+    from ponder._convert import convert_
+    from ponder._early_exit import EarlyExitConfig
+    from ponder.export import export_bundle
+    from ponder.runtime import Engine
+
+    if not (path / "manifest.json").is_file():
+        torch.manual_seed(0)
+        blocks = sizes["blocks"]
+        exits = tuple(sorted({max(1, blocks * q // 4) for q in (1, 2, 3)}))
+        model = convert_(vit_sequential(**sizes),
+                         EarlyExitConfig(exits=exits, style="sdn", pooling="cls")).eval()  # fmt: skip
+        image = torch.randn(2, 3, sizes["image"], sizes["image"])
+        echo(f"exporting a ViT ({sizes}, random weights, exits after blocks {exits}) to {path}")
+        export_bundle(model, image, path, target="onnx", echo=lambda line: None)
+    engine = Engine.load(path, "onnxruntime")
+    x = np.random.default_rng(0).standard_normal((4, 3, sizes["image"], sizes["image"]))
+    return {"sizes": sizes, **engine_overhead(engine, x.astype(np.float32), repeats)}

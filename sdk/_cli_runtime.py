@@ -99,16 +99,19 @@ def cost_rows(manifest, table) -> tuple[list[str], list[list]]:
 @click.option(
     "--repeats", default=20, show_default=True, help="Rounds for overhead and throughput."
 )
-@click.option("--reuse", is_flag=True, help="Reuse the bundle already under --out.")
+@click.option("--vit/--no-vit", default=True, show_default=True,
+              help="Also measure the engine's overhead on a ViT-S-sized bundle (random weights).")  # fmt: skip
+@click.option("--reuse", is_flag=True, help="Reuse the bundles already under --out.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def bench_runtime(out, width, budgets, rounds, repeats, reuse, quiet) -> None:
+def bench_runtime(out, width, budgets, rounds, repeats, vit, reuse, quiet) -> None:
     """The engine and policy on an exported digits CNN (ONNX Runtime, CPU): SLO attainment and
     accuracy vs the best point with hindsight, overheads, batch-64 throughput."""
     try:
-        from ponder._bench_runtime import run_bench_runtime
+        from ponder._bench_runtime import VIT_S, run_bench_runtime
 
         run_bench_runtime(out, width=width, budgets=budgets, rounds=rounds, repeats=repeats,
-                          reuse=reuse, progress=not quiet, echo=click.echo)  # fmt: skip
+                          vit=VIT_S if vit else None, reuse=reuse, progress=not quiet,
+                          echo=click.echo)  # fmt: skip
     except ponder.PonderError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -36,7 +36,7 @@ def test_bench_runtime_end_to_end(tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("executorch")
     args = ["bench", "runtime", "--out", str(tmp_path), "--width", "8", "--budgets", "2",
-            "--rounds", "1", "--repeats", "1", "--quiet"]  # fmt: skip
+            "--rounds", "1", "--repeats", "1", "--no-vit", "--quiet"]  # fmt: skip
     got = CliRunner().invoke(main, args)
     assert got.exit_code == 0, got.output
     assert "latency SLO" in got.output and "engine overhead" in got.output
@@ -50,3 +50,14 @@ def test_bench_runtime_end_to_end(tmp_path):
     assert sum(t["exit_counts"]) == 64 * (360 // 64)
     assert (tmp_path / "runtime.png").stat().st_size > 10_000
     assert (tmp_path / "bundle" / "costs.onnxruntime.json").is_file()
+
+
+@pytest.mark.slow
+def test_vit_overhead_on_a_tiny_vit(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from ponder._bench_runtime import vit_overhead
+
+    sizes = dict(blocks=4, width=32, heads=2, image=32, patch=8, classes=10)
+    got = vit_overhead(tmp_path / "vit", sizes, repeats=3, echo=lambda line: None)
+    assert got["stages"] == 4 and got["direct_ms"] > 0 and got["engine_ms"] > 0
+    assert (tmp_path / "vit" / "manifest.json").is_file()
