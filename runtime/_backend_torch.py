@@ -33,12 +33,13 @@ class TorchBackend(Backend):
         if threads:
             torch.set_num_threads(threads)
         self.threads = torch.get_num_threads()
-        path = Path(checkpoint or bundle.manifest.config.get("checkpoint_path") or "")
-        if not checkpoint and not path.name:
+        recorded = checkpoint or bundle.manifest.config.get("checkpoint_path")
+        if not recorded:
             raise BundleError(
                 f"bundle {bundle.root} does not record the checkpoint it was exported from; "
                 "pass it: Engine.load(bundle, backend='torch', checkpoint=PATH)"
             )
+        path = Path(recorded)
         if not path.exists():
             raise BundleError(
                 f"the torch backend needs the checkpoint {path}, which does not exist here; "

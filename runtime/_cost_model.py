@@ -22,7 +22,8 @@ _NO_COSTS = (
 @dataclass(frozen=True)
 class Prediction:
     """What a point is expected to cost and score per request at batch 1: mean over the exit
-    distribution, worst = every sample runs to the point's last stage. Energy None: unknown."""
+    distribution; worst = the tail latency (see CostModel) to `quantile_stage`, the stage by
+    which the quantile of samples a latency budget covers have left. Energy None: unknown."""
 
     accuracy: float | None
     mean_latency_ms: float
@@ -49,6 +50,17 @@ def exit_distribution(point: OperatingPoint, num_stages: int) -> tuple[float, ..
     out = list(fr[: last + 1]) + [0.0] * (num_stages - last - 1)
     out[last] += sum(fr[last + 1 :])
     return tuple(out)
+
+
+def quantile_stage(point: OperatingPoint, num_stages: int, quantile: float = 1.0) -> int:
+    """The stage by which `quantile` of the samples have left (1.0: the point's last stage): a
+    latency budget for that share of requests must cover the time to reach it."""
+    total = 0.0
+    for k, f in enumerate(exit_distribution(point, num_stages)):
+        total += f
+        if total >= quantile - 1e-9:
+            return k
+    return point.last_stage(num_stages)
 
 
 def _positive(name: str, value: float | None) -> None:
@@ -280,8 +292,11 @@ class CostModel:
     def _ewma(self, old: float | None, new: float) -> float:
         return new if old is None else old + self.alpha * (new - old)
 
-    def predict(self, point: OperatingPoint, speed: float = 1.0) -> Prediction:
-        """Expected cost of one request at `point` on a device running at clock `speed`."""
+    def predict(
+        self, point: OperatingPoint, speed: float = 1.0, quantile: float = 1.0
+    ) -> Prediction:
+        """Expected cost of one request at `point` on a device running at clock `speed`;
+        worst-case latency at `quantile` of the requests (1.0: every one)."""
         if not speed > 0:
             raise ConfigError(f"speed must be > 0 (1.0 = full clock), got {speed!r}")
         fr = exit_distribution(point, self.num_stages)
@@ -300,7 +315,7 @@ class CostModel:
             mean_latency_ms=sum(f * c for f, c in zip(fr, cum_lat, strict=True)) / speed
             + self.request_ms,
             worst_latency_ms=_cumulative(self.stepped(self.stage_tail_ms(lat)))[
-                point.last_stage(self.num_stages)
+                quantile_stage(point, self.num_stages, quantile)
             ]
             / speed
             + self.request_ms,

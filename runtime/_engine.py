@@ -12,13 +12,13 @@ from typing import Any
 import numpy as np
 
 from ponder._errors import ConfigError
-from ponder._rules import exit_rule, select
+from ponder._rules import exit_rule, log_softmax, select
 from ponder.runtime._backends import BACKENDS, Backend
 from ponder.runtime._bundle import Bundle
 from ponder.runtime._costs import CostTable, cost_table_path
 from ponder.runtime._inputs import check_inputs
 from ponder.runtime._points import OperatingPoint, operating_points
-from ponder.runtime._result import Result
+from ponder.runtime._result import Result, concat
 from ponder.runtime._stage_clock import StageClock
 
 __all__ = ["Engine"]
@@ -176,7 +176,8 @@ class Engine:
                     out.leave(rows, np.ones(len(rows), bool), latest, k - 1, started, True)
                     break
             step = time.perf_counter()
-            feeds = {n: known[n] if n in known else controls[n] for n in self._inputs[k]}
+            feeds = {name: known[name] if name in known else controls[name]
+                     for name in self._inputs[k]}  # fmt: skip
             got, ms, mj = self._call(k, feeds)
             out.stage(k, len(rows), ms, mj, self._experts_of(k, got), self._moe_layers[k])
             final = k == last or not self.stages[k].exit
@@ -231,9 +232,7 @@ class Engine:
             return self.backend.to_numpy(got[self._exit_out[k]])
         if not self.classifier:
             return None
-        logits = self.backend.to_numpy(got[self._final]).astype(np.float32)
-        shifted = logits - logits.max(axis=-1, keepdims=True)
-        return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+        return log_softmax(self.backend.to_numpy(got[self._final]).astype(np.float32))
 
     def _experts_of(self, k: int, got: dict[str, Any]) -> np.ndarray | None:
         name = self._experts[k]
@@ -317,10 +316,7 @@ class _Outputs:
 def _join(parts: list[dict[str, Any]], point: OperatingPoint, backend: str,
           decision: Any) -> Result:  # fmt: skip
     def cat(key: str) -> np.ndarray | None:
-        if len(parts) == 1:
-            return parts[0][key]
-        values = [p[key] for p in parts]
-        return None if any(v is None for v in values) else np.concatenate(values)
+        return concat([p[key] for p in parts])
 
     calls = [c for p in parts for c in p["calls"]]
     return Result(

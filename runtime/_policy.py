@@ -11,7 +11,7 @@ from functools import cached_property
 import numpy as np
 
 from ponder._errors import ConfigError
-from ponder.runtime._cost_model import CostModel, Prediction, exit_distribution
+from ponder.runtime._cost_model import CostModel, Prediction, exit_distribution, quantile_stage
 from ponder.runtime._decision import Decision, Why
 from ponder.runtime._points import OperatingPoint
 from ponder.runtime._policy_file import PolicyRule, PolicySpec
@@ -105,11 +105,8 @@ class Policy:
         exits = np.array([exit_distribution(p, n) for p in self.points])  # [P, S]
         # reach[p, k]: share of samples that run stage k = sum of exit shares at stages >= k
         self._reach = np.cumsum(exits[:, ::-1], axis=1)[:, ::-1].copy()
-        # the stage by which `latency_quantile` of the samples have left: a latency SLO holds
-        # for that share of requests when the time to reach it fits the budget
-        last = np.array([p.last_stage(n) for p in self.points])
-        enough = np.cumsum(exits, axis=1) >= self.spec.latency_quantile - 1e-9  # [P, S]
-        last = np.minimum(last, np.where(enough.any(axis=1), enough.argmax(axis=1), n - 1))
+        q = self.spec.latency_quantile
+        last = np.array([quantile_stage(p, n, q) for p in self.points])  # [P]
         worst = (np.arange(n)[None, :] <= last[:, None]).astype(float)  # [P, S]
         m = len(self.points)
         self._reach_and_worst = np.zeros((2 * m, 2 * n))  # [2P, 2S] = blockdiag(reach, worst)

@@ -15,7 +15,7 @@ import numpy as np
 from ponder._errors import BundleError, ConfigError
 from ponder.runtime._costs import CostTable, StageCost
 
-__all__ = ["describe_machine", "profile"]
+__all__ = ["cpu_model", "describe_machine", "profile"]
 
 ENERGY_SECONDS = 0.5  # per stage: RAPL updates about every millisecond, NVML power every ~1 s
 
@@ -87,13 +87,18 @@ def _energy_per_call(backend: Any, k: int, feeds: dict[str, Any], meter: Any) ->
     return (meter.read_joules() - start) * 1e3 / calls
 
 
-def describe_machine() -> str:
-    """CPU model and core count, as far as the OS says."""
-    model = platform.processor() or platform.machine()
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what `platform` says."""
     cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
+    try:
         for line in cpuinfo.read_text(errors="replace").splitlines():
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{model}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe_machine() -> str:
+    """CPU model and core count, as far as the OS says."""
+    return f"{cpu_model()}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ponder._errors import ConfigError
+from ponder.runtime._result import concat
 
 __all__ = ["ServeReport", "serve"]
 
@@ -93,8 +94,7 @@ def _percentiles(ms: np.ndarray) -> dict[str, float]:
 
 def _report(parts: list, request_ms: list[float], names: list[str], switches: list) -> ServeReport:
     def cat(attr: str) -> np.ndarray | None:
-        values = [getattr(p, attr) for p in parts]
-        return None if any(v is None for v in values) else np.concatenate(values)
+        return concat([getattr(p, attr) for p in parts]) if parts else None
 
     return ServeReport(
         prediction=cat("prediction"), exit_stage=cat("exit_stage"),

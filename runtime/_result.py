@@ -8,7 +8,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Result"]
+__all__ = ["Result", "concat"]
+
+
+def concat(values: list[np.ndarray | None]) -> np.ndarray | None:
+    """Per-sample arrays of consecutive parts joined (None if any part has none)."""
+    if len(values) == 1:
+        return values[0]
+    return None if any(v is None for v in values) else np.concatenate(values)
 
 
 @dataclass

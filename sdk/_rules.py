@@ -131,13 +131,14 @@ class ZTWEnsemble(ExitRule):
             state["sum"] = logp if state["sum"].shape[1] == 0 else state["sum"] + logp
             state["n"] = state["n"] + 1
             mean = state["sum"] / state["n"][:, None]
-            logp = (mean - _logsumexp(mean)).astype(logp.dtype)
+            logp = log_softmax(mean).astype(logp.dtype)
         return _probs(logp).max(axis=-1), logp
 
 
-def _logsumexp(x: np.ndarray) -> np.ndarray:
-    m = x.max(axis=-1, keepdims=True)
-    return m + np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    """Log-probabilities over the last axis (stable: the max is subtracted first)."""
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def exit_rule(name: str, *, ensembled: bool = False) -> ExitRule:

@@ -30,20 +30,13 @@ def interleaved(
 def machine() -> dict[str, Any]:
     """What a timing was measured on, to print beside every result."""
     import os
-    import platform
 
     import torch
 
-    cpu = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(
-                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu
-            )
-    except OSError:
-        pass
+    from ponder.runtime._profile import cpu_model
+
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
