@@ -68,6 +68,10 @@ class Head(nn.Module):
         return self.fc(self.norm(x)[:, 0])  # [B, T, D] -> [B, C]
 
 
+# ViT-S/16: the defaults of vit_sequential, as keyword arguments
+VIT_S = {"blocks": 12, "width": 384, "heads": 6, "image": 224, "patch": 16, "classes": 1000}
+
+
 def vit_sequential(
     *,
     blocks: int = 12,

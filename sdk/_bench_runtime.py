@@ -11,14 +11,13 @@ from typing import Any
 
 import numpy as np
 
+from ponder._bench_export_vit import VIT_S
 from ponder._bench_runtime_model import bench_bundle, held_out
 from ponder._bench_runtime_report import write_outputs
 
 __all__ = ["run_bench_runtime"]
 
 SLO_GOAL = 0.99  # share of requests within the latency budget
-# ViT-S/16 sizes (random weights) with exits after blocks 3, 6 and 9: 4 stages of ~14 ms here
-VIT_S = {"blocks": 12, "width": 384, "heads": 6, "image": 224, "patch": 16, "classes": 1000}
 
 
 def run_bench_runtime(out: str | Path = "ponder-bench/runtime", *, width: int = 256,

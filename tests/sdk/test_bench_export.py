@@ -111,3 +111,12 @@ def test_tiny_benchmark_end_to_end(tmp_path):
     else:
         assert results["int8"]["note"].startswith("not measured")
     assert any("all stages against one monolithic method" in line for line in lines)
+
+
+def test_vit_s_sizes_are_the_builder_defaults():
+    import inspect
+
+    from ponder._bench_export_vit import VIT_S
+
+    defaults = inspect.signature(vit_sequential).parameters
+    assert {k: defaults[k].default for k in VIT_S} == VIT_S
