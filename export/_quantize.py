@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.export import Dim
 
-from ponder._errors import ConfigError, MissingDependencyError
+from ponder._errors import ConfigError, InternalError, MissingDependencyError
 from ponder._moe import MoEFFN
 
 from ._pte import _quiet_imports, write_pte
@@ -24,10 +24,13 @@ from ._stages import Stage, StagePlan, _ExitTail, run_stages
 from ._trace import export_stage, portable_conv_shapes
 
 __all__ = [
+    "SATURATION_FREE",
     "calibration_feeds",
+    "check_saturation_free",
     "quantize_stage",
     "quantize_stages_onnx",
     "quantize_stages_pte",
+    "saturating_weights",
     "stage_calibration_inputs",
 ]
 
@@ -44,6 +47,14 @@ __all__ = [
 #   their bias adds, and with grouped experts those q/dq pairs fell outside the delegate, where
 #   ExecuTorch has no kernels for them ("Missing out variants").
 FP32 = (_ExitTail, MoEFFN)
+# Largest |int8 weight| for which ONNX Runtime's uint8-activation x int8-weight (U8S8) kernels
+# are exact on every CPU. Without VNNI, x86 (AVX2, AVX-512 without VNNI) multiplies with
+# VPMADDUBSW, which adds two adjacent u8*s8 products in int16 and saturates at 32767: with
+# 8-bit weights 2 * 255 * 127 = 64770 overflows (seen on an AVX2-only AMD EPYC: stage errors
+# 1.2-1.8x the tolerance and exit 0 agreeing with fp32 on 79% of the images), with 7-bit ones
+# (reduce_range) 2 * 255 * 64 = 32640 cannot. VNNI (VPDPBUSD) and ARM's dot products
+# accumulate in int32 and are exact either way.
+SATURATION_FREE = 64
 CLASSES = "pkg.torch.onnx.class_hierarchy"  # ONNX node metadata: classes of the enclosing modules
 
 Runs = list[list[tuple[torch.Tensor, ...]]]  # per stage, per calibration batch: its inputs
@@ -216,8 +227,9 @@ def quantize_stages_onnx(
     fp32_paths: list[str | Path], out_dir: str | Path, calib_feeds: Feeds
 ) -> list[Path]:
     """ONNX Runtime static quantization of each fp32 stage file into `out_dir` (same names):
-    QDQ, per-channel symmetric int8 weights, uint8 activations calibrated (min/max) on the
-    stage's feeds (`calibration_feeds`); exit tails and MoE layers stay fp32."""
+    QDQ, per-channel symmetric int8 weights in 7 bits, uint8 activations calibrated (min/max) on
+    the stage's feeds (`calibration_feeds`); exit tails and MoE layers stay fp32. Every file
+    written is checked with `check_saturation_free`."""
     try:
         from onnxruntime import quantization as q
     except ImportError as e:
@@ -238,12 +250,50 @@ def quantize_stages_onnx(
                 _Reader(feeds),
                 quant_format=q.QuantFormat.QDQ,
                 per_channel=True,
-                # uint8 activations (ORT's advice for x86: U8S8 uses VPMADDUBSW): the demo digits
-                # CNN ran 1.8x faster than fp32 at batch 64 with them and 1.4x slower with int8
-                # ones, with the same errors (2-core AMD EPYC, 1 thread, onnxruntime 1.32)
+                # uint8 activations, int8 weights in 7 bits ([-64, 64]); see SATURATION_FREE.
+                # Measured on the test digits CNN (2 SDN exits), 64 images, 1 thread, AMD EPYC
+                # with AVX-512 VNNI, onnxruntime 1.32: against fp32 the chain ran 0.66x with
+                # reduce_range, 0.61x with full-range weights, 1.07x with U8U8 and 1.17x with
+                # S8S8; exit accuracy was the same with all four, the largest stage error grew
+                # from 1-1.4% to 1.8-3.4% of the largest value with the 7-bit weights.
                 activation_type=q.QuantType.QUInt8,
                 weight_type=q.QuantType.QInt8,
+                reduce_range=True,
                 nodes_to_exclude=_fp32_nodes(Path(src)),
             )
+        check_saturation_free(dst)
         written.append(dst)
     return written
+
+
+def saturating_weights(path: str | Path) -> list[tuple[str, int]]:
+    """The int8 weight initializers of the ONNX file at `path` whose values reach past
+    +-SATURATION_FREE (name, largest |value|): these can saturate ONNX Runtime's U8S8 kernels
+    on x86 CPUs without VNNI."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    weights = {t.name: t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8}
+    found = []
+    for node in graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in weights:
+            largest = int(
+                np.abs(numpy_helper.to_array(weights[node.input[0]]).astype(np.int32)).max()
+            )
+            if largest > SATURATION_FREE:
+                found.append((node.input[0], largest))
+    return found
+
+
+def check_saturation_free(path: str | Path) -> None:
+    """Refuse an int8 ONNX file that could give wrong answers on some x86 CPUs (see
+    SATURATION_FREE), whatever the CPU running the export."""
+    found = saturating_weights(path)
+    if found:
+        shown = ", ".join(f"{name} (|w| up to {w})" for name, w in found[:3])
+        raise InternalError(
+            f"{Path(path).name}: int8 weights beyond +-{SATURATION_FREE} ({shown}) can saturate "
+            "ONNX Runtime's uint8 x int8 kernels on x86 CPUs without VNNI; the quantizer must "
+            "use reduce_range=True"
+        )
