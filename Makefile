@@ -1,38 +1,49 @@
 # Two commands set everything up on a fresh machine: `make demo` and `make test`.
+# pip installs requirements/bootstrap.txt first (the CPU build of torch, so no dependency pulls
+# another build, and uv); uv then installs ponder and its extras at the versions in
+# requirements/lock.txt. `make lock` refreshes the lock on purpose (keeping the pins that still
+# fit; `make lock LOCK_FLAGS=--upgrade` moves every package to its newest release).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# The CPU build of torch, installed before the project so no dependency pulls another build.
-TORCH := torch==2.13.0
+BOOTSTRAP := requirements/bootstrap.txt
+LOCK := requirements/lock.txt
+INSTALL := $(BIN)/uv pip install --quiet --python $(BIN)/python --constraint $(LOCK)
+# The lock covers every extra on every Python ponder supports; torch is pinned by bootstrap.txt.
+COMPILE := $(BIN)/uv pip compile pyproject.toml --all-extras --universal --python-version 3.10 \
+	--constraint $(BOOTSTRAP) --quiet $(LOCK_FLAGS)
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench lint lock check-lock clean
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-
-$(VENV)/.installed-torch: $(BIN)/python
-	$(BIN)/pip install --quiet $(TORCH)
+$(VENV)/.installed-bootstrap: $(BOOTSTRAP)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r $(BOOTSTRAP)
 	touch $@
 
-$(VENV)/.installed-train: $(VENV)/.installed-torch pyproject.toml
-	$(BIN)/pip install --quiet -e '.[train,export,onnx]'
+$(VENV)/.installed-train: $(VENV)/.installed-bootstrap pyproject.toml $(LOCK)
+	$(INSTALL) -e '.[train,export,onnx]'
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed-torch pyproject.toml
-	$(BIN)/pip install --quiet -e '.[dev]'
+$(VENV)/.installed-dev: $(VENV)/.installed-bootstrap pyproject.toml $(LOCK)
+	$(INSTALL) -e '.[dev]'
 	touch $@
 
 demo: $(VENV)/.installed-train
 	$(BIN)/ponder demo --out ponder-demo
 
-test: $(VENV)/.installed-dev
+check-lock: $(VENV)/.installed-dev
+	$(BIN)/python requirements/check_lock.py pyproject.toml $(LOCK) $(BOOTSTRAP)
+
+test: check-lock
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/ponder bench exits --out ponder-bench
+
+lock: $(VENV)/.installed-bootstrap
+	$(COMPILE) --output-file $(LOCK)
 
 clean:
 	rm -rf $(VENV) ponder-demo ponder-bench .pytest_cache .ruff_cache *.egg-info
