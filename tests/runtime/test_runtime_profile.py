@@ -8,9 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
-from tiny_models import inputs
+from export_models import ztw_cnn
+from tiny_models import CLASSES, inputs
 
+import ponder
 from ponder import BundleError, ConfigError
 from ponder._cli import main
 from ponder.runtime import (
@@ -94,8 +97,13 @@ def test_serve_follows_the_policy_and_reads_state_sparingly(bundle):
     # the low-battery rule's impossible budget: the cheapest point, every sample at stage 0
     assert (report.exit_stage == 0).all()
     assert report.switches and report.switches[0]["rule"] == "low battery"
-    summary = report.summary(3, labels=report.prediction)
-    assert summary["accuracy"] == 1.0 and summary["exits_per_stage"] == [12, 0, 0]
+    # labels: the eager model's first-exit predictions with three of the twelve made wrong, so
+    # the summary must score the stage-0 answers against them: 9 / 12
+    eager = ponder.exit_outputs(ztw_cnn(), torch.from_numpy(_x(12))).logp[0].argmax(-1)  # [12]
+    labels = eager.copy()
+    labels[[1, 6, 10]] = (eager[[1, 6, 10]] + 1) % CLASSES
+    summary = report.summary(3, labels=labels)
+    assert summary["accuracy"] == 0.75 and summary["exits_per_stage"] == [12, 0, 0]
 
 
 def test_serve_with_a_fixed_point(bundle):
