@@ -4,8 +4,10 @@ ExecuTorch runtime's Python binding; tensors stay torch tensors from stage to st
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,7 +15,11 @@ import numpy as np
 from ponder._errors import BundleError, MissingDependencyError
 from ponder.runtime._backends import Backend
 
-__all__ = ["ExecuTorchBackend", "quiet_imports"]
+__all__ = ["METADATA_METHOD", "ExecuTorchBackend", "quiet_imports"]
+
+# The constant method that ponder.export writes into every program: JSON with the model id and
+# the stage methods, so a program can be matched to its manifest.
+METADATA_METHOD = "ponder_metadata"
 
 
 @contextlib.contextmanager
@@ -48,7 +54,8 @@ class ExecuTorchBackend(Backend):
                 import torch
                 from executorch.runtime import Runtime
         except ImportError as e:
-            raise MissingDependencyError("executorch", "export", "the executorch backend") from e
+            missing = "torch" if e.name == "torch" else "executorch"  # executorch runs on torch
+            raise MissingDependencyError(missing, "export", "the executorch backend") from e
         self._torch = torch
         torch.set_num_threads(1)
         path = bundle.int8_pte_path if int8 else bundle.pte_path
@@ -56,6 +63,7 @@ class ExecuTorchBackend(Backend):
             program = Runtime.get().load_program(path)
         except (RuntimeError, ValueError) as e:
             raise BundleError(f"ExecuTorch cannot load {path}: {e}; re-export the bundle") from e
+        _check_metadata(program, path, bundle.manifest)
         stages = bundle.manifest.stages
         missing = [s.method for s in stages if s.method not in program.method_names]
         if missing:
@@ -78,3 +86,20 @@ class ExecuTorchBackend(Backend):
 
     def to_numpy(self, value: Any) -> np.ndarray:
         return value.numpy() if isinstance(value, self._torch.Tensor) else np.asarray(value)
+
+
+def _check_metadata(program: Any, path: Path, manifest: Any) -> None:
+    """The program's own metadata must describe the model and stage methods of the manifest."""
+    if METADATA_METHOD not in program.method_names:
+        raise BundleError(
+            f"{path} has no {METADATA_METHOD} method, so it was not written by ponder export; "
+            "re-export the bundle"
+        )
+    meta = json.loads(program.load_method(METADATA_METHOD).execute([])[0])
+    methods = [s.method for s in manifest.stages]
+    if meta.get("model_id") != manifest.model_id or meta.get("methods") != methods:
+        raise BundleError(
+            f"{path.name} describes model {meta.get('model_id')!r} with methods "
+            f"{meta.get('methods')}, the manifest {manifest.model_id!r} with {methods}: the files "
+            "come from different exports; copy the whole bundle folder again or re-export"
+        )
