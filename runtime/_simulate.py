@@ -251,6 +251,12 @@ def simulate(
     """Replay `trace` three times on fresh SIMULATED devices built from `table` and `scenario`:
     under a Policy over the manifest's operating points (`policy_spec`, default
     `default_policy_spec`), always full, and always earliest. All figures are simulated."""
+    if not manifest.operating_points:
+        raise ConfigError(
+            f"bundle {manifest.model_id!r} records no operating points, so a policy has nothing to "
+            "choose from; export it with `ponder export` from a checkpoint with exits (it "
+            "calibrates them), or pass operating_points to export_bundle"
+        )
     scenario = scenario or Scenario()
     n, target = len(manifest.stages), target_table(table, scenario.slowdown)
     trace = _scaled(trace, scenario.load_scale) if scenario.load_scale != 1 else trace

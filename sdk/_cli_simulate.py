@@ -1,8 +1,10 @@
 """`ponder simulate`: replay a day of battery and load on a SIMULATED device under a policy and
-the two static baselines; writes simulate.json and simulate.png and prints a table."""
+the two static baselines; writes simulate.json and simulate.png (where matplotlib is installed)
+and prints a table."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -30,9 +32,9 @@ def run_simulate(
     echo: Callable[[str], None] = print,
 ) -> Any:
     """Load the bundle, its cost table, the trace (default: the synthetic day with its load
-    × SYNTHETIC_LOAD_SCALE) and the policy; simulate; write JSON + PNG; print the results."""
+    × SYNTHETIC_LOAD_SCALE) and the policy; simulate; write JSON + PNG (the PNG only where
+    matplotlib is installed); print the results."""
     from ponder._report import write_json
-    from ponder._simulate_plot import plot_simulation
     from ponder.runtime import Bundle, CostTable, Trace, load_policy
     from ponder.runtime._simulate import Scenario, simulate, synthetic_day
 
@@ -56,10 +58,23 @@ def run_simulate(
         },
     )
     xlabel = "hours since 07:00 (synthetic day)" if not trace else "hours since the trace start"
-    png = plot_simulation(out / "simulate.png", result, xlabel=xlabel)
+    png = _plot(out / "simulate.png", result, xlabel, echo)
     report(result, policy_name=str(policy) if policy else "the default policy", echo=echo)
-    echo(f"wrote {json_path} and {png}")
+    echo(f"wrote {json_path}" + (f" and {png}" if png else ""))
     return result
+
+
+def _plot(path: Path, result: Any, xlabel: str, echo: Callable[[str], None]) -> Path | None:
+    """The PNG, or None and one line saying what to install: a device needs no matplotlib to
+    simulate (an older PNG in the folder is removed, so it cannot pass for this run's)."""
+    if importlib.util.find_spec("matplotlib") is None:
+        path.unlink(missing_ok=True)
+        echo(f"{path.name} not drawn: matplotlib is not installed (pip install matplotlib); "
+             f"{path.with_suffix('.json').name} holds every figure")  # fmt: skip
+        return None
+    from ponder._simulate_plot import plot_simulation
+
+    return plot_simulation(path, result, xlabel=xlabel)
 
 
 def cost_table_file(bundle: str | Path, backend: str, costs: str | Path | None) -> Path:
@@ -187,7 +202,8 @@ def switches(run: Any, echo: Callable[[str], None]) -> None:
 @click.option(
     "--out",
     type=click.Path(file_okay=False),
-    help="Folder for simulate.json and simulate.png [default: BUNDLE/../simulate].",
+    help="Folder for simulate.json and simulate.png (drawn with matplotlib) "
+    "[default: BUNDLE/../simulate].",
 )
 def simulate(bundle, trace, policy, backend, costs, slowdown, battery_wh, power_w, load_scale,
              step_s, seed, out) -> None:  # fmt: skip

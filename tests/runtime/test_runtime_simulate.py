@@ -160,3 +160,10 @@ def test_no_lifetime_to_gain_when_always_full_survives(manifest):
     assert result.comparison()["lifetime_gained_h"] is None
     assert "always-full survived the trace too" in result.headline()
     assert result.run("always full").summary()["hours_without_battery"] == 0.0
+
+
+def test_a_bundle_without_operating_points_says_how_to_get_them(make_bundle, base_manifest):
+    base_manifest["operating_points"] = []
+    manifest = Bundle.open(make_bundle(base_manifest)).manifest
+    with pytest.raises(ConfigError, match=r"no operating points.*ponder export"):
+        simulate(manifest, TABLE, STEADY, SCENARIO)
