@@ -13,6 +13,7 @@ from ponder._surgery import get_module
 _CONTAINERS = (
     ("encoder.layer", "bert", "cls"),  # BERT-like: BertModel.encoder.layer
     ("transformer.h", "gpt2", "last"),  # GPT-2-like inside a *For* wrapper
+    ("transformer.layer", "bert", "cls"),  # DistilBERT: DistilBertModel.transformer.layer
     ("h", "gpt2", "last"),  # GPT2Model.h
     ("blocks", "vit", "cls"),  # timm ViT / DeiT
     ("encoder.layers", "encoder", "mean"),  # torchvision ViT, nn.TransformerEncoder
