@@ -2,7 +2,8 @@
 
 With no run active the hooks do nothing, so `model(x)` computes exactly what it did before
 conversion. A run (`collect` or `adaptive`) makes each hooked block feed its exit head; an
-adaptive run also drops the samples that exit from the batch so later blocks see fewer rows.
+adaptive run also drops the samples that exit from the batch so later blocks see fewer rows,
+and puts the rows still running back into a full batch after the last block (see `_restore`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class ExitStack(nn.Module):
             else None
         )
         self._run: Run | None = None
+        self._mask: torch.Tensor | None = None  # the run's token mask [b, T], rows still running
 
     @property
     def num_exits(self) -> int:
@@ -64,20 +66,23 @@ class ExitStack(nn.Module):
             get_module(model, paths[b]).register_forward_hook(functools.partial(self._after, k))
         for path in paths[exits[0] + 1 :]:
             get_module(model, path).register_forward_pre_hook(self._before, with_kwargs=True)
+        get_module(model, paths[-1]).register_forward_hook(self._restore)
 
     @contextlib.contextmanager
-    def running(self, run: Run) -> Iterator[Run]:
+    def running(self, run: Run, token_mask: torch.Tensor | None = None) -> Iterator[Run]:
+        """Make `run` the active one; `token_mask` [B, T] (1 = real token) lets the heads pool
+        over real tokens only (see `Pool`)."""
         if self._run is not None:
             raise PonderError(
                 "an exit run is already active on this model: ponder.infer and exit_outputs "
                 "cannot be called from inside the model's own forward pass or from two threads "
                 "at once; use a copy of the model per thread"
             )
-        self._run = run
+        self._run, self._mask = run, token_mask
         try:
             yield run
         finally:
-            self._run = None
+            self._run, self._mask = None, None
 
     def exit_step(self, k: int, feats: torch.Tensor, run: Run) -> torch.Tensor:
         """Head k on pooled features [b, D] -> the exit's log-probs [b, C] (ensembled for ZTW).
@@ -97,7 +102,10 @@ class ExitStack(nn.Module):
         if run is None:
             return None
         hidden = output[0] if isinstance(output, tuple | list) else output
-        feats = self.pool.forward(hidden)  # [b, D]
+        mask = self._mask
+        if mask is not None and mask.shape != hidden.shape[:2]:
+            mask = None  # not this block's tokens (feature maps, or tokens added by the model)
+        feats = self.pool.forward(hidden, mask)  # [b, D]
         if run.features_only:
             run.feats.append(feats)
             return None
@@ -106,6 +114,8 @@ class ExitStack(nn.Module):
             return None
         if not keep.any():
             raise AllExited
+        if self._mask is not None:
+            self._mask = _rows(self._mask, keep, hidden.shape[0])
         return _rows(output, keep, hidden.shape[0])
 
     def _before(self, module: nn.Module, args: tuple, kwargs: dict) -> Any:
@@ -118,9 +128,31 @@ class ExitStack(nn.Module):
         kwargs = {key: _rows(v, idx, run.batch) for key, v in kwargs.items()}
         return args, kwargs
 
+    def _restore(self, module: nn.Module, args: Any, output: Any) -> Any:
+        """After the last block: the rows still running, back in a batch of the original size.
+
+        The model's own code after its blocks (final norm, pooling, head) may read what its
+        forward computed before the blocks ran: GPT2ForSequenceClassification takes each row's
+        last non-padding token from the full-batch `input_ids` and indexes the logits with
+        `arange(batch)`. Those are locals of the model's forward (some only Python ints), out of
+        reach of a hook, so slicing "every input the tail reads" cannot be done in general.
+        Instead the tail runs on a batch of the size it expects: row i holds sample i's hidden
+        state if it is still running, otherwise a copy of the first running row (real values,
+        so no norm or check in the tail sees zeros), and `ponder.infer` keeps only the running
+        rows of the logits. The blocks, where the compute is, still run only the rows left; the
+        tail (a norm and a classifier, typically) costs B rows instead of b.
+        """
+        run = self._run
+        if run is None or run.alive is None or len(run.alive) == run.batch:
+            return None
+        source = torch.zeros(run.batch, dtype=torch.long)  # [B] row of the output to copy
+        source[run.alive_index] = torch.arange(len(run.alive))
+        return _rows(output, source, len(run.alive))
+
 
 def _rows(value: Any, index: torch.Tensor, batch: int) -> Any:
-    """Select batch rows of every tensor whose first dimension is `batch` (in tuples too)."""
+    """Rows `index` (a bool mask or row indices) of every tensor whose first dimension is
+    `batch`, in tuples too."""
     if isinstance(value, torch.Tensor):
         return value[index] if value.dim() and value.shape[0] == batch else value
     if isinstance(value, tuple) and not hasattr(value, "_fields"):

@@ -14,13 +14,17 @@ class Pool(nn.Module):
 
     avg: feature maps [B, C, *spatial] -> mean over spatial; cls: tokens [B, T, D] -> token 0;
     last: tokens -> token T-1 (causal models); mean: tokens -> mean over T; none: already [B, D].
+    With a token `mask` [B, T] (1 = real token, the HF `attention_mask`), "last" takes each
+    row's last real token and "mean" averages real tokens only, so a padded row pools what it
+    would pool alone; "cls" takes token 0 either way (BERT-like models pad on the right).
     """
 
     def __init__(self, kind: str):
         super().__init__()
         self.kind = kind
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        # B=batch, T=tokens, D=width
         if self.kind == "none" or h.dim() == 2:
             return h  # [B, D]
         if self.kind == "avg":
@@ -31,7 +35,15 @@ class Pool(nn.Module):
             )
         if self.kind == "cls":
             return h[:, 0]  # [B, D]
-        return h[:, -1] if self.kind == "last" else h.mean(dim=1)  # [B, D]
+        if mask is None:
+            return h[:, -1] if self.kind == "last" else h.mean(dim=1)  # [B, D]
+        if self.kind == "last":
+            # the rightmost real token, for right and left padding alike
+            positions = torch.arange(h.shape[1], device=h.device)  # [T]
+            last = (positions * (mask != 0)).argmax(dim=1)  # [B]
+            return h[torch.arange(h.shape[0], device=h.device), last]  # [B, D]
+        weights = (mask != 0).unsqueeze(-1).to(h.dtype)  # [B, T, 1]
+        return (h * weights).sum(1) / weights.sum(1).clamp(min=1)  # [B, D]
 
     def extra_repr(self) -> str:
         return self.kind

@@ -68,6 +68,12 @@ def take(x: Inputs, rows: slice) -> Inputs:
     return {k: v[rows] for k, v in x.items()} if isinstance(x, Mapping) else x[rows]
 
 
+def _token_mask(x: Inputs) -> torch.Tensor | None:
+    """The HF-style `attention_mask` [B, T] (1 = real token) of keyword inputs, if any."""
+    mask = x.get("attention_mask") if isinstance(x, Mapping) else None
+    return mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+
+
 def _batch_size(x: Inputs) -> int:
     first = next(iter(x.values())) if isinstance(x, Mapping) else x
     return int(first.shape[0])
@@ -104,8 +110,9 @@ def infer(
     run = AdaptiveRun(
         _batch_size(x), stack.spec["classes"], rule, _thresholds(thresholds, stack.num_exits - 1)
     )
-    with stack.running(run), contextlib.suppress(AllExited):
-        run.finish(final_logits(_call(model, x)))
+    with stack.running(run, _token_mask(x)), contextlib.suppress(AllExited):
+        logits = final_logits(_call(model, x))  # [B, C]: the stack restores the full batch
+        run.finish(logits if len(run.alive) == run.batch else logits[run.alive_index])
     return AdaptiveResult(
         run.logprobs.argmax(dim=-1), torch.from_numpy(run.exit_index), run.logprobs, stack.num_exits
     )
@@ -115,7 +122,7 @@ def forward_all(model: nn.Module, x: Inputs, features_only: bool = False) -> Run
     """One forward pass with every exit computed (keeps autograd; used for training)."""
     stack = get_stack(model)
     run = Run(_batch_size(x), features_only=features_only)
-    with stack.running(run):
+    with stack.running(run, _token_mask(x)):
         logits = final_logits(_call(model, x))
     if not features_only:
         run.exit_logps.append(torch.log_softmax(logits.float(), dim=-1))
