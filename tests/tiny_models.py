@@ -150,17 +150,23 @@ def make(name: str, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-def hf_bert(vocab_size: int = 100, seed: int = 0) -> nn.Module:
-    """A 2-layer HF BertModel (width 32, FFN 64) with random weights, built offline; skips
-    the test when the nlp extra is missing."""
+def _transformers():
+    """transformers, imported through ponder (which switches the hub off); skips the test
+    when the nlp extra is missing."""
     import importlib.util
 
     import pytest
 
     if importlib.util.find_spec("transformers") is None:
         pytest.skip("needs transformers: pip install 'ponder[nlp]'")
-    from ponder._text import _transformers  # through ponder, which switches the hub off
+    from ponder._text import _transformers
 
+    return _transformers()
+
+
+def hf_bert(vocab_size: int = 100, seed: int = 0) -> nn.Module:
+    """A 2-layer HF BertModel (width 32, FFN 64) with random weights, built offline; skips
+    the test when the nlp extra is missing."""
     tf = _transformers()
     torch.manual_seed(seed)
     config = tf.BertConfig(
@@ -171,3 +177,67 @@ def hf_bert(vocab_size: int = 100, seed: int = 0) -> nn.Module:
         intermediate_size=64,
     )
     return tf.BertModel(config).eval()
+
+
+# The HF classification wrappers of each family ponder finds blocks in, and their padding id.
+HF_CLASSIFIERS = {"bert": 0, "distilbert": 0, "gpt2": 0, "roberta": 1, "vit": None}
+HF_TOKENS, HF_VOCAB, HF_IMAGE = 8, 100, 16
+
+
+def hf_classifier(family: str, seed: int = 0) -> nn.Module:
+    """A 4-layer HF *ForSequenceClassification (ViTForImageClassification for "vit"), width
+    32, CLASSES labels, random weights, eval mode; skips the test without transformers.
+
+    GPT-2 gets a pad_token_id, so its head pools each row's last non-padding token, which it
+    finds from `input_ids` after the blocks.
+    """
+    tf = _transformers()
+    pad = HF_CLASSIFIERS[family]
+    layers = {"num_hidden_layers": 4, "num_attention_heads": 2, "intermediate_size": 64}
+    text = {"vocab_size": HF_VOCAB, "max_position_embeddings": 2 * HF_TOKENS, "pad_token_id": pad}
+    configs = {
+        "bert": lambda: tf.BertConfig(hidden_size=32, **layers, **text),
+        "roberta": lambda: tf.RobertaConfig(hidden_size=32, **layers, **text),
+        "distilbert": lambda: tf.DistilBertConfig(dim=32, n_layers=4, n_heads=2, hidden_dim=64,
+                                                  **text),
+        "gpt2": lambda: tf.GPT2Config(vocab_size=HF_VOCAB, n_positions=2 * HF_TOKENS, n_embd=32,
+                                      n_layer=4, n_head=2, pad_token_id=pad, bos_token_id=2,
+                                      eos_token_id=2),
+        "vit": lambda: tf.ViTConfig(image_size=HF_IMAGE, patch_size=4, hidden_size=32, **layers),
+    }  # fmt: skip
+    wrappers = {
+        "bert": tf.BertForSequenceClassification,
+        "roberta": tf.RobertaForSequenceClassification,
+        "distilbert": tf.DistilBertForSequenceClassification,
+        "gpt2": tf.GPT2ForSequenceClassification,
+        "vit": tf.ViTForImageClassification,
+    }
+    torch.manual_seed(seed)
+    config = configs[family]()
+    config.num_labels = CLASSES
+    return wrappers[family](config).eval()
+
+
+def hf_inputs(family: str, padded: bool, batch: int = 6, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Keyword inputs for `hf_classifier(family)`: images, or token ids with an attention mask
+    where, when `padded`, every other row ends in padding (right-padded, as tokenizers do).
+    Batch and token count differ, so no tensor is ambiguous about which dimension is the batch."""
+    g = torch.Generator().manual_seed(seed)
+    if family == "vit":
+        return {"pixel_values": torch.randn(batch, 3, HF_IMAGE, HF_IMAGE, generator=g)}
+    ids = torch.randint(3, HF_VOCAB, (batch, HF_TOKENS), generator=g)  # [B, T], no pad id
+    mask = torch.ones_like(ids)
+    if padded:
+        for row in range(0, batch, 2):
+            length = 3 + row % (HF_TOKENS - 3)  # 3.. tokens
+            mask[row, length:] = 0
+            ids[row, length:] = HF_CLASSIFIERS[family]
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def hf_alone(x: dict[str, torch.Tensor], row: int) -> dict[str, torch.Tensor]:
+    """Row `row` of `hf_inputs` as a batch of one, its padding cut off."""
+    if "attention_mask" not in x:
+        return {k: v[row : row + 1] for k, v in x.items()}
+    length = int(x["attention_mask"][row].sum())
+    return {k: v[row : row + 1, :length] for k, v in x.items()}

@@ -2,19 +2,23 @@
 
 A new converter joins by adding its config to CONFIGS (a typical setting) and NO_OP_CONFIGS
 (a setting that asks for nothing); test_every_converter_is_in_the_suite fails until it does.
+The Hugging Face classification wrappers of every family ponder finds blocks in run under
+per-sample exits at the end, padded and not.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import tiny_models
 import torch
 import torch.nn.functional as F
-from tiny_models import CLASSES, inputs, make
+from tiny_models import CLASSES, hf_alone, hf_classifier, hf_inputs, inputs, make
 
 import ponder
 from ponder._convert import CONVERTERS
 from ponder._infer import _call, forward_all
+from ponder._rules import exit_rule, offline_scores
 
 for _name in ponder.__all__:  # import every public module, so every converter is registered
     getattr(ponder, _name)
@@ -164,4 +168,97 @@ def test_the_converted_model_exports_and_matches_eager(converter, family):
     program = torch.export.export(model, args, kwargs, strict=False)
     torch.testing.assert_close(
         program.module()(*args, **kwargs), _call(model, x), rtol=1e-5, atol=1e-5
+    )
+
+
+# --- Hugging Face classification wrappers under per-sample exits --------------------------------
+# Their own code after the blocks may read the original inputs (GPT-2 pools the last
+# non-padding token it finds in `input_ids`), so a shrinking batch must not reach it.
+
+HF_CASES = [
+    pytest.param(family, padded, id=f"{family}-{'padded' if padded else 'unpadded'}")
+    for family in tiny_models.HF_CLASSIFIERS
+    for padded in (False, True)
+    if family != "vit" or not padded  # images have no padding
+]
+NEVER = 2.0  # a max-probability threshold no exit reaches
+
+
+def _hf_converted(family: str, x: dict[str, torch.Tensor]):
+    model = hf_classifier(family)
+    ponder.convert_(model, ponder.EarlyExitConfig(num_exits=2), example_inputs=x)
+    torch.manual_seed(0)
+    for name, p in model.ponder_exits.named_parameters():
+        # Untrained heads are near-uniform. std 0.3 spreads the first exit's max-probability
+        # over 0.23..0.45 on these inputs, no two samples closer than 3e-4; larger weights
+        # saturate several samples at 1.0, and then no threshold can split them.
+        torch.nn.init.zeros_(p) if name.endswith("bias") else torch.nn.init.normal_(p, std=0.3)
+    return model
+
+
+def _first_exit_scores(model, x) -> np.ndarray:
+    """Each sample's max-probability score at the first exit [B] (ZTW-ensembled)."""
+    logp = ponder.exit_outputs(model, x).logp  # [K, B, C]
+    return offline_scores(exit_rule("max_prob", ensembled=True), logp)[0][0]
+
+
+def _model_logprobs(family: str, x) -> torch.Tensor:
+    with torch.inference_mode():
+        return torch.log_softmax(hf_classifier(family)(**x).logits, dim=-1)  # [B, C]
+
+
+@pytest.mark.parametrize(("family", "padded"), HF_CASES)
+def test_hf_wrapper_with_no_exit_firing_matches_the_original(family, padded):
+    x = hf_inputs(family, padded)
+    model = _hf_converted(family, x)
+    assert model.ponder_exits.spec["exit_blocks"] == [0, 2]  # 4 blocks found
+    result = ponder.infer(model, x, thresholds=NEVER)
+    assert result.exit_index.tolist() == [2] * 6
+    # the same ops on the same rows: the exits only read the hidden states
+    torch.testing.assert_close(result.logprobs, _model_logprobs(family, x), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(("family", "padded"), HF_CASES)
+def test_hf_wrapper_answers_each_sample_as_it_would_alone(family, padded):
+    x = hf_inputs(family, padded)
+    model = _hf_converted(family, x)
+    scores = np.sort(_first_exit_scores(model, x))
+    threshold = float(scores[2:4].mean())  # between two samples: half leave at the first exit
+    batch = ponder.infer(model, x, thresholds=[threshold, NEVER])
+    assert batch.exit_counts() == [3, 0, 3]
+    # Tolerance 1e-5: alone, a sample runs without padding, so attention sums over fewer
+    # (masked) keys in another order; the exits and predictions must agree exactly.
+    for row in range(6):
+        alone = ponder.infer(model, hf_alone(x, row), thresholds=[threshold, NEVER])
+        assert alone.exit_index.item() == batch.exit_index[row].item()
+        assert alone.prediction.item() == batch.prediction[row].item()
+        torch.testing.assert_close(alone.logprobs[0], batch.logprobs[row], rtol=0, atol=1e-5)
+    ran_on = batch.exit_index == 2  # those rows got the model's own head, on the whole batch
+    torch.testing.assert_close(
+        batch.logprobs[ran_on], _model_logprobs(family, x)[ran_on], rtol=0, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("leaving", ["one", "all but one"])
+@pytest.mark.parametrize(("family", "padded"), HF_CASES)
+def test_hf_wrapper_with_one_sample_apart_from_the_rest(family, padded, leaving):
+    """One sample leaves at the first exit and the others run to the end, or the reverse."""
+    x = hf_inputs(family, padded)
+    model = _hf_converted(family, x)
+    scores = np.sort(_first_exit_scores(model, x))
+    threshold = float(scores[-2:].mean() if leaving == "one" else scores[:2].mean())
+    rows = []
+    last = model.get_submodule(model.ponder_exits.spec["block_paths"][-1])
+    handle = last.register_forward_pre_hook(
+        lambda m, args, kwargs: rows.append((args or (kwargs["hidden_states"],))[0].shape[0]),
+        with_kwargs=True,
+    )
+    result = ponder.infer(model, x, thresholds=[threshold, NEVER])
+    handle.remove()
+    staying = 5 if leaving == "one" else 1
+    assert result.exit_counts() == [6 - staying, 0, staying]
+    assert rows == [staying]  # the last block ran only the rows still running
+    ran_on = result.exit_index == 2
+    torch.testing.assert_close(
+        result.logprobs[ran_on], _model_logprobs(family, x)[ran_on], rtol=0, atol=1e-5
     )
