@@ -7,6 +7,7 @@ import torch
 from tiny_models import inputs, make
 
 import ponder
+from ponder._heads import Pool
 from ponder._metrics import simulate_exits
 from ponder._rules import exit_rule, offline_scores
 
@@ -88,6 +89,59 @@ def test_a_sample_gets_the_same_answer_alone_as_in_a_shrinking_batch():
         )
         assert alone.exit_index.item() == batch.exit_index[i].item()
         torch.testing.assert_close(alone.logprobs[0], batch.logprobs[i], rtol=1e-5, atol=1e-5)
+
+
+class _PadPoolingGPT(tiny_models.TinyGPT):
+    """Reads its input again after the blocks, as GPT2ForSequenceClassification does: the
+    classifier takes each row's last non-padding token (id 0 pads), found from `input_ids`."""
+
+    def forward(self, input_ids, attention_mask=None):
+        x = self.transformer.wte(input_ids)  # [B, T, D]
+        for block in self.transformer.h:
+            x = block(x, causal=True)[0]
+        positions = torch.arange(input_ids.shape[1])  # [T]
+        last = (positions * (input_ids != 0)).argmax(dim=1)  # [B]
+        return self.score(x[torch.arange(input_ids.shape[0]), last])  # [B, C]
+
+
+def test_a_tail_that_reads_the_inputs_sees_the_whole_batch():
+    torch.manual_seed(0)
+    model = ponder.convert_(_PadPoolingGPT(), ponder.EarlyExitConfig(num_exits=2, style="sdn"))
+    for name, p in model.ponder_exits.named_parameters():
+        torch.nn.init.zeros_(p) if name.endswith("bias") else torch.nn.init.normal_(p, std=3.0)
+    model.eval()
+    x = inputs("gpt", batch=12)
+    x = {"input_ids": x.clamp(min=1), "attention_mask": torch.ones_like(x)}
+    x["input_ids"][::3, 4:] = 0  # right padding, marked in both inputs
+    x["attention_mask"][::3, 4:] = 0
+    scores, _ = offline_scores(exit_rule("margin"), ponder.exit_outputs(model, x).logp)
+    thresholds = [float(np.sort(scores[0])[5:7].mean()), 2.0]  # half leave at exit 0
+    batch = ponder.infer(model, x, rule="margin", thresholds=thresholds)
+    assert batch.exit_counts() == [6, 0, 6]
+    full = torch.log_softmax(model(**x), dim=-1)  # [B, C], no exit run
+    ran_on = batch.exit_index == 2
+    torch.testing.assert_close(batch.logprobs[ran_on], full[ran_on], rtol=1e-5, atol=1e-5)
+    for i in range(12):
+        length = int(x["attention_mask"][i].sum())
+        alone = {k: v[i : i + 1, :length] for k, v in x.items()}
+        alone = ponder.infer(model, alone, rule="margin", thresholds=thresholds)
+        assert alone.exit_index.item() == batch.exit_index[i].item()
+        torch.testing.assert_close(alone.logprobs[0], batch.logprobs[i], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["last", "mean", "cls"])
+def test_token_pooling_with_a_mask_pools_what_the_row_pools_alone(kind):
+    pool = Pool(kind)
+    h = torch.randn(3, 6, 4, generator=torch.Generator().manual_seed(0))  # [B, T, D]
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [0, 0, 1, 1, 1, 1]])
+    got = pool(h, mask)  # [B, D]
+    if kind == "cls":  # token 0 either way: BERT-like models pad on the right
+        torch.testing.assert_close(got, h[:, 0], rtol=0, atol=0)
+        return
+    for row in range(3):
+        alone = h[row : row + 1, mask[row].bool()]  # [1, t, D], the real tokens only
+        torch.testing.assert_close(got[row : row + 1], pool(alone), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(pool(h, torch.ones(3, 6)), pool(h), rtol=1e-6, atol=1e-6)
 
 
 def test_per_exit_thresholds_and_bad_threshold_count():
