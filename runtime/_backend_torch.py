@@ -24,11 +24,11 @@ class TorchBackend(Backend):
                  model: Any = None, threads: int | None = None):  # fmt: skip
         try:
             import torch
-
-            from ponder import load
-            from ponder.export._stages import plan_stages
         except ImportError as e:
             raise MissingDependencyError("torch", "train", "the torch backend") from e
+        from ponder import load
+        from ponder.export._stages import plan_stages
+
         self._torch = torch
         if threads:
             torch.set_num_threads(threads)

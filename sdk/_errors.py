@@ -47,8 +47,20 @@ class MissingDependencyError(PonderError, ImportError):
     def __init__(self, package: str, extra: str, purpose: str):
         super().__init__(
             f"{purpose} needs the optional package {package!r}, which is not installed. "
-            f"Install it with: pip install 'ponder[{extra}]'"
+            f"Install it with: {install_command(package, extra)}"
         )
+
+
+def install_command(package: str, extra: str) -> str:
+    """The pip command that installs `package` for `extra`. torch is in no extra (the runtime
+    installs without it, and the build, CPU or CUDA, is the user's choice), so its command
+    installs torch first, the CPU build the Makefile pins, and then the extra."""
+    if package == "torch":
+        return (
+            "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu (the CPU "
+            f"build; any torch 2.13 build will do), then pip install 'ponder[{extra}]'"
+        )
+    return f"pip install 'ponder[{extra}]'"
 
 
 class InternalError(RuntimeError):
