@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ponder._bench_export_int8 import UNAVAILABLE, int8_bundle
+from ponder._bench_export_int8 import int8_bundle
 from ponder._bench_export_report import add_goals, echo_tables, write_outputs
 from ponder._bench_export_time import runtime_threads, summarise, time_bundles
 from ponder._bench_export_vit import vit_sequential
@@ -90,7 +90,7 @@ def _results(config, counts, bundles, timed, staged, plain, int8: bool) -> dict[
         "config": config, "machine": info, "flops": flops, "timing": timing,
         "sizes": _sizes(bundles, staged, plain),
         "int8": {"measured": True, "note": INT8_NOTE} if "staged_int8" in bundles
-        else {"measured": False, "note": UNAVAILABLE if int8 else "not measured (--no-int8)"},
+        else {"measured": False, "note": "not measured (--no-int8)"},
         "raw_ms": {b: {k: (1e3 * v).tolist() for k, v in t.items()} for b, t in timed.items()},
     }  # fmt: skip
 
@@ -103,10 +103,9 @@ def _export_all(staged, plain, out: Path, config, int8: bool, reuse: bool, echo)
     bundles = {name: _bundle(model, samples, out / name, config, reuse, echo)
                for name, model in (("staged", staged), ("monolithic", plain))}  # fmt: skip
     if int8:
-        folder = int8_bundle(staged, bundles["staged"], out / "staged_int8", config_key(config),
-                             image=image, reuse=reuse, echo=echo)  # fmt: skip
-        if folder is not None:
-            bundles["staged_int8"] = folder
+        bundles["staged_int8"] = int8_bundle(staged, bundles["staged"], out / "staged_int8",
+                                             config_key(config), image=image, reuse=reuse,
+                                             echo=echo)  # fmt: skip
     return bundles
 
 

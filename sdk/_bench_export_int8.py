@@ -1,6 +1,6 @@
 """int8 copies of the staged bundle for `ponder bench export`, through ponder.export's
 quantizer (pt2e + XNNPACK for the .pte, ONNX Runtime static QDQ for the ONNX files), when the
-installed ponder has it. Calibrated on random images: only the latency means anything here."""
+Calibrated on random images: only the latency means anything here."""
 
 from __future__ import annotations
 
@@ -15,9 +15,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["UNAVAILABLE", "int8_bundle"]
+__all__ = ["int8_bundle"]
 
-UNAVAILABLE = "not measured (quantization not available yet: no ponder.export._quantize)"
 MARK = "bench_export.json"  # the config an int8 folder was written with (for --reuse)
 
 
@@ -30,18 +29,15 @@ def int8_bundle(
     image: int,
     reuse: bool,
     echo: Callable[[str], None],
-) -> Path | None:
+) -> Path:
     """Write `folder`/model.pte and `folder`/onnx/stage_<i>.onnx, int8, laid out like the fp32
-    bundle `staged` (same methods, names and files), or None when ponder has no quantizer."""
-    try:
-        from ponder.export._quantize import (
-            calibration_feeds,
-            quantize_stages_onnx,
-            quantize_stages_pte,
-            stage_calibration_inputs,
-        )
-    except ImportError:
-        return None
+    bundle `staged` (same methods, names and files)."""
+    from ponder.export._quantize import (
+        calibration_feeds,
+        quantize_stages_onnx,
+        quantize_stages_pte,
+        stage_calibration_inputs,
+    )
     from ponder.export._stages import plan_stages
 
     mark = folder / MARK

@@ -68,7 +68,9 @@ def _echo_sizes(sizes: dict[str, Any], echo) -> None:
 
 
 def _echo_int8(results: dict[str, Any], echo) -> None:
-    echo(f"\nint8 against fp32: {results['int8']['note']}")
+    info = results["machine"]
+    echo(f"\nint8 against fp32: {results['int8']['note']}; CPU features "
+         f"{' '.join(info.get('cpu_features', [])) or 'unknown'}: {info.get('int8', '')}")  # fmt: skip
     rows = [[NAMES[b], r["stage"], f"{r['median_ms_fp32']:.1f}", f"{r['median_ms']:.1f}",
              f"{r['int8_over_fp32']:.3f}", f"{r['int8_over_fp32_paired']:.3f}"]
             for b, t in results["timing"].items() for r in t.get("int8", [])]  # fmt: skip
