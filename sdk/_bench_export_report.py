@@ -8,8 +8,11 @@ from typing import Any
 from ponder._plots import pyplot, save_figure
 from ponder._report import format_table, write_json
 
-# The issue's goals: all stages together within 3% of the monolithic method, and the time to
-# reach stage s within 3 points of its FLOPs fraction.
+# Goals: all stages together within 3% of the monolithic method, and the time to reach stage s
+# within 3 points of its FLOPs fraction. Judged on the paired ratio (the median over rounds of
+# each round's staged/monolithic ratio): on a shared 2-core VM the ratio of the two medians
+# moved between 0.97x and 1.08x over five runs of 30-40 rounds while the paired one stayed
+# within 1.005-1.037x, because the machine's speed drifts between rounds, not within one.
 ALL_STAGES_GOAL = 1.03
 STAGE_SLACK = 0.03
 NAMES = {"pte": "ExecuTorch (XNNPACK)", "onnx": "ONNX Runtime (CPU)"}
@@ -19,8 +22,9 @@ def add_goals(timing: dict[str, Any]) -> None:
     """Mark every stage row and every backend's all-stages ratio with its goal, in place."""
     for result in timing.values():
         for row in result["stages"]:
-            row["points_over_flops"] = 100 * (row["time_fraction"] - row["flops_fraction"])
-            row["goal_met"] = row["time_fraction"] <= row["flops_fraction"] + STAGE_SLACK
+            paired = row["time_fraction_paired"]
+            row["points_over_flops"] = 100 * (paired - row["flops_fraction"])
+            row["goal_met"] = paired <= row["flops_fraction"] + STAGE_SLACK
         result["all_stages_goal"] = ALL_STAGES_GOAL
         result["all_stages_goal_met"] = result["all_stages_ratio"] <= ALL_STAGES_GOAL
 
@@ -36,7 +40,7 @@ def echo_tables(results: dict[str, Any], echo) -> None:
          f"{flops['staged'] / 1e9:.3f} G (heads {100 * flops['heads_share']:.3f}%)")  # fmt: skip
     echo(f"medians of {cfg['repeats']} interleaved rounds after {cfg['warmup']} warm-up; fractions are "
          f"of the monolithic method's time and FLOPs; goal: time <= FLOPs + {100 * STAGE_SLACK:.0f} pp "
-         "(on the medians); 'paired': median of per-round ratios; 'p10': ratio of 10th percentiles")  # fmt: skip
+         "(on 'paired', the median of per-round ratios); 'time frac': ratio of the medians; 'p10': ratio of 10th percentiles")  # fmt: skip
     rows = []
     for backend, result in results["timing"].items():
         for row in result["stages"]:
@@ -49,9 +53,10 @@ def echo_tables(results: dict[str, Any], echo) -> None:
                        "goal", "ms to reach"], rows))  # fmt: skip
     echo(f"\nall stages against one monolithic method (goal <= {ALL_STAGES_GOAL:.2f}x)")
     echo(format_table(
-        ["backend", "ms monolithic", "ms all stages", "ratio", "goal"],
+        ["backend", "ms monolithic", "ms all stages", "ratio of medians", "paired", "goal"],
         [[NAMES[b], f"{r['median_ms_mono']:.1f}", f"{r['stages'][-1]['median_ms']:.1f}",
-          f"{r['all_stages_ratio']:.3f}", "yes" if r["all_stages_goal_met"] else "NO"]
+          f"{r['stages'][-1]['time_fraction']:.3f}", f"{r['all_stages_ratio']:.3f}",
+          "yes" if r["all_stages_goal_met"] else "NO"]
          for b, r in results["timing"].items()],
     ))  # fmt: skip
     _echo_sizes(results["sizes"], echo)

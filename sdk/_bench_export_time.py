@@ -123,7 +123,7 @@ def summarise(
             "iqr_ms_mono": 1e3 * float(np.subtract(*np.percentile(mono, [75, 25]))),
             "iqr_ms_all_stages": 1e3 * float(np.subtract(*np.percentile(staged[:, -1], [75, 25]))),
             "stages": rows,
-            "all_stages_ratio": rows[-1]["time_fraction"],
+            "all_stages_ratio": rows[-1]["time_fraction_paired"],
         }
         if "staged_int8" in t:
             int8 = t["staged_int8"]  # [R, S]
