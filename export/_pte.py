@@ -12,13 +12,12 @@ import numpy as np
 import torch
 
 from ponder._errors import BundleError, MissingDependencyError
+from ponder.runtime._backend_et import METADATA_METHOD
 from ponder.runtime._backend_et import quiet_imports as _quiet_imports
 
 from ._trace import portable_conv_shapes
 
 __all__ = ["METADATA_METHOD", "PteRunner", "write_pte"]
-
-METADATA_METHOD = "ponder_metadata"  # a constant method: JSON the device can read
 
 
 def _executorch():

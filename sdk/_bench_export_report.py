@@ -52,11 +52,15 @@ def echo_tables(results: dict[str, Any], echo) -> None:
     echo(format_table(["backend", "stage", "FLOPs frac", "time frac", "paired", "p10", "pp over",
                        "goal", "ms to reach"], rows))  # fmt: skip
     echo(f"\nall stages against one monolithic method (goal <= {ALL_STAGES_GOAL:.2f}x)")
+    echo("A/A: the monolithic method against a second copy of itself, timed in the same rounds: "
+         "how far two identical variants drift apart here (1.000 on a quiet machine)")  # fmt: skip
     echo(format_table(
-        ["backend", "ms monolithic", "ms all stages", "ratio of medians", "paired", "goal"],
+        ["backend", "ms monolithic", "ms all stages", "ratio of medians", "paired", "goal",
+         "A/A medians", "A/A paired"],
         [[NAMES[b], f"{r['median_ms_mono']:.1f}", f"{r['stages'][-1]['median_ms']:.1f}",
           f"{r['stages'][-1]['time_fraction']:.3f}", f"{r['all_stages_ratio']:.3f}",
-          "yes" if r["all_stages_goal_met"] else "NO"]
+          "yes" if r["all_stages_goal_met"] else "NO", f"{r.get('aa_ratio', float('nan')):.3f}",
+          f"{r.get('aa_ratio_paired', float('nan')):.3f}"]
          for b, r in results["timing"].items()],
     ))  # fmt: skip
     _echo_sizes(results["sizes"], echo)

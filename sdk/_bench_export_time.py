@@ -15,9 +15,10 @@ import torch
 
 from ponder._timing import interleaved
 
-__all__ = ["BACKENDS", "runtime_threads", "summarise", "time_bundles"]
+__all__ = ["AGAIN", "BACKENDS", "runtime_threads", "summarise", "time_bundles"]
 
 BACKENDS = ("pte", "onnx")  # ExecuTorch runtime with the XNNPACK delegate; ONNX Runtime, CPU
+AGAIN = "monolithic_again"  # the A/A control: the monolithic bundle, loaded and timed again
 
 
 @contextlib.contextmanager
@@ -91,14 +92,18 @@ def time_bundles(
     that load on the machine hits them alike."""
     chains: dict[str, _Chain] = {}
     manifests = {n: b / "manifest.json" for n, b in bundles.items()}
-    for name, bundle in bundles.items():
-        path = manifests[name] if manifests[name].exists() else manifests["staged"]
-        stages = json.loads(path.read_text())["stages"]
+    # The monolithic bundle is timed twice, from two loaded copies: an A/A control whose ratio
+    # shows how far two identical variants drift apart on this machine in this run.
+    variants = {**bundles, AGAIN: bundles["monolithic"]}
+    for name, bundle in variants.items():
+        manifest = bundle / "manifest.json"
+        stages = json.loads((manifest if manifest.exists() else manifests["staged"]).read_text())
+        stages = stages["stages"]
         chains[f"pte {name}"] = _Chain(_pte_stage(bundle, stages), stages, x)
         chains[f"onnx {name}"] = _Chain(_onnx_stage(bundle, stages, threads), stages, x.numpy())
     interleaved(chains, repeats=repeats, warmup=warmup)
     return {
-        backend: {name: np.asarray(chains[f"{backend} {name}"].splits[warmup:]) for name in bundles}
+        backend: {n: np.asarray(chains[f"{backend} {n}"].splits[warmup:]) for n in variants}
         for backend in BACKENDS
     }
 
@@ -111,7 +116,8 @@ def summarise(
     time fraction of stage s = median cumulative time to the end of stage s / median monolithic
     time; "paired" is the median over rounds of that ratio within one round (robust to slow
     drifts of the machine's load); "p10" the ratio of 10th percentiles. With a "staged_int8"
-    variant, also int8 / fp32 per stage.
+    variant, also int8 / fp32 per stage; with the A/A control (`AGAIN`), its ratios to the
+    monolithic method ("aa_ratio", "aa_ratio_paired").
     """
     out = {}
     for backend, t in timed.items():
@@ -125,6 +131,10 @@ def summarise(
             "stages": rows,
             "all_stages_ratio": rows[-1]["time_fraction_paired"],
         }
+        if AGAIN in t:  # the A/A control: 1.0 on a quiet machine
+            again = t[AGAIN][:, -1]
+            out[backend]["aa_ratio"] = float(np.median(again) / np.median(mono))
+            out[backend]["aa_ratio_paired"] = float(np.median(again / mono))
         if "staged_int8" in t:
             int8 = t["staged_int8"]  # [R, S]
             out[backend]["int8"] = [{"stage": s, "median_ms_fp32": _ms(staged[:, s]),

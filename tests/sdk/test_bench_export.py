@@ -101,6 +101,8 @@ def test_tiny_benchmark_end_to_end(tmp_path):
         assert all(0 < r["time_fraction"] < 5 for r in timing["stages"])
         assert isinstance(timing["all_stages_goal_met"], bool)
         assert np.asarray(results["raw_ms"][backend]["staged"]).shape == (3, 2)
+        assert np.asarray(results["raw_ms"][backend]["monolithic_again"]).shape == (3, 1)
+        assert 0 < timing["aa_ratio_paired"] < 5  # the A/A control was timed
     sizes = results["sizes"]
     for variant in ("staged", "monolithic"):
         # one copy of the weights plus program code and metadata, not one copy per stage
@@ -158,3 +160,16 @@ def test_goals_are_judged_on_the_paired_ratio():
     assert last["time_fraction_paired"] == pytest.approx(1.02)
     assert timing["pte"]["all_stages_ratio"] == pytest.approx(1.02)
     assert timing["pte"]["all_stages_goal_met"] and last["goal_met"]
+
+
+def test_the_a_a_control_is_the_second_copy_over_the_first():
+    mono = np.array([[0.10], [0.12], [0.10]])
+    again = np.array([[0.11], [0.12], [0.10]])
+    staged = np.array([[0.05, 0.10], [0.06, 0.12], [0.05, 0.10]])
+    timing = summarise(
+        {"onnx": {"staged": staged, "monolithic": mono, "monolithic_again": again}},
+        [50.0, 100.0],
+        100.0,
+    )["onnx"]
+    assert timing["aa_ratio"] == pytest.approx(0.11 / 0.10)  # medians 0.11 and 0.10
+    assert timing["aa_ratio_paired"] == pytest.approx(1.0)  # per round 1.1, 1.0, 1.0
