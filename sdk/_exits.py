@@ -66,7 +66,10 @@ class ExitStack(nn.Module):
             get_module(model, paths[b]).register_forward_hook(functools.partial(self._after, k))
         for path in paths[exits[0] + 1 :]:
             get_module(model, path).register_forward_pre_hook(self._before, with_kwargs=True)
-        get_module(model, paths[-1]).register_forward_hook(self._restore)
+        if not isinstance(model, nn.Sequential):
+            # an nn.Sequential hands its later modules nothing but the hidden state, so its tail
+            # may run on the rows still running alone (see `_restore`)
+            get_module(model, paths[-1]).register_forward_hook(self._restore)
 
     @contextlib.contextmanager
     def running(self, run: Run, token_mask: torch.Tensor | None = None) -> Iterator[Run]:

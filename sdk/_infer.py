@@ -111,8 +111,9 @@ def infer(
         _batch_size(x), stack.spec["classes"], rule, _thresholds(thresholds, stack.num_exits - 1)
     )
     with stack.running(run, _token_mask(x)), contextlib.suppress(AllExited):
-        logits = final_logits(_call(model, x))  # [B, C]: the stack restores the full batch
-        run.finish(logits if len(run.alive) == run.batch else logits[run.alive_index])
+        logits = final_logits(_call(model, x))  # [b, C], or [B, C] where the stack restored it
+        restored = logits.shape[0] == run.batch != len(run.alive)
+        run.finish(logits[run.alive_index] if restored else logits)
     return AdaptiveResult(
         run.logprobs.argmax(dim=-1), torch.from_numpy(run.exit_index), run.logprobs, stack.num_exits
     )

@@ -28,7 +28,29 @@ def test_the_two_setup_commands_are_documented_and_exist():
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^demo:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
     assert "make test" in (ROOT / ".ci" / "run").read_text()
-    assert "torch==2.13.0" in makefile
+    # torch (the CPU build) is installed first, from bootstrap.txt, then everything else from
+    # the lock, which pins the same torch
+    bootstrap = (ROOT / "requirements" / "bootstrap.txt").read_text().split()
+    assert "torch==2.13.0" in bootstrap
+    assert "torch==2.13.0" in (ROOT / "requirements" / "lock.txt").read_text().split()
+    for target in ("train", "dev"):  # both installs come after the bootstrap
+        rule = rf"^\$\(VENV\)/\.installed-{target}: \$\(VENV\)/\.installed-bootstrap .*\$\(LOCK\)"
+        assert re.search(rule, makefile, re.M), target
+    assert "requirements/lock.txt" in (ROOT / "README.md").read_text()
+
+
+def test_the_lock_check_fails_when_pyproject_asks_for_what_the_lock_does_not_pin(tmp_path):
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    changed = tmp_path / "pyproject.toml"
+    changed.write_text(pyproject.replace('"numpy>=1.24"', '"numpy>=1.24", "zstandard>=0.22"'))
+    lock, bootstrap = ROOT / "requirements" / "lock.txt", ROOT / "requirements" / "bootstrap.txt"
+    check = [sys.executable, str(ROOT / "requirements" / "check_lock.py")]
+    same = subprocess.run([*check, str(ROOT / "pyproject.toml"), str(lock), str(bootstrap)],
+                          capture_output=True, text=True)  # fmt: skip
+    assert same.returncode == 0, same.stderr
+    out = subprocess.run([*check, str(changed), str(lock), str(bootstrap)], capture_output=True,
+                         text=True)  # fmt: skip
+    assert out.returncode == 1 and "zstandard" in out.stderr and "make lock" in out.stderr
 
 
 @pytest.mark.slow
