@@ -255,7 +255,9 @@ def quantize_stages_onnx(
                 # with AVX-512 VNNI, onnxruntime 1.32: against fp32 the chain ran 0.66x with
                 # reduce_range, 0.61x with full-range weights, 1.07x with U8U8 and 1.17x with
                 # S8S8; exit accuracy was the same with all four, the largest stage error grew
-                # from 1-1.4% to 1.8-3.4% of the largest value with the 7-bit weights.
+                # from 1-1.4% to 1.8-3.4% of the largest value with the 7-bit weights. On the
+                # demo CNN (3 ZTW exits, 360 test images) 7-bit weights cost exit 0 0.83 points
+                # and exit 1 0.28 against fp32, 8-bit ones exit 0 0.28 (on this VNNI CPU).
                 activation_type=q.QuantType.QUInt8,
                 weight_type=q.QuantType.QInt8,
                 reduce_range=True,
