@@ -34,7 +34,9 @@ def test_demo_writes_checkpoint_plot_report_and_explains(tmp_path):
     assert all(abs(e["change"]) < 0.05 and e["agreement"] > 0.9 for e in exits)
     assert any(p["name"] == "risk_controlled" for p in manifest["operating_points"])
     verified = CliRunner().invoke(main, ["verify", str(tmp_path / "int8-bundle")])
-    assert verified.exit_code == 0 and "of onnx, onnx-int8 at batch" in verified.output, verified.output
+    assert verified.exit_code == 0 and "of onnx, onnx-int8 at batch" in verified.output, (
+        verified.output
+    )
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["online_matches_offline"] is True
     assert report["test"]["full_accuracy"] > 0.9
