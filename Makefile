@@ -7,6 +7,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 BOOTSTRAP := requirements/bootstrap.txt
+# Extra pip options for the bootstrap, e.g. where PyPI's torch is a CUDA build:
+#   make test BOOTSTRAP_FLAGS='--extra-index-url https://download.pytorch.org/whl/cpu'
+BOOTSTRAP_FLAGS ?=
 LOCK := requirements/lock.txt
 INSTALL := $(BIN)/uv pip install --quiet --python $(BIN)/python --constraint $(LOCK)
 # The lock covers every extra on every Python ponder supports; torch is pinned by bootstrap.txt.
@@ -17,7 +20,7 @@ COMPILE := $(BIN)/uv pip compile pyproject.toml --all-extras --universal --pytho
 
 $(VENV)/.installed-bootstrap: $(BOOTSTRAP)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r $(BOOTSTRAP)
+	$(BIN)/pip install --quiet --disable-pip-version-check $(BOOTSTRAP_FLAGS) -r $(BOOTSTRAP)
 	touch $@
 
 $(VENV)/.installed-train: $(VENV)/.installed-bootstrap pyproject.toml $(LOCK)
