@@ -46,3 +46,20 @@ def test_unknown_registry_is_a_usage_error():
 def test_bad_option_value_is_a_usage_error():
     result = CliRunner().invoke(main, ["demo", "--delta", "1.5"])
     assert result.exit_code == 2 and "--delta" in result.output
+
+
+def test_python_dash_m_lists_the_same_commands_as_ponder():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def listed(argv: list[str]) -> list[str]:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True).stdout
+        commands = out.split("Commands:", 1)[1].splitlines()
+        return [line.split()[0] for line in commands if line.strip()]
+
+    script = Path(sys.executable).with_name("ponder")
+    via_module = listed([sys.executable, "-m", "ponder._cli", "--help"])
+    assert via_module == listed([str(script), "--help"])
+    assert {"export", "verify", "profile", "run", "simulate", "bench"} <= set(via_module)
+    assert sorted(main.commands) == via_module

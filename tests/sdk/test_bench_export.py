@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import ponder
-from ponder._bench_export_report import add_goals
-from ponder._bench_export_time import summarise
-from ponder._bench_export_vit import Block, vit_sequential
+from ponder._bench.export_report import add_goals
+from ponder._bench.export_time import summarise
+from ponder._bench.vit import Block, vit_sequential
 from ponder._exits import get_stack
 from ponder._timing import cpu_features, int8_dot_product
 
@@ -79,7 +79,7 @@ def test_a_stage_slower_than_its_flops_misses_the_goal():
 def test_tiny_benchmark_end_to_end(tmp_path):
     pytest.importorskip("executorch", reason="needs the export extra: pip install 'ponder[export]'")
     pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install 'ponder[onnx]'")
-    from ponder._bench_export import run_bench_export
+    from ponder._bench.export import run_bench_export
 
     lines: list[str] = []
     torch_threads = torch.get_num_threads()
@@ -124,7 +124,7 @@ def test_tiny_benchmark_end_to_end(tmp_path):
 def test_vit_s_sizes_are_the_builder_defaults():
     import inspect
 
-    from ponder._bench_export_vit import VIT_S
+    from ponder._bench.vit import VIT_S
 
     defaults = inspect.signature(vit_sequential).parameters
     assert {k: defaults[k].default for k in VIT_S} == VIT_S

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from tiny_models import hf_bert
 
 import ponder
-from ponder._bench_moe_eval import expert_usage, quality_at_flops, retrieval_agreement
+from ponder._bench.moe_eval import expert_usage, quality_at_flops, retrieval_agreement
 from ponder._moe import moe_layers, set_gate_
 
 
@@ -82,7 +82,7 @@ class _CharTokenizer:
 def test_timed_layer_error_is_what_the_unselected_experts_contribute(tau):
     """The wall-clock table's relative_error_vs_dense, recomputed from the dense FFN: zero the
     hidden neurons of the experts the router left out, and compare with all neurons kept."""
-    from ponder._bench_moe_time import time_layer
+    from ponder._bench.moe_time import time_layer
 
     dense = hf_bert()  # FFN 32 -> 64 -> 32, GELU
     moe = ponder.convert_(copy.deepcopy(dense), ponder.MoEConfig(expert_size=16))  # 4 experts
@@ -125,7 +125,7 @@ def _skip_without_nlp_extra() -> None:
 @pytest.mark.slow
 def test_bench_moe_end_to_end_tiny(tmp_path):
     _skip_without_nlp_extra()
-    from ponder._bench_moe import run_bench_moe
+    from ponder._bench.moe import run_bench_moe
     from ponder._text import load_minilm
 
     lines: list[str] = []

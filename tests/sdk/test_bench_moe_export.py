@@ -22,7 +22,7 @@ def _tiny_moe():
 
 
 def test_dense_masked_grouped_agree_with_every_expert():
-    from ponder._bench_moe_export import _modules
+    from ponder._bench.moe_export import _modules
 
     dense, moe, path = _tiny_moe()
     modules = _modules(moe, dense, path)
@@ -41,8 +41,8 @@ def test_dense_masked_grouped_agree_with_every_expert():
 
 
 def test_tau_search_hits_the_flops_target():
-    from ponder._bench_moe_export import SEQUENCE, _tau_for
-    from ponder._bench_moe_time import _layer_inputs
+    from ponder._bench.moe_export import SEQUENCE, _tau_for
+    from ponder._bench.moe_time import _layer_inputs
     from ponder._moe import set_gate_
 
     _, moe, path = _tiny_moe()
@@ -72,7 +72,7 @@ def _skip_without_extras() -> None:
 def test_bench_moe_export_end_to_end_tiny(tmp_path):
     """About a minute on 2 cores, most of it lowering the 24-expert loop to ExecuTorch."""
     _skip_without_extras()
-    from ponder._bench_moe_export import run_bench_moe_export
+    from ponder._bench.moe_export import run_bench_moe_export
 
     lines: list[str] = []
     run_bench_moe_export(tmp_path, texts=30, router_epochs=1, tokens=(16, 40), fractions=(0.3, 0.7),

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from ponder._bench_moe_small import ResidualMLPClassifier, run_small_moe
+from ponder._bench.moe_small import ResidualMLPClassifier, run_small_moe
 from ponder._moe_ffn import find_ffns
 
 needs_mnist1d = pytest.mark.skipif(

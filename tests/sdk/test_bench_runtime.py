@@ -8,7 +8,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from ponder._bench_runtime_report import add_goals
+from ponder._bench.runtime_report import add_goals
 from ponder._cli import main
 
 
@@ -55,7 +55,7 @@ def test_bench_runtime_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_vit_overhead_on_a_tiny_vit(tmp_path):
     pytest.importorskip("onnxruntime")
-    from ponder._bench_runtime import vit_overhead
+    from ponder._bench.runtime import vit_overhead
 
     sizes = dict(blocks=4, width=32, heads=2, image=32, patch=8, classes=10)
     got = vit_overhead(tmp_path / "vit", sizes, repeats=3, echo=lambda line: None)

@@ -13,7 +13,7 @@ from torch import nn
 import ponder
 from ponder import MissingDependencyError
 from ponder import _data as data
-from ponder._bench_moe_export_programs import _require
+from ponder._bench.moe_export_programs import _require
 
 TORCH_CPU = "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
 

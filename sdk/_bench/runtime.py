@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from ponder._bench_export_vit import VIT_S
-from ponder._bench_runtime_model import bench_bundle, held_out
-from ponder._bench_runtime_report import write_outputs
+from ponder._bench.runtime_model import bench_bundle, held_out
+from ponder._bench.runtime_report import write_outputs
+from ponder._bench.vit import VIT_S
 
 __all__ = ["run_bench_runtime"]
 
@@ -169,7 +169,7 @@ def vit_overhead(path: Path, sizes: dict[str, int], repeats: int, echo) -> dict[
     weights (ONNX only), exported into `path` unless it is there already."""
     import torch
 
-    from ponder._bench_export_vit import vit_sequential
+    from ponder._bench.vit import vit_sequential
     from ponder._convert import convert_
     from ponder._early_exit import EarlyExitConfig
     from ponder.export import export_bundle

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ponder._bench_moe_eval import quality_at_flops, sweep
-from ponder._bench_moe_time import plot_moe, time_layer
+from ponder._bench.moe_eval import quality_at_flops, sweep
+from ponder._bench.moe_time import plot_moe, time_layer
 from ponder._convert import convert_
 from ponder._moe import MoEConfig, moe_layers
 from ponder._moe_router import train_routers

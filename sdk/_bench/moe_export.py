@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ponder._bench_moe import _router_batches
-from ponder._bench_moe_export_programs import (
+from ponder._bench.moe import _router_batches
+from ponder._bench.moe_export_programs import (
     BACKENDS,
     DenseFFN,
     ExpertFFN,
@@ -25,8 +25,8 @@ from ponder._bench_moe_export_programs import (
     export_variants,
     runtime_versions,
 )
-from ponder._bench_moe_export_report import echo_table, plot_moe_export
-from ponder._bench_moe_time import _layer_inputs, _windows
+from ponder._bench.moe_export_report import echo_table, plot_moe_export
+from ponder._bench.moe_time import _layer_inputs, _windows
 from ponder._convert import convert_
 from ponder._moe import MoEConfig, moe_layers, set_gate_
 from ponder._moe_router import train_routers

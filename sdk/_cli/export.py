@@ -89,7 +89,7 @@ def bench_export(out, blocks, width, heads, image, patch, exits, threads, repeat
     """Staged bundle vs one monolithic method, ExecuTorch and ONNX Runtime, batch 1: time to
     reach each stage against its FLOPs fraction, file sizes (ViT-S/16-sized, random weights)."""
     try:
-        from ponder._bench_export import run_bench_export
+        from ponder._bench.export import run_bench_export
 
         run_bench_export(out, blocks=blocks, width=width, heads=heads, image=image, patch=patch,
                          exits=exits, threads=threads,

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 import ponder
-from ponder._cli_runtime import BACKENDS
+from ponder._cli.runtime import BACKENDS
 
 SYNTHETIC_LOAD_SCALE = 10.0  # synthetic day × 10: an always-on camera, ~4-40 frames/s awake
 SHOWN_SWITCHES = 6

@@ -1,4 +1,5 @@
-"""The `ponder` command line: thin click commands over the Python functions users import."""
+"""The root `ponder` group and the model-side commands (demo, evaluate, sparsity, list) and
+the `bench` group with its model-side benchmarks (exits, moe, moe-export)."""
 
 from __future__ import annotations
 
@@ -146,7 +147,7 @@ def bench_exits(
     out, samples, width, epochs, seeds, num_exits, head, delta, epsilon, repeats, quiet
 ):
     """SDN vs ZTW heads on MNIST-1D: accuracy per FLOPs budget, EEFP, risk control, wall-clock."""
-    from ponder._bench_exits import run_bench_exits
+    from ponder._bench.exits import run_bench_exits
 
     run_bench_exits(
         out,
@@ -182,12 +183,12 @@ def bench_moe(out, texts, expert_size, router_epochs, repeats, sparsified, small
     if small:
         from pathlib import Path
 
-        from ponder._bench_moe_small import run_small_moe
+        from ponder._bench.moe_small import run_small_moe
 
         Path(out).mkdir(parents=True, exist_ok=True)
         run_small_moe(Path(out) / "small.json", progress=not quiet, echo=click.echo)
         return
-    from ponder._bench_moe import run_bench_moe
+    from ponder._bench.moe import run_bench_moe
 
     second = None
     if sparsified:
@@ -207,33 +208,7 @@ def bench_moe(out, texts, expert_size, router_epochs, repeats, sparsified, small
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def bench_moe_export(out, texts, router_epochs, tokens, repeats, quiet) -> None:
     """One MiniLM MoE layer exported dense / masked / grouped: time vs FLOPs on ORT and ExecuTorch."""
-    from ponder._bench_moe_export import DEFAULT_TOKENS, run_bench_moe_export
+    from ponder._bench.moe_export import DEFAULT_TOKENS, run_bench_moe_export
 
     run_bench_moe_export(out, texts=texts, router_epochs=router_epochs, tokens=tokens or DEFAULT_TOKENS,
                          repeats=repeats, progress=not quiet, echo=click.echo)  # fmt: skip
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
-
-def _add_export_commands() -> None:
-    from ponder._cli_export import bench_export, export, verify
-
-    main.add_command(export)
-    main.add_command(verify)
-    bench.add_command(bench_export)
-
-
-def _add_runtime_commands() -> None:
-    from ponder._cli_runtime import bench_runtime, profile, run
-    from ponder._cli_simulate import simulate
-
-    main.add_command(profile)
-    main.add_command(simulate)
-    main.add_command(run)
-    bench.add_command(bench_runtime)
-
-
-_add_export_commands()
-_add_runtime_commands()

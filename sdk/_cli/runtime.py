@@ -107,7 +107,7 @@ def bench_runtime(out, width, budgets, rounds, repeats, vit, reuse, quiet) -> No
     """The engine and policy on an exported digits CNN (ONNX Runtime, CPU): SLO attainment and
     accuracy vs the best point with hindsight, overheads, batch-64 throughput."""
     try:
-        from ponder._bench_runtime import VIT_S, run_bench_runtime
+        from ponder._bench.runtime import VIT_S, run_bench_runtime
 
         run_bench_runtime(out, width=width, budgets=budgets, rounds=rounds, repeats=repeats,
                           vit=VIT_S if vit else None, reuse=reuse, progress=not quiet,

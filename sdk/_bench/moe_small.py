@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ponder._bench_moe_eval import quality_at_flops
+from ponder._bench.moe_eval import quality_at_flops
 from ponder._convert import convert_
 from ponder._data import Split, batches, load_mnist1d
 from ponder._fit import train_classifier

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ponder._bench_report import echo_accuracy, echo_wallclock, write_outputs
+from ponder._bench.report import echo_accuracy, echo_wallclock, write_outputs
 from ponder._convert import convert_
 from ponder._early_exit import EarlyExitConfig
 from ponder._evaluate import ExitData, calibrate, evaluate, exit_data, flops_saved_at_drop

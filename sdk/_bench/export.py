@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 
-from ponder._bench_export_int8 import int8_bundle
-from ponder._bench_export_report import add_goals, echo_tables, write_outputs
-from ponder._bench_export_time import runtime_threads, summarise, time_bundles
-from ponder._bench_export_vit import vit_sequential
+from ponder._bench.export_int8 import int8_bundle
+from ponder._bench.export_report import add_goals, echo_tables, write_outputs
+from ponder._bench.export_time import runtime_threads, summarise, time_bundles
+from ponder._bench.vit import vit_sequential
 from ponder._convert import convert_
 from ponder._early_exit import EarlyExitConfig
 from ponder._timing import machine
