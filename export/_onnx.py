@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ponder._errors import BundleError, MissingDependencyError
-from ponder.runtime._backends import session_options
+from ponder.runtime._backends.base import session_options
 
 from ._stages import Stage
 

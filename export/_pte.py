@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from ponder._errors import BundleError, MissingDependencyError
-from ponder.runtime._backend_et import METADATA_METHOD
-from ponder.runtime._backend_et import quiet_imports as _quiet_imports
+from ponder.runtime._backends.executorch import METADATA_METHOD
+from ponder.runtime._backends.executorch import quiet_imports as _quiet_imports
 
 from ._trace import portable_conv_shapes
 

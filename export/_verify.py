@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from ponder.runtime._compare import Comparison
-from ponder.runtime._verify import verify_bundle as _verify
+from ponder.runtime._bundle.compare import Comparison
+from ponder.runtime._bundle.verify import verify_bundle as _verify
 
 __all__ = ["verify_bundle"]
 

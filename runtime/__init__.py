@@ -4,35 +4,41 @@ a policy, without torch.
 `import ponder.runtime` must not import torch; jsonschema is imported on first validation.
 """
 
-from ponder.runtime._backends import Backend, list_backends
-from ponder.runtime._bundle import Bundle, write_manifest
-from ponder.runtime._cost_model import CostModel, Prediction
-from ponder.runtime._costs import CostTable, StageCost, cost_table_path
-from ponder.runtime._decision import Decision
-from ponder.runtime._digest import manifest_digest, sha256_file
-from ponder.runtime._engine import Engine
-from ponder.runtime._files import FileCheck
-from ponder.runtime._inputs import InputError
-from ponder.runtime._manifest import ExitRuleSpec, FileEntry, Manifest, StageSpec, TensorSpec
-from ponder.runtime._nvml import NvmlProbe
-from ponder.runtime._points import OperatingPoint, operating_points
-from ponder.runtime._policy import Policy
-from ponder.runtime._policy_file import PolicyRule, PolicySpec, load_policy
-from ponder.runtime._probes import PROBES, detect_probes, list_probes, make_probe, read_state
-from ponder.runtime._requests import ServeReport, serve
-from ponder.runtime._result import Result
-from ponder.runtime._simdevice import Battery, SimulatedDevice, StageRun, ThermalModel
-from ponder.runtime._simtrace import ReplayProbe, Trace, TracePoint, day_trace
-from ponder.runtime._simulate import Scenario, SimulationResult, default_policy_spec, simulate
-from ponder.runtime._state import DeviceState
-from ponder.runtime._telemetry import (
+from ponder.runtime._backends.base import Backend, list_backends
+from ponder.runtime._bundle.bundle import Bundle, write_manifest
+from ponder.runtime._bundle.costs import CostTable, StageCost, cost_table_path
+from ponder.runtime._bundle.digest import manifest_digest, sha256_file
+from ponder.runtime._bundle.files import FileCheck
+from ponder.runtime._bundle.manifest import ExitRuleSpec, FileEntry, Manifest, StageSpec, TensorSpec
+from ponder.runtime._bundle.validate import FORMAT, SCHEMA_VERSION, load_schema, validate_manifest
+from ponder.runtime._engine.engine import Engine
+from ponder.runtime._engine.inputs import InputError
+from ponder.runtime._engine.requests import ServeReport, serve
+from ponder.runtime._engine.result import Result
+from ponder.runtime._policy.cost_model import CostModel, Prediction
+from ponder.runtime._policy.decision import Decision
+from ponder.runtime._policy.points import OperatingPoint, operating_points
+from ponder.runtime._policy.policy import Policy
+from ponder.runtime._policy.spec import PolicyRule, PolicySpec, load_policy
+from ponder.runtime._sim.device import Battery, SimulatedDevice, StageRun, ThermalModel
+from ponder.runtime._sim.simulate import Scenario, SimulationResult, default_policy_spec, simulate
+from ponder.runtime._sim.trace import ReplayProbe, Trace, TracePoint, day_trace
+from ponder.runtime._telemetry.nvml import NvmlProbe
+from ponder.runtime._telemetry.probes import (
+    PROBES,
+    detect_probes,
+    list_probes,
+    make_probe,
+    read_state,
+)
+from ponder.runtime._telemetry.state import DeviceState
+from ponder.runtime._telemetry.sysfs import (
     BatteryState,
     Ina3221Probe,
     PowerSupplyProbe,
     ProbeUnavailable,
     RaplProbe,
 )
-from ponder.runtime._validate import FORMAT, SCHEMA_VERSION, load_schema, validate_manifest
 
 __all__ = [
     "FORMAT",

@@ -42,7 +42,7 @@ def policy_drain(bundle: Path, x: np.ndarray, y: np.ndarray,
     simulated battery is at STOP_PERCENT: real predictions and exits from the engine, time and
     energy from the simulated device, which the policy learns from."""
     from ponder.runtime import Battery, Engine, SimulatedDevice, cost_table_path
-    from ponder.runtime._profile import profile
+    from ponder.runtime._engine.profile import profile
 
     engine = Engine.load(bundle, "onnxruntime", costs=None)
     table = profile(engine, repeats=30)

@@ -67,7 +67,7 @@ def machine() -> dict[str, Any]:
 
     import torch
 
-    from ponder.runtime._profile import cpu_model
+    from ponder.runtime._engine.profile import cpu_model
 
     features = cpu_features()
     return {

@@ -53,7 +53,7 @@ def test_every_subpackage_is_packaged():
 # Where the torch-free runtime and the kernels may reach into the sdk: the error family, the
 # registries, the exit rules and the version. The eager torch backend also needs the model side.
 SDK_LEAVES = {"ponder", "ponder._errors", "ponder._registry", "ponder._rules"}
-EAGER_BACKEND = {"ponder.runtime._backend_torch": {"ponder.export._stages"}}
+EAGER_BACKEND = {"ponder.runtime._backends.eager": {"ponder.export._stages"}}
 
 
 def test_runtime_and_kernels_import_only_leaves_of_the_sdk():

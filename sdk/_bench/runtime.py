@@ -32,7 +32,7 @@ def run_bench_runtime(out: str | Path = "ponder-bench/runtime", *, width: int = 
     from ponder._recipes import load_recipe_data
     from ponder.models import DIGITS_RECIPE
     from ponder.runtime import Engine, cost_table_path
-    from ponder.runtime._profile import profile
+    from ponder.runtime._engine.profile import profile
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -50,7 +50,7 @@ def verify(bundle, require_all) -> None:
     Needs no torch: ONNX files run on ONNX Runtime; model.pte needs the ExecuTorch runtime
     (pip install 'ponder[export]'), and without it is reported as not executed."""
     try:
-        from ponder.runtime._verify import verify_bundle
+        from ponder.runtime._bundle.verify import verify_bundle
 
         checked = verify_bundle(bundle, echo=click.echo, require_all=require_all)
     except ponder.PonderError as exc:

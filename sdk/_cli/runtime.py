@@ -59,7 +59,7 @@ def profile(bundle, backend, threads, int8, batch, warmup, repeats, no_energy) -
     try:
         from ponder._report import format_table
         from ponder.runtime import Engine, cost_table_path
-        from ponder.runtime._profile import profile as measure
+        from ponder.runtime._engine.profile import profile as measure
 
         engine = Engine.load(bundle, backend, costs=None, **backend_options(backend, threads, int8))
         click.echo(f"{bundle}: {engine.backend.description}")

@@ -36,7 +36,7 @@ def run_simulate(
     matplotlib is installed); print the results."""
     from ponder._report import write_json
     from ponder.runtime import Bundle, CostTable, Trace, load_policy
-    from ponder.runtime._simulate import Scenario, simulate, synthetic_day
+    from ponder.runtime._sim.simulate import Scenario, simulate, synthetic_day
 
     opened = Bundle.open(bundle)
     table_path = cost_table_file(bundle, backend, costs)
@@ -212,7 +212,7 @@ def simulate(bundle, trace, policy, backend, costs, slowdown, battery_wh, power_
 
     Options left out take the defaults of ponder.runtime's `Scenario` (a small always-on
     camera wearable); every assumption is printed with the results and stored in the JSON."""
-    from ponder.runtime._simulate import Scenario
+    from ponder.runtime._sim.simulate import Scenario
 
     given = {"slowdown": slowdown, "battery_wh": battery_wh, "power_w": power_w,
              "load_scale": load_scale, "step_s": step_s}  # fmt: skip

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ponder.runtime import InputError, TensorSpec
-from ponder.runtime._inputs import check_inputs
+from ponder.runtime._engine.inputs import check_inputs
 
 SPECS = [
     TensorSpec("input_ids", "int64", ("batch", "tokens")),

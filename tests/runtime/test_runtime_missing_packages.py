@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from ponder import MissingDependencyError
-from ponder.runtime._backend_et import ExecuTorchBackend
-from ponder.runtime._backend_torch import TorchBackend
+from ponder.runtime._backends.eager import TorchBackend
+from ponder.runtime._backends.executorch import ExecuTorchBackend
 
 
 def test_torch_backend_without_torch_installs_torch_first(monkeypatch):

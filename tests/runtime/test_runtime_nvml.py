@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from ponder.runtime._nvml import ENERGY_COUNTER, POWER_INTEGRAL, NvmlProbe
-from ponder.runtime._telemetry import ProbeUnavailable
+from ponder.runtime._telemetry.nvml import ENERGY_COUNTER, POWER_INTEGRAL, NvmlProbe
+from ponder.runtime._telemetry.sysfs import ProbeUnavailable
 
 NOT_SUPPORTED, INVALID_ARGUMENT, DRIVER_NOT_LOADED = 3, 2, 9
 

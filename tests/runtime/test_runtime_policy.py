@@ -10,10 +10,10 @@ import pytest
 
 from ponder import ConfigError
 from ponder.runtime import CostModel, Policy, PolicyRule, PolicySpec
-from ponder.runtime._costs import CostTable, StageCost
-from ponder.runtime._points import OperatingPoint
-from ponder.runtime._policy import baseline_points
-from ponder.runtime._state import DeviceState
+from ponder.runtime._bundle.costs import CostTable, StageCost
+from ponder.runtime._policy.points import OperatingPoint
+from ponder.runtime._policy.policy import baseline_points
+from ponder.runtime._telemetry.state import DeviceState
 
 # Four stages of 2, 8, 6 and 4 ms (cumulative 2, 10, 16, 20); at 1 W, mJ = ms.
 STAGE_MS = (2.0, 8.0, 6.0, 4.0)
@@ -307,7 +307,7 @@ def test_one_spike_moves_an_estimate_but_does_not_set_it():
 
 
 def test_a_stage_not_seen_for_long_is_predicted_from_the_table_again():
-    from ponder.runtime._cost_model import STALE_AFTER
+    from ponder.runtime._policy.cost_model import STALE_AFTER
 
     cm = CostModel(4, _table(), tail=0.0, alpha=1.0)
     cm.observe(1, 20.0)  # stage 1 looked slow once

@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from ponder import ConfigError
-from ponder.runtime import PolicyRule, PolicySpec, _policy_file, load_policy
+from ponder.runtime import PolicyRule, PolicySpec, load_policy
+from ponder.runtime._policy import spec as _policy_file
 
 
 def _example() -> str:

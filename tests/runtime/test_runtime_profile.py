@@ -26,7 +26,7 @@ from ponder.runtime import (
     cost_table_path,
     serve,
 )
-from ponder.runtime._profile import profile
+from ponder.runtime._engine.profile import profile
 
 
 @pytest.fixture

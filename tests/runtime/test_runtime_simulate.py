@@ -10,7 +10,7 @@ import pytest
 
 from ponder import ConfigError
 from ponder.runtime import Bundle, CostTable, SimulatedDevice, StageCost, Trace, TracePoint
-from ponder.runtime._simulate import Scenario, default_policy_spec, simulate, synthetic_day
+from ponder.runtime._sim.simulate import Scenario, default_policy_spec, simulate, synthetic_day
 
 # Three stages of 1 ms each; at 2 W a stage costs 2 mJ, so always-full is 6 mJ per inference.
 TABLE = CostTable("onnxruntime", "test-cpu", 1, 1, tuple(StageCost(i, 1.0, 1.1) for i in range(3)))

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from ponder.runtime._telemetry import Ina3221Probe, PowerSupplyProbe, ProbeUnavailable, RaplProbe
+from ponder.runtime._telemetry.sysfs import (
+    Ina3221Probe,
+    PowerSupplyProbe,
+    ProbeUnavailable,
+    RaplProbe,
+)
 
 
 def _tree(root: Path, files: dict[str, str]) -> Path:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ponder._errors import BundleError, MissingDependencyError
-from ponder.runtime._backends import Backend
+from ponder.runtime._backends.base import Backend
 
 __all__ = ["TorchBackend"]
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ponder._errors import ConfigError
-from ponder.runtime._state import DeviceState
-from ponder.runtime._telemetry import BatteryState
+from ponder.runtime._telemetry.state import DeviceState
+from ponder.runtime._telemetry.sysfs import BatteryState
 
 __all__ = ["ReplayProbe", "Trace", "TracePoint", "day_trace"]
 

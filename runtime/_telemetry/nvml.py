@@ -11,7 +11,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ponder.runtime._telemetry import ProbeUnavailable
+from ponder.runtime._telemetry.sysfs import ProbeUnavailable
 
 __all__ = ["NvmlProbe"]
 

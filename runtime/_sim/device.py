@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ponder._errors import ConfigError
-from ponder.runtime._costs import CostTable
-from ponder.runtime._state import DeviceState
+from ponder.runtime._bundle.costs import CostTable
+from ponder.runtime._telemetry.state import DeviceState
 
 __all__ = ["Battery", "RequestsRun", "SimulatedDevice", "StageRun", "ThermalModel"]
 

@@ -11,11 +11,16 @@ from functools import cached_property
 import numpy as np
 
 from ponder._errors import ConfigError
-from ponder.runtime._cost_model import CostModel, Prediction, exit_distribution, quantile_stage
-from ponder.runtime._decision import Decision, Why
-from ponder.runtime._points import OperatingPoint
-from ponder.runtime._policy_file import PolicyRule, PolicySpec
-from ponder.runtime._state import DeviceState
+from ponder.runtime._policy.cost_model import (
+    CostModel,
+    Prediction,
+    exit_distribution,
+    quantile_stage,
+)
+from ponder.runtime._policy.decision import Decision, Why
+from ponder.runtime._policy.points import OperatingPoint
+from ponder.runtime._policy.spec import PolicyRule, PolicySpec
+from ponder.runtime._telemetry.state import DeviceState
 
 __all__ = ["Policy", "baseline_points"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from ponder.runtime._costs import CostTable
+from ponder.runtime._bundle.costs import CostTable
 
 __all__ = ["StageClock"]
 

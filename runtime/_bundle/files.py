@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ponder.runtime._digest import check_relative, sha256_file
-from ponder.runtime._manifest import FileEntry
+from ponder.runtime._bundle.digest import check_relative, sha256_file
+from ponder.runtime._bundle.manifest import FileEntry
 
 Status = Literal["ok", "missing", "size", "sha256"]
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ponder._errors import BundleError, ConfigError
-from ponder.runtime._costs import CostTable, StageCost
+from ponder.runtime._bundle.costs import CostTable, StageCost
 
 __all__ = ["cpu_model", "describe_machine", "profile"]
 

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from ponder.runtime._decision import Decision
-    from ponder.runtime._points import OperatingPoint
-    from ponder.runtime._policy_file import PolicySpec
-    from ponder.runtime._simdevice import RequestsRun, SimulatedDevice
-    from ponder.runtime._simulate import Scenario
-    from ponder.runtime._state import DeviceState
+    from ponder.runtime._policy.decision import Decision
+    from ponder.runtime._policy.points import OperatingPoint
+    from ponder.runtime._policy.spec import PolicySpec
+    from ponder.runtime._sim.device import RequestsRun, SimulatedDevice
+    from ponder.runtime._sim.simulate import Scenario
+    from ponder.runtime._telemetry.state import DeviceState
 
 __all__ = ["SimulationResult", "StrategyRun"]
 

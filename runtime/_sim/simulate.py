@@ -10,16 +10,16 @@ from itertools import pairwise
 from typing import Any
 
 from ponder._errors import ConfigError
-from ponder.runtime._cost_model import CostModel, exit_distribution
-from ponder.runtime._costs import CostTable, StageCost
-from ponder.runtime._decision import Decision
-from ponder.runtime._points import OperatingPoint, operating_points
-from ponder.runtime._policy import Policy
-from ponder.runtime._policy_file import PolicyRule, PolicySpec
-from ponder.runtime._simdevice import Battery, SimulatedDevice, ThermalModel
-from ponder.runtime._simtrace import Trace, TracePoint, day_trace
-from ponder.runtime._simulate_result import SimulationResult, StrategyRun
-from ponder.runtime._state import DeviceState
+from ponder.runtime._bundle.costs import CostTable, StageCost
+from ponder.runtime._policy.cost_model import CostModel, exit_distribution
+from ponder.runtime._policy.decision import Decision
+from ponder.runtime._policy.points import OperatingPoint, operating_points
+from ponder.runtime._policy.policy import Policy
+from ponder.runtime._policy.spec import PolicyRule, PolicySpec
+from ponder.runtime._sim.device import Battery, SimulatedDevice, ThermalModel
+from ponder.runtime._sim.result import SimulationResult, StrategyRun
+from ponder.runtime._sim.trace import Trace, TracePoint, day_trace
+from ponder.runtime._telemetry.state import DeviceState
 
 __all__ = ["Scenario", "default_policy_spec", "simulate", "synthetic_day", "target_table"]
 

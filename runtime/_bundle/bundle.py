@@ -10,10 +10,10 @@ from typing import Any
 
 from ponder import __version__
 from ponder._errors import BundleError, ConfigError
-from ponder.runtime._digest import check_relative, manifest_digest, sha256_file
-from ponder.runtime._files import FileCheck, check_files
-from ponder.runtime._manifest import Manifest, utc_now
-from ponder.runtime._validate import FORMAT, SCHEMA_VERSION, int8_onnx, validate_manifest
+from ponder.runtime._bundle.digest import check_relative, manifest_digest, sha256_file
+from ponder.runtime._bundle.files import FileCheck, check_files
+from ponder.runtime._bundle.manifest import Manifest, utc_now
+from ponder.runtime._bundle.validate import FORMAT, SCHEMA_VERSION, int8_onnx, validate_manifest
 
 MANIFEST = "manifest.json"
 PTE = "model.pte"

@@ -119,7 +119,7 @@ def _onnxruntime(bundle: Any, **options: Any) -> Backend:
 @BACKENDS.register("executorch")
 def _executorch(bundle: Any, **options: Any) -> Backend:
     """The ExecuTorch runtime on the bundle's model.pte (XNNPACK or portable kernels)."""
-    from ponder.runtime._backend_et import ExecuTorchBackend
+    from ponder.runtime._backends.executorch import ExecuTorchBackend
 
     return ExecuTorchBackend(bundle, **options)
 
@@ -127,7 +127,7 @@ def _executorch(bundle: Any, **options: Any) -> Backend:
 @BACKENDS.register("torch")
 def _torch(bundle: Any, **options: Any) -> Backend:
     """Eager torch on the checkpoint the bundle was exported from (for development)."""
-    from ponder.runtime._backend_torch import TorchBackend
+    from ponder.runtime._backends.eager import TorchBackend
 
     return TorchBackend(bundle, **options)
 

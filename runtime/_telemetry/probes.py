@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from ponder._registry import Registry
-from ponder.runtime._nvml import NvmlProbe
-from ponder.runtime._state import DeviceState
-from ponder.runtime._telemetry import (
+from ponder.runtime._telemetry.nvml import NvmlProbe
+from ponder.runtime._telemetry.state import DeviceState
+from ponder.runtime._telemetry.sysfs import (
     SYS,
     Ina3221Probe,
     PowerSupplyProbe,

@@ -10,7 +10,7 @@ from importlib import resources
 from typing import Any
 
 from ponder._errors import BundleError
-from ponder.runtime._digest import check_relative
+from ponder.runtime._bundle.digest import check_relative
 
 FORMAT = "ponder-bundle"
 SCHEMA_VERSION = "1.0"

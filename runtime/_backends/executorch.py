@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ponder._errors import BundleError, MissingDependencyError
-from ponder.runtime._backends import Backend
+from ponder.runtime._backends.base import Backend
 
 __all__ = ["METADATA_METHOD", "ExecuTorchBackend", "quiet_imports"]
 

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ponder import __version__
-from ponder.runtime._validate import FORMAT, SCHEMA_VERSION, validate_manifest
+from ponder.runtime._bundle.validate import FORMAT, SCHEMA_VERSION, validate_manifest
 
 
 def utc_now() -> str:

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from ponder._errors import ConfigError
-from ponder.runtime._costs import CostTable
-from ponder.runtime._points import OperatingPoint
+from ponder.runtime._bundle.costs import CostTable
+from ponder.runtime._policy.points import OperatingPoint
 
 __all__ = ["CostModel", "Prediction", "exit_distribution"]
 

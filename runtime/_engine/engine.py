@@ -13,13 +13,13 @@ import numpy as np
 
 from ponder._errors import ConfigError
 from ponder._rules import exit_rule, log_softmax, select
-from ponder.runtime._backends import BACKENDS, Backend
-from ponder.runtime._bundle import Bundle
-from ponder.runtime._costs import CostTable, cost_table_path
-from ponder.runtime._inputs import check_inputs
-from ponder.runtime._points import OperatingPoint, operating_points
-from ponder.runtime._result import Result, concat
-from ponder.runtime._stage_clock import StageClock
+from ponder.runtime._backends.base import BACKENDS, Backend
+from ponder.runtime._bundle.bundle import Bundle
+from ponder.runtime._bundle.costs import CostTable, cost_table_path
+from ponder.runtime._engine.inputs import check_inputs
+from ponder.runtime._engine.result import Result, concat
+from ponder.runtime._engine.stage_clock import StageClock
+from ponder.runtime._policy.points import OperatingPoint, operating_points
 
 __all__ = ["Engine"]
 
@@ -93,8 +93,8 @@ class Engine:
         spec: a PolicySpec (`load_policy(path)`, `PolicySpec.simple(latency_ms=...)`); points:
         what to choose from (default: the bundle's table); power_w: device power for energy
         estimates where the table has no energy."""
-        from ponder.runtime._cost_model import CostModel
-        from ponder.runtime._policy import Policy
+        from ponder.runtime._policy.cost_model import CostModel
+        from ponder.runtime._policy.policy import Policy
 
         n = len(self.stages)
         flops = [s.flops for s in self.stages]

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 
 from ponder._errors import BundleError, MissingDependencyError
-from ponder.runtime._backends import BACKENDS, Backend
-from ponder.runtime._bundle import PTE, Bundle
-from ponder.runtime._compare import Comparison, check_comparisons, compare_outputs
+from ponder.runtime._backends.base import BACKENDS, Backend
+from ponder.runtime._bundle.bundle import PTE, Bundle
+from ponder.runtime._bundle.compare import Comparison, check_comparisons, compare_outputs
 
 __all__ = ["SAMPLES", "Verification", "verify_bundle"]
 

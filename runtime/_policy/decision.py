@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ponder.runtime._cost_model import Prediction
-from ponder.runtime._points import OperatingPoint
+from ponder.runtime._policy.cost_model import Prediction
+from ponder.runtime._policy.points import OperatingPoint
 
 if TYPE_CHECKING:
-    from ponder.runtime._policy import Policy, Snapshot
-    from ponder.runtime._state import DeviceState
+    from ponder.runtime._policy.policy import Policy, Snapshot
+    from ponder.runtime._telemetry.state import DeviceState
 
 __all__ = ["Decision", "Why"]
 
@@ -112,7 +112,7 @@ def _conditions(w: Why) -> str:
 
 
 def _rule_line(w: Why) -> str:
-    from ponder.runtime._policy import holds
+    from ponder.runtime._policy.policy import holds
 
     rules, s = w.policy.rules, w.state
     r = rules[w.rule]

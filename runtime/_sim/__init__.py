@@ -1,0 +1,1 @@
+"""SIMULATED devices and usage traces for policy tests, and `simulate` (`ponder simulate`)."""
