@@ -63,3 +63,16 @@ def test_python_dash_m_lists_the_same_commands_as_ponder():
     assert via_module == listed([str(script), "--help"])
     assert {"export", "verify", "profile", "run", "simulate", "bench"} <= set(via_module)
     assert sorted(main.commands) == via_module
+
+
+def test_a_user_error_in_any_command_is_one_line_and_exit_code_1(monkeypatch):
+    import ponder._bench.exits
+
+    def broken(*args, **kwargs):
+        raise ponder.ConfigError("num_exits must be >= 1; pass --exits 1 or more")
+
+    monkeypatch.setattr(ponder._bench.exits, "run_bench_exits", broken)
+    result = CliRunner().invoke(main, ["bench", "exits", "--out", "unused"])
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: num_exits must be >= 1; pass --exits 1 or more"
+    assert isinstance(result.exception, SystemExit)  # no traceback

@@ -3,6 +3,7 @@ runtime and eager torch. A registry maps names to factories that import their ru
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,14 @@ import numpy as np
 from ponder._errors import BundleError, ConfigError, MissingDependencyError
 from ponder._registry import Registry
 
-__all__ = ["BACKENDS", "Backend", "OnnxRuntimeBackend", "list_backends", "session_options"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "OnnxRuntimeBackend",
+    "list_backends",
+    "load_backend",
+    "session_options",
+]
 
 log = logging.getLogger(__name__)
 
@@ -111,25 +119,40 @@ def _session(ort: Any, path: Path, threads: int | None, providers: list[str]) ->
 
 
 @BACKENDS.register("onnxruntime")
-def _onnxruntime(bundle: Any, **options: Any) -> Backend:
+def _onnxruntime() -> type[Backend]:
     """ONNX Runtime: TensorRT, CUDA or CPU provider; runs without torch."""
-    return OnnxRuntimeBackend(bundle, **options)
+    return OnnxRuntimeBackend
 
 
 @BACKENDS.register("executorch")
-def _executorch(bundle: Any, **options: Any) -> Backend:
+def _executorch() -> type[Backend]:
     """The ExecuTorch runtime on the bundle's model.pte (XNNPACK or portable kernels)."""
     from ponder.runtime._backends.executorch import ExecuTorchBackend
 
-    return ExecuTorchBackend(bundle, **options)
+    return ExecuTorchBackend
 
 
 @BACKENDS.register("torch")
-def _torch(bundle: Any, **options: Any) -> Backend:
+def _torch() -> type[Backend]:
     """Eager torch on the checkpoint the bundle was exported from (for development)."""
     from ponder.runtime._backends.eager import TorchBackend
 
-    return TorchBackend(bundle, **options)
+    return TorchBackend
+
+
+def load_backend(name: str, bundle: Any, **options: Any) -> Backend:
+    """The registered backend `name` on `bundle`; options it does not take are refused by name
+    (read from its constructor's keyword-only parameters) before anything loads. Each entry
+    of the registry returns the class, importing its module only then (none imports torch)."""
+    cls = BACKENDS.get(name)()
+    params = inspect.signature(cls.__init__).parameters.values()
+    takes = sorted(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
+    unknown = sorted(set(options) - set(takes))
+    if unknown:
+        raise ConfigError(
+            f"backend {name!r} does not take option(s) {unknown}; it takes {takes or 'none'}"
+        )
+    return cls(bundle, **options)
 
 
 def list_backends() -> dict[str, str]:

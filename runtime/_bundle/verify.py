@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ponder._errors import BundleError, MissingDependencyError
-from ponder.runtime._backends.base import BACKENDS, Backend
+from ponder.runtime._backends.base import Backend, load_backend
 from ponder.runtime._bundle.bundle import PTE, Bundle
 from ponder.runtime._bundle.compare import Comparison, check_comparisons, compare_outputs
 
@@ -56,7 +56,7 @@ def verify_bundle(
     not_executed: dict[str, MissingDependencyError] = {}
     for label, backend_name, options, fmt, precision in targets:
         try:
-            backend = BACKENDS.get(backend_name)(bundle, **options)
+            backend = load_backend(backend_name, bundle, **options)
         except MissingDependencyError as e:
             if require_all:
                 raise

@@ -13,7 +13,7 @@ import numpy as np
 
 from ponder._errors import ConfigError
 from ponder._rules import exit_rule, log_softmax, select
-from ponder.runtime._backends.base import BACKENDS, Backend
+from ponder.runtime._backends.base import Backend, load_backend
 from ponder.runtime._bundle.bundle import Bundle
 from ponder.runtime._bundle.costs import CostTable, cost_table_path
 from ponder.runtime._engine.inputs import check_inputs
@@ -64,15 +64,7 @@ class Engine:
         `read_joules()` (RaplProbe, NvmlProbe) to measure energy per stage call."""
         if not isinstance(bundle, Bundle):
             bundle = Bundle.open(bundle, verify_hashes=verify_hashes)
-        factory = BACKENDS.get(backend)
-        try:
-            loaded = factory(bundle, **options)
-        except TypeError as e:
-            if "unexpected keyword" not in str(e):
-                raise
-            raise ConfigError(
-                f"backend {backend!r} does not take option(s) {sorted(options)}: {e}"
-            ) from None
+        loaded = load_backend(backend, bundle, **options)
         return cls(bundle, loaded, _cost_table(bundle, backend, costs), meter)
 
     @property

@@ -14,13 +14,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ponder._errors import PonderError
+
 __all__ = ["BatteryState", "PowerSupplyProbe", "ProbeUnavailable", "RaplProbe"]
 
 SYS = Path("/sys")
 
 
-class ProbeUnavailable(Exception):
-    """A probe cannot read what it measures here; the message says why."""
+class ProbeUnavailable(PonderError, RuntimeError):
+    """A probe cannot read what it measures here (no battery, no RAPL, no NVML, no permission);
+    the message says why and, where something can be done, what."""
 
 
 def _read(path: Path) -> str:

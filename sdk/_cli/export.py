@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import click
 
-import ponder
-
 
 @click.command()
 @click.argument("checkpoint", type=click.Path(exists=True, file_okay=False))
@@ -28,13 +26,10 @@ import ponder
 def export(checkpoint, target, data, moe, quantize, out) -> None:
     """Export a checkpoint as a device bundle (model.pte, onnx/stage_<i>.onnx, manifest.json),
     checking every stage of every format against the eager model."""
-    try:
-        from ponder.export import export_checkpoint
+    from ponder.export import export_checkpoint
 
-        export_checkpoint(checkpoint, out, target=target, data=data, moe=moe, quantize=quantize,
-                          echo=click.echo)  # fmt: skip
-    except ponder.PonderError as exc:
-        raise click.ClickException(str(exc)) from None
+    export_checkpoint(checkpoint, out, target=target, data=data, moe=moe, quantize=quantize,
+                      echo=click.echo)  # fmt: skip
     click.echo(f"wrote {out}; check it again any time with: ponder verify {out}")
 
 
@@ -49,12 +44,9 @@ def verify(bundle, require_all) -> None:
 
     Needs no torch: ONNX files run on ONNX Runtime; model.pte needs the ExecuTorch runtime
     (pip install 'ponder[export]'), and without it is reported as not executed."""
-    try:
-        from ponder.runtime._bundle.verify import verify_bundle
+    from ponder.runtime._bundle.verify import verify_bundle
 
-        checked = verify_bundle(bundle, echo=click.echo, require_all=require_all)
-    except ponder.PonderError as exc:
-        raise click.ClickException(str(exc)) from None
+    checked = verify_bundle(bundle, echo=click.echo, require_all=require_all)
     if checked.not_executed:
         skipped = ", ".join(checked.not_executed)
         click.echo(f"bundle OK for what ran here; not executed: {skipped} (see above)")
@@ -88,11 +80,8 @@ def _block_list(ctx, param, value: str) -> tuple[int, ...]:
 def bench_export(out, blocks, width, heads, image, patch, exits, threads, repeats, int8, reuse):
     """Staged bundle vs one monolithic method, ExecuTorch and ONNX Runtime, batch 1: time to
     reach each stage against its FLOPs fraction, file sizes (ViT-S/16-sized, random weights)."""
-    try:
-        from ponder._bench.export import run_bench_export
+    from ponder._bench.export import run_bench_export
 
-        run_bench_export(out, blocks=blocks, width=width, heads=heads, image=image, patch=patch,
-                         exits=exits, threads=threads,
-                         repeats=repeats, int8=int8, reuse=reuse, echo=click.echo)  # fmt: skip
-    except ponder.PonderError as exc:
-        raise click.ClickException(str(exc)) from None
+    run_bench_export(out, blocks=blocks, width=width, heads=heads, image=image, patch=patch,
+                     exits=exits, threads=threads,
+                     repeats=repeats, int8=int8, reuse=reuse, echo=click.echo)  # fmt: skip

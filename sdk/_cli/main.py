@@ -10,7 +10,18 @@ import ponder
 _UNIT = click.FloatRange(0, 1, min_open=True, max_open=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """The root group: a user's mistake (`PonderError`) in any command, nested ones included,
+    ends as a one-line error and exit code 1 instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except ponder.PonderError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(ponder.__version__, prog_name="ponder")
 def main() -> None:
     """ponder: adaptive-computation models for edge devices (early exits, calibrated thresholds)."""
@@ -64,11 +75,8 @@ def evaluate(checkpoint, data, rule, delta, epsilon, budget, out) -> None:
     """Evaluate a saved early-exit checkpoint and calibrate a risk-controlled threshold."""
     from ponder._checkpoint_eval import evaluate_checkpoint
 
-    try:
-        evaluate_checkpoint(checkpoint, data=data, rule=rule, delta=delta, epsilon=epsilon,
-                            budget=budget, out=out, echo=click.echo)  # fmt: skip
-    except ponder.PonderError as exc:
-        raise click.ClickException(str(exc)) from None
+    evaluate_checkpoint(checkpoint, data=data, rule=rule, delta=delta, epsilon=epsilon,
+                        budget=budget, out=out, echo=click.echo)  # fmt: skip
 
 
 @main.command()
@@ -89,12 +97,9 @@ def sparsity(model, texts, mode, keep, out, quiet) -> None:
     """
     from ponder._sparsity_tool import run_sparsity
 
-    try:
-        run_sparsity(
-            model, texts=texts, mode=mode, keep=keep, out=out, progress=not quiet, echo=click.echo
-        )
-    except ponder.PonderError as exc:
-        raise click.ClickException(str(exc)) from None
+    run_sparsity(
+        model, texts=texts, mode=mode, keep=keep, out=out, progress=not quiet, echo=click.echo
+    )
 
 
 @main.command("list")

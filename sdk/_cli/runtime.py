@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import click
 
-import ponder
-
 BACKENDS = ["onnxruntime", "executorch", "torch"]
 
 
@@ -56,19 +54,16 @@ def energy_meter(echo) -> tuple[object | None, str | None]:
 def profile(bundle, backend, threads, int8, batch, warmup, repeats, no_energy) -> None:
     """Measure every stage's latency (and energy where a probe exists) on this device and store
     the cost table beside the bundle (costs.<backend>.json), where `ponder run` finds it."""
-    try:
-        from ponder._report import format_table
-        from ponder.runtime import Engine, cost_table_path
-        from ponder.runtime._engine.profile import profile as measure
+    from ponder._report import format_table
+    from ponder.runtime import Engine, cost_table_path
+    from ponder.runtime._engine.profile import profile as measure
 
-        engine = Engine.load(bundle, backend, costs=None, **backend_options(backend, threads, int8))
-        click.echo(f"{bundle}: {engine.backend.description}")
-        meter, source = (None, None) if no_energy else energy_meter(click.echo)
-        table = measure(engine, batch=batch, warmup=warmup, repeats=repeats, meter=meter,
-                        energy_source=source, echo=click.echo)  # fmt: skip
-        path = table.save(cost_table_path(bundle, backend))
-    except ponder.PonderError as exc:
-        raise click.ClickException(str(exc)) from None
+    engine = Engine.load(bundle, backend, costs=None, **backend_options(backend, threads, int8))
+    click.echo(f"{bundle}: {engine.backend.description}")
+    meter, source = (None, None) if no_energy else energy_meter(click.echo)
+    table = measure(engine, batch=batch, warmup=warmup, repeats=repeats, meter=meter,
+                    energy_source=source, echo=click.echo)  # fmt: skip
+    path = table.save(cost_table_path(bundle, backend))
     click.echo(format_table(*cost_rows(engine.bundle.manifest, table)))
     click.echo(f"wrote {path} ({table.device}; batch {batch}, {repeats} rounds after {warmup})")
 
@@ -106,14 +101,11 @@ def cost_rows(manifest, table) -> tuple[list[str], list[list]]:
 def bench_runtime(out, width, budgets, rounds, repeats, vit, reuse, quiet) -> None:
     """The engine and policy on an exported digits CNN (ONNX Runtime, CPU): SLO attainment and
     accuracy vs the best point with hindsight, overheads, batch-64 throughput."""
-    try:
-        from ponder._bench.runtime import VIT_S, run_bench_runtime
+    from ponder._bench.runtime import VIT_S, run_bench_runtime
 
-        run_bench_runtime(out, width=width, budgets=budgets, rounds=rounds, repeats=repeats,
-                          vit=VIT_S if vit else None, reuse=reuse, progress=not quiet,
-                          echo=click.echo)  # fmt: skip
-    except ponder.PonderError as exc:
-        raise click.ClickException(str(exc)) from None
+    run_bench_runtime(out, width=width, budgets=budgets, rounds=rounds, repeats=repeats,
+                      vit=VIT_S if vit else None, reuse=reuse, progress=not quiet,
+                      echo=click.echo)  # fmt: skip
 
 
 @click.command()
@@ -136,11 +128,8 @@ def run(bundle, input_path, backend, threads, int8, policy_file, latency_ms, ene
     rule): prints exits per stage, latency percentiles, energy and what the policy chose."""
     if policy_file and (latency_ms or energy_mj):
         raise click.UsageError("give --policy or --latency-ms/--energy-mj, not both")
-    try:
-        summary = _run(bundle, input_path, backend, backend_options(backend, threads, int8),
-                       policy_file, latency_ms, energy_mj, deadline_ms, batch, power_w)  # fmt: skip
-    except ponder.PonderError as exc:
-        raise click.ClickException(str(exc)) from None
+    summary = _run(bundle, input_path, backend, backend_options(backend, threads, int8),
+                   policy_file, latency_ms, energy_mj, deadline_ms, batch, power_w)  # fmt: skip
     if out_path:
         from ponder._report import write_json
 

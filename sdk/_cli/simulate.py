@@ -217,10 +217,7 @@ def simulate(bundle, trace, policy, backend, costs, slowdown, battery_wh, power_
     given = {"slowdown": slowdown, "battery_wh": battery_wh, "power_w": power_w,
              "load_scale": load_scale, "step_s": step_s}  # fmt: skip
     default_load = 1.0 if trace else SYNTHETIC_LOAD_SCALE
-    try:
-        scenario = replace(Scenario(load_scale=default_load),
-                           **{k: v for k, v in given.items() if v is not None})  # fmt: skip
-        run_simulate(bundle, trace=trace, policy=policy, backend=backend, costs=costs,
-                     scenario=scenario, out=out, seed=seed, echo=click.echo)  # fmt: skip
-    except ponder.PonderError as exc:
-        raise click.ClickException(str(exc)) from None
+    scenario = replace(Scenario(load_scale=default_load),
+                       **{k: v for k, v in given.items() if v is not None})  # fmt: skip
+    run_simulate(bundle, trace=trace, policy=policy, backend=backend, costs=costs,
+                 scenario=scenario, out=out, seed=seed, echo=click.echo)  # fmt: skip

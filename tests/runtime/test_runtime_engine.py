@@ -150,8 +150,14 @@ def test_unknown_backend_and_options_are_refused(ztw_bundle):
     assert set(list_backends()) == {"executorch", "onnxruntime", "torch"}
     with pytest.raises(ConfigError, match="unknown backend 'tensorrt'; known: executorch"):
         Engine.load(ztw_bundle, backend="tensorrt")
-    with pytest.raises(ConfigError, match="does not take option"):
+    with pytest.raises(
+        ConfigError, match=r"does not take option\(s\) \['providers'\]; it takes \['int8'\]"
+    ):
         Engine.load(ztw_bundle, backend="executorch", providers=["CPUExecutionProvider"])
+    with pytest.raises(
+        ConfigError, match=r"\['thread'\]; it takes \['int8', 'providers', 'threads'\]"
+    ):
+        Engine.load(ztw_bundle, backend="onnxruntime", thread=1)  # checked by name, before loading
     with pytest.raises(ConfigError, match=r"not in this onnxruntime build.*onnxruntime-gpu"):
         Engine.load(ztw_bundle, backend="onnxruntime", providers=["CUDAExecutionProvider"])
 

@@ -86,3 +86,10 @@ def test_read_state_takes_gpu_power_when_no_battery(tmp_path):
 def test_read_state_with_nothing_is_all_unknown():
     state = read_state({"power_supply": "no battery"}, clock=lambda: 1.5)
     assert (state.battery_percent, state.charging, state.power_w) == (None, None, None)
+
+
+def test_an_unavailable_probe_is_in_the_error_family():
+    import ponder
+    from ponder.runtime import ProbeUnavailable
+
+    assert issubclass(ProbeUnavailable, ponder.PonderError)  # one except catches every user error
