@@ -18,6 +18,7 @@ import ponder
 from ponder._errors import ConfigError
 from ponder._moe import moe_layers
 from ponder.runtime import FORMAT, SCHEMA_VERSION, write_manifest
+from ponder.runtime._bundle.bundle import PTE, SAMPLES
 
 from ._bundle_int8 import INT8_DIR, INT8_PTE, write_int8
 from ._onnx import OPSET, OnnxRunner, write_onnx_stage
@@ -29,7 +30,7 @@ from ._validate import TOLERANCES, Comparison, check_comparisons, compare_output
 __all__ = ["TARGETS", "export_bundle"]
 
 TARGETS = ("xnnpack", "portable", "onnx", "all")
-PTE, SAMPLES, REPORT = "model.pte", "samples.npz", "validation.json"
+REPORT = "validation.json"
 Echo = Callable[[str], None]
 
 

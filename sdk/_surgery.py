@@ -73,6 +73,14 @@ class _SkipSidecars:
         return items[idx][1]
 
 
+def sequential_links(module: nn.Module) -> list[tuple[str, nn.Module]] | None:
+    """The (name, child) pairs an nn.Sequential feeds one into the next, sidecars left out; None
+    for any other module (its forward decides what runs)."""
+    if type(module).forward not in (nn.Sequential.forward, _SkipSidecars.forward):
+        return None
+    return [(n, m) for n, m in module.named_children() if n not in SIDECARS]
+
+
 _SKIPPING: dict[type, type] = {}
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from torch import nn
 
 from ponder._errors import UnsupportedModelError
-from ponder._surgery import SIDECARS, _SkipSidecars, get_module
+from ponder._surgery import get_module, sequential_links
 
 __all__ = ["head_width"]
 
@@ -104,15 +104,6 @@ def _group(module: nn.Module) -> str:
     return {nn.Linear: "linear", nn.Flatten: "flatten"}.get(cls, "own")
 
 
-def _is_chain(module: nn.Module) -> bool:
-    """An nn.Sequential whose forward feeds each child's output to the next child."""
-    return type(module).forward in (nn.Sequential.forward, _SkipSidecars.forward)
-
-
-def _links(chain: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(n, m) for n, m in chain.named_children() if n not in SIDECARS]
-
-
 def _chain_around(model: nn.Module, path: str) -> tuple[list[nn.Module], list[nn.Module]]:
     """The modules that run just before and just after the one at `path`, in order, as far as
     enclosing nn.Sequential chains tell (a ModuleList or a forward of its own tells nothing)."""
@@ -120,10 +111,9 @@ def _chain_around(model: nn.Module, path: str) -> tuple[list[nn.Module], list[nn
     after: list[nn.Module] = []
     while path:
         parent_path, _, name = path.rpartition(".")
-        parent = get_module(model, parent_path)
-        if not _is_chain(parent):
+        links = sequential_links(get_module(model, parent_path))
+        if links is None:
             break
-        links = _links(parent)
         i = [n for n, _ in links].index(name)
         before = [m for _, m in links[:i]] + before
         after = after + [m for _, m in links[i + 1 :]]
@@ -134,10 +124,11 @@ def _chain_around(model: nn.Module, path: str) -> tuple[list[nn.Module], list[nn
 def _leaves(modules: list[nn.Module]) -> Iterator[nn.Module]:
     """The modules in the order they run, with nn.Sequential chains opened up."""
     for m in modules:
-        if _is_chain(m):
-            yield from _leaves([c for _, c in _links(m)])
-        else:
+        links = sequential_links(m)
+        if links is None:
             yield m
+        else:
+            yield from _leaves([c for _, c in links])
 
 
 def _fold(modules: list[nn.Module], shape: _Shape) -> _Shape:

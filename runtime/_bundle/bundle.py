@@ -17,6 +17,7 @@ from ponder.runtime._bundle.validate import FORMAT, SCHEMA_VERSION, int8_onnx, v
 
 MANIFEST = "manifest.json"
 PTE = "model.pte"
+SAMPLES = "samples.npz"  # the export's default; a manifest names its own in config.export
 _REEXPORT = "re-export the bundle (ponder export)"
 
 
@@ -57,6 +58,12 @@ class Bundle:
     def path(self, relative: str) -> Path:
         """The absolute location of a path inside the bundle (BundleError if it would leave it)."""
         return self.root / check_relative(relative)
+
+    @property
+    def samples_path(self) -> Path:
+        """The stored sample inputs and eager outputs (`samples.npz` unless the export named
+        another file)."""
+        return self.path((self.manifest.config.get("export") or {}).get("samples", SAMPLES))
 
     @property
     def pte_path(self) -> Path:

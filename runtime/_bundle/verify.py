@@ -16,9 +16,8 @@ from ponder.runtime._backends.base import Backend, load_backend
 from ponder.runtime._bundle.bundle import PTE, Bundle
 from ponder.runtime._bundle.compare import Comparison, check_comparisons, compare_outputs
 
-__all__ = ["SAMPLES", "Verification", "verify_bundle"]
+__all__ = ["Verification", "verify_bundle"]
 
-SAMPLES = "samples.npz"  # the export's default; a manifest names its own in config.export
 # ONNX files are checked on the CPU provider: the fp32 tolerance was set on it, and GPU
 # providers may compute in TF32.
 _ONNX_CPU = {"providers": ["CPUExecutionProvider"]}
@@ -112,12 +111,12 @@ def _run(backend: Backend, bundle: Bundle, samples: dict[str, np.ndarray], batch
 
 
 def _samples(bundle: Bundle) -> dict[str, np.ndarray]:
-    name = (bundle.manifest.config.get("export") or {}).get("samples", SAMPLES)
+    path = bundle.samples_path
     try:
-        with np.load(bundle.path(name)) as data:
+        with np.load(path) as data:
             return {k: data[k] for k in data.files}
     except (OSError, ValueError) as e:
-        raise BundleError(f"cannot read the sample inputs {name} of {bundle.root}: {e}") from e
+        raise BundleError(f"cannot read the sample inputs {path.name} of {bundle.root}: {e}") from e
 
 
 def _rows(samples: dict[str, np.ndarray], name: str, rows: int | None) -> np.ndarray:

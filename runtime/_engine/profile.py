@@ -15,7 +15,7 @@ import numpy as np
 from ponder._errors import BundleError, ConfigError
 from ponder.runtime._bundle.costs import CostTable, StageCost
 
-__all__ = ["cpu_model", "describe_machine", "profile"]
+__all__ = ["cpu_features", "cpu_model", "describe_machine", "int8_dot_product", "profile"]
 
 ENERGY_SECONDS = 0.5  # per stage: RAPL updates about every millisecond, NVML power every ~1 s
 
@@ -62,9 +62,7 @@ def _stage_cost(k: int, ms: list[float], energy: list[float] | None) -> StageCos
 def _stage_feeds(engine: Any, batch: int) -> list[dict[str, Any]]:
     """Each stage's named inputs from one chained run of the stored samples (first row
     repeated to `batch` rows), in the backend's own array type."""
-    path = Path(engine.bundle.root) / engine.bundle.manifest.config.get("export", {}).get(
-        "samples", "samples.npz"
-    )
+    path = engine.bundle.samples_path
     if not path.is_file():
         raise BundleError(f"{path} is missing: the bundle stores no sample inputs to profile with")
     with np.load(path) as stored:
@@ -87,16 +85,49 @@ def _energy_per_call(backend: Any, k: int, feeds: dict[str, Any], meter: Any) ->
     return (meter.read_joules() - start) * 1e3 / calls
 
 
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return ""
+
+
 def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo, else what `platform` says."""
-    cpuinfo = Path("/proc/cpuinfo")
-    try:
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+# The CPU flags that decide how fast int8 and fp32 kernels can be (x86: /proc/cpuinfo "flags";
+# ARM: "Features"). Without VNNI, x86 int8 matrix products take two instructions per step
+# (VPMADDUBSW + VPMADDWD) instead of one (VPDPBUSD), so an int8 speed-up shrinks or vanishes.
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
+              "amx_int8", "asimd", "asimddp", "i8mm", "sve", "bf16")  # fmt: skip
+
+
+def cpu_features(cpuinfo: str | None = None) -> list[str]:
+    """The `SIMD_FLAGS` this CPU has, read from /proc/cpuinfo (empty where it cannot be read)."""
+    if cpuinfo is None:
+        cpuinfo = _cpuinfo()
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return [flag for flag in SIMD_FLAGS if flag in flags]
+
+
+def int8_dot_product(features: list[str]) -> str:
+    """How this CPU multiplies int8 matrices, in words, for reports beside int8 figures."""
+    if {"avx512_vnni", "avx_vnni", "amx_int8"} & set(features):
+        return "int8 dot products in one instruction (VNNI)"
+    if {"asimddp", "i8mm"} & set(features):
+        return "int8 dot products in one instruction (ARM dot product)"
+    if "avx2" in features:
+        return "no VNNI: int8 products take two instructions (VPMADDUBSW + VPMADDWD)"
+    return "no int8 dot-product instructions found"
 
 
 def describe_machine() -> str:

@@ -14,7 +14,7 @@ from ponder._bench.export_report import add_goals
 from ponder._bench.export_time import summarise
 from ponder._bench.vit import Block, vit_sequential
 from ponder._exits import get_stack
-from ponder._timing import cpu_features, int8_dot_product
+from ponder.runtime._engine.profile import cpu_features, int8_dot_product
 
 TINY = dict(blocks=2, width=32, heads=2, image=32, patch=8, classes=10)
 
