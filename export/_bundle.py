@@ -15,17 +15,16 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import ponder
-from ponder._errors import ConfigError
-from ponder._moe import moe_layers
+from ponder._core.errors import ConfigError
+from ponder._moe.config import moe_layers
+from ponder.export._formats.onnx import OPSET, OnnxRunner, write_onnx_stage
+from ponder.export._formats.pte import PteRunner, write_pte
+from ponder.export._int8.bundle import INT8_DIR, INT8_PTE, write_int8
+from ponder.export._stages.plan import MOE_TAU, Stage, StageIO, StagePlan, plan_stages, run_stages
+from ponder.export._stages.trace import MAX_BATCH, export_stage, symbolic_shapes
+from ponder.export._validate import TOLERANCES, Comparison, check_comparisons, compare_outputs
 from ponder.runtime import FORMAT, SCHEMA_VERSION, write_manifest
 from ponder.runtime._bundle.bundle import PTE, SAMPLES
-
-from ._bundle_int8 import INT8_DIR, INT8_PTE, write_int8
-from ._onnx import OPSET, OnnxRunner, write_onnx_stage
-from ._pte import PteRunner, write_pte
-from ._stages import MOE_TAU, Stage, StageIO, StagePlan, plan_stages, run_stages
-from ._trace import MAX_BATCH, export_stage, symbolic_shapes
-from ._validate import TOLERANCES, Comparison, check_comparisons, compare_outputs
 
 __all__ = ["TARGETS", "export_bundle"]
 

@@ -12,16 +12,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from ponder._checkpoint import load, read_config
-from ponder._data import load_dataset
-from ponder._errors import ConfigError
-from ponder._evaluate import exit_data, operating_points
-from ponder._exits import ATTR
-from ponder._flops import ExitCosts, count_costs
-from ponder._moe import moe_layers
-from ponder._report import format_table
-
-from ._bundle import export_bundle
+from ponder._calibration.evaluate import exit_data, operating_points
+from ponder._convert.checkpoint import load, read_config
+from ponder._core.errors import ConfigError
+from ponder._core.report import format_table
+from ponder._early_exit.flops import ExitCosts, count_costs
+from ponder._early_exit.stack import ATTR
+from ponder._moe.config import moe_layers
+from ponder.data.datasets import load_dataset
+from ponder.export._bundle import export_bundle
 
 __all__ = ["export_checkpoint", "stage_table"]
 
@@ -70,7 +69,7 @@ def export_checkpoint(
 
 def _export_text(path, out, meta: dict[str, Any], target: str, moe: str, echo) -> dict[str, Any]:
     """A text encoder: sample inputs are standard-library docstrings, tokenized with padding."""
-    from ponder._text import load_source_encoder, stdlib_docstrings
+    from ponder.models.text import load_source_encoder, stdlib_docstrings
 
     model = load(path).eval()
     _, tokenizer = load_source_encoder(meta["source"])

@@ -7,8 +7,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ponder._errors import ConfigError
-from ponder._registry import Registry
+from ponder._core.errors import ConfigError
+from ponder._core.registry import Registry
 
 Activation = Callable[[torch.Tensor], torch.Tensor]
 

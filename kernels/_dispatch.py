@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ponder._errors import ConfigError
-from ponder._registry import Registry
+from ponder._core.errors import ConfigError
+from ponder._core.registry import Registry
 
 from ._cpu import moe_grouped_cpu
 from ._reference import moe_reference

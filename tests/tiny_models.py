@@ -159,7 +159,7 @@ def _transformers():
 
     if importlib.util.find_spec("transformers") is None:
         pytest.skip("needs transformers: pip install 'ponder[nlp]'")
-    from ponder._text import _transformers
+    from ponder.models.text import _transformers
 
     return _transformers()
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from ponder._errors import BundleError, ConfigError, MissingDependencyError
-from ponder._registry import Registry
+from ponder._core.errors import BundleError, ConfigError, MissingDependencyError
+from ponder._core.registry import Registry
 
 __all__ = [
     "BACKENDS",

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ponder._errors import BundleError, MissingDependencyError
+from ponder._core.errors import BundleError, MissingDependencyError
 from ponder.runtime._backends.base import Backend
 
 __all__ = ["TorchBackend"]
@@ -27,7 +27,7 @@ class TorchBackend(Backend):
         except ImportError as e:
             raise MissingDependencyError("torch", "train", "the torch backend") from e
         from ponder import load
-        from ponder.export._stages import plan_stages
+        from ponder.export._stages.plan import plan_stages
 
         self._torch = torch
         if threads:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ponder._errors import BundleError, MissingDependencyError
+from ponder._core.errors import BundleError, MissingDependencyError
 from ponder.runtime._backends.base import Backend
 
 __all__ = ["METADATA_METHOD", "ExecuTorchBackend", "quiet_imports"]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ponder import __version__
-from ponder._errors import BundleError, ConfigError
+from ponder._core.errors import BundleError, ConfigError
 from ponder.runtime._bundle.digest import check_relative, manifest_digest, sha256_file
 from ponder.runtime._bundle.files import FileCheck, check_files
 from ponder.runtime._bundle.manifest import Manifest, utc_now

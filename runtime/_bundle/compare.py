@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ponder._errors import ExportMismatchError
+from ponder._core.errors import ExportMismatchError
 
 __all__ = ["TOLERANCES", "Comparison", "check_comparisons", "compare_outputs"]
 

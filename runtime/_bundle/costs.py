@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ponder._errors import BundleError
+from ponder._core.errors import BundleError
 
 __all__ = ["CostTable", "StageCost", "cost_table_path"]
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ponder._errors import BundleError
+from ponder._core.errors import BundleError
 
 _CHUNK = 1 << 20  # 1 MiB reads: a .pte can be hundreds of MB and must not be read whole
 

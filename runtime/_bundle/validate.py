@@ -9,7 +9,7 @@ import re
 from importlib import resources
 from typing import Any
 
-from ponder._errors import BundleError
+from ponder._core.errors import BundleError
 from ponder.runtime._bundle.digest import check_relative
 
 FORMAT = "ponder-bundle"

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ponder._errors import BundleError, MissingDependencyError
+from ponder._core.errors import BundleError, MissingDependencyError
 from ponder.runtime._backends.base import Backend, load_backend
 from ponder.runtime._bundle.bundle import PTE, Bundle
 from ponder.runtime._bundle.compare import Comparison, check_comparisons, compare_outputs

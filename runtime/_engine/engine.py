@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from ponder._errors import ConfigError
-from ponder._rules import exit_rule, log_softmax, select
+from ponder._core.errors import ConfigError
+from ponder._core.rules import exit_rule, log_softmax, select
 from ponder.runtime._backends.base import Backend, load_backend
 from ponder.runtime._bundle.bundle import Bundle
 from ponder.runtime._bundle.costs import CostTable, cost_table_path

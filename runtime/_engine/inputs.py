@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ponder._errors import PonderError
+from ponder._core.errors import PonderError
 
 __all__ = ["InputError", "check_inputs"]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ponder._errors import BundleError, ConfigError
+from ponder._core.errors import BundleError, ConfigError
 from ponder.runtime._bundle.costs import CostTable, StageCost
 
 __all__ = ["cpu_features", "cpu_model", "describe_machine", "int8_dot_product", "profile"]

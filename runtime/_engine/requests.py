@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ponder._errors import ConfigError
+from ponder._core.errors import ConfigError
 from ponder.runtime._engine.result import concat
 
 __all__ = ["ServeReport", "serve"]

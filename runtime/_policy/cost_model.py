@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from ponder._errors import ConfigError
+from ponder._core.errors import ConfigError
 from ponder.runtime._bundle.costs import CostTable
 from ponder.runtime._policy.points import OperatingPoint
 

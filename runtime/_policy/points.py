@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ponder._errors import ConfigError
+from ponder._core.errors import ConfigError
 
 __all__ = ["OperatingPoint", "operating_points"]
 

@@ -10,7 +10,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ponder._errors import ConfigError
+from ponder._core.errors import ConfigError
 from ponder.runtime._policy.cost_model import (
     CostModel,
     Prediction,

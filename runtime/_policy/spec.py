@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ponder._errors import ConfigError
+from ponder._core.errors import ConfigError
 
 __all__ = ["PolicyRule", "PolicySpec", "load_policy"]
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ponder._errors import ConfigError
+from ponder._core.errors import ConfigError
 from ponder.runtime._bundle.costs import CostTable
 from ponder.runtime._telemetry.state import DeviceState
 

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from itertools import pairwise
 from typing import Any
 
-from ponder._errors import ConfigError
+from ponder._core.errors import ConfigError
 from ponder.runtime._bundle.costs import CostTable, StageCost
 from ponder.runtime._policy.cost_model import CostModel, exit_distribution
 from ponder.runtime._policy.decision import Decision

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ponder._errors import ConfigError
+from ponder._core.errors import ConfigError
 from ponder.runtime._telemetry.state import DeviceState
 from ponder.runtime._telemetry.sysfs import BatteryState
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ponder._registry import Registry
+from ponder._core.registry import Registry
 from ponder.runtime._telemetry.nvml import NvmlProbe
 from ponder.runtime._telemetry.state import DeviceState
 from ponder.runtime._telemetry.sysfs import (

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ponder._errors import PonderError
+from ponder._core.errors import PonderError
 
 __all__ = ["BatteryState", "PowerSupplyProbe", "ProbeUnavailable", "RaplProbe"]
 

@@ -13,14 +13,20 @@ import numpy as np
 import torch
 
 from ponder._bench.report import echo_accuracy, echo_wallclock, write_outputs
-from ponder._convert import convert_
-from ponder._early_exit import EarlyExitConfig
-from ponder._evaluate import ExitData, calibrate, evaluate, exit_data, flops_saved_at_drop
-from ponder._flops import count_costs
-from ponder._recipes import fit_recipe, load_recipe_data
-from ponder._timing import machine
-from ponder._train import TrainConfig, train_exits
-from ponder._wallclock import exit_overhead, time_operating_point
+from ponder._bench.timing import machine
+from ponder._bench.wallclock import exit_overhead, time_operating_point
+from ponder._calibration.evaluate import (
+    ExitData,
+    calibrate,
+    evaluate,
+    exit_data,
+    flops_saved_at_drop,
+)
+from ponder._convert.convert import convert_
+from ponder._early_exit.config import EarlyExitConfig
+from ponder._early_exit.flops import count_costs
+from ponder._early_exit.train import TrainConfig, train_exits
+from ponder.models.recipes import fit_recipe, load_recipe_data
 
 STYLES = ("sdn", "ztw")
 # MNIST-1D's original size (Greydanus 2020): 5,000 samples; split 60/20/20 here.

@@ -17,10 +17,10 @@ import torch
 from ponder._bench.export_int8 import int8_bundle
 from ponder._bench.export_report import add_goals, echo_tables, write_outputs
 from ponder._bench.export_time import runtime_threads, summarise, time_bundles
+from ponder._bench.timing import machine
 from ponder._bench.vit import vit_sequential
-from ponder._convert import convert_
-from ponder._early_exit import EarlyExitConfig
-from ponder._timing import machine
+from ponder._convert.convert import convert_
+from ponder._early_exit.config import EarlyExitConfig
 
 __all__ = ["run_bench_export"]
 

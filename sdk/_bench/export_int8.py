@@ -32,13 +32,13 @@ def int8_bundle(
 ) -> Path:
     """Write `folder`/model.pte and `folder`/onnx/stage_<i>.onnx, int8, laid out like the fp32
     bundle `staged` (same methods, names and files)."""
-    from ponder.export._quantize import (
+    from ponder.export._int8.quantize import (
         calibration_feeds,
         quantize_stages_onnx,
         quantize_stages_pte,
         stage_calibration_inputs,
     )
-    from ponder.export._stages import plan_stages
+    from ponder.export._stages.plan import plan_stages
 
     mark = folder / MARK
     if reuse and mark.exists() and json.loads(mark.read_text()) == key:

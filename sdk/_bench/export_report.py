@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ponder._plots import pyplot, save_figure
-from ponder._report import format_table, write_json
+from ponder._core.plots import pyplot, save_figure
+from ponder._core.report import format_table, write_json
 
 # Goals: all stages together within 3% of the monolithic method, and the time to reach stage s
 # within 3 points of its FLOPs fraction. Judged on the paired ratio (the median over rounds of

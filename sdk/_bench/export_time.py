@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ponder._timing import interleaved
+from ponder._bench.timing import interleaved
 
 __all__ = ["AGAIN", "BACKENDS", "runtime_threads", "summarise", "time_bundles"]
 
@@ -64,7 +64,7 @@ class _Chain:
 
 
 def _pte_stage(bundle: Path, stages: list[dict]) -> Callable[[int, dict], dict]:
-    from ponder.export._pte import PteRunner
+    from ponder.export._formats.pte import PteRunner
 
     runner = PteRunner(bundle / "model.pte")
 
@@ -77,7 +77,7 @@ def _pte_stage(bundle: Path, stages: list[dict]) -> Callable[[int, dict], dict]:
 
 
 def _onnx_stage(bundle: Path, stages: list[dict], threads: int) -> Callable[[int, dict], dict]:
-    from ponder.export._onnx import OnnxRunner
+    from ponder.export._formats.onnx import OnnxRunner
 
     runner = OnnxRunner([bundle / s["onnx"] for s in stages], threads=threads)
     return runner.run

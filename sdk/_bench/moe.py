@@ -15,12 +15,12 @@ import torch
 
 from ponder._bench.moe_eval import quality_at_flops, sweep
 from ponder._bench.moe_time import plot_moe, time_layer
-from ponder._convert import convert_
-from ponder._moe import MoEConfig, moe_layers
-from ponder._moe_router import train_routers
-from ponder._report import format_table, write_json
-from ponder._text import embed, load_minilm, remove_near_duplicates, stdlib_docstrings
-from ponder._timing import machine
+from ponder._bench.timing import machine
+from ponder._convert.convert import convert_
+from ponder._core.report import format_table, write_json
+from ponder._moe.config import MoEConfig, moe_layers
+from ponder._moe.router import train_routers
+from ponder.models.text import embed, load_minilm, remove_near_duplicates, stdlib_docstrings
 
 __all__ = ["run_bench_moe"]
 

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ponder._moe import moe_layers, set_gate_
-from ponder._moe_router import expert_norms
-from ponder._text import embed
+from ponder._moe.config import moe_layers, set_gate_
+from ponder._moe.router import expert_norms
+from ponder.models.text import embed
 
 __all__ = [
     "expert_usage",

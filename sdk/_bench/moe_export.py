@@ -27,13 +27,13 @@ from ponder._bench.moe_export_programs import (
 )
 from ponder._bench.moe_export_report import echo_table, plot_moe_export
 from ponder._bench.moe_time import _layer_inputs, _windows
-from ponder._convert import convert_
-from ponder._moe import MoEConfig, moe_layers, set_gate_
-from ponder._moe_router import train_routers
-from ponder._report import write_json
-from ponder._surgery import get_module
-from ponder._text import load_minilm, stdlib_docstrings
-from ponder._timing import interleaved, machine
+from ponder._bench.timing import interleaved, machine
+from ponder._convert.convert import convert_
+from ponder._convert.surgery import get_module
+from ponder._core.report import write_json
+from ponder._moe.config import MoEConfig, moe_layers, set_gate_
+from ponder._moe.router import train_routers
+from ponder.models.text import load_minilm, stdlib_docstrings
 
 __all__ = ["run_bench_moe_export"]
 

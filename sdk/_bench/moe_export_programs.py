@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ponder._errors import ConfigError, MissingDependencyError
-from ponder._moe import MoEFFN
+from ponder._core.errors import ConfigError, MissingDependencyError
+from ponder._moe.config import MoEFFN
 from ponder.kernels import get_activation, moe_reference, moe_traceable
 
 __all__ = [
@@ -64,7 +64,7 @@ class ExpertFFN(nn.Module):
 
 
 def _export(module: nn.Module, example: tuple[torch.Tensor, ...], max_tokens: int):
-    """torch.export with T dynamic in [1, max_tokens] (export/_trace.py bounds tokens at 512,
+    """torch.export with T dynamic in [1, max_tokens] (export/_stages/trace.py bounds tokens at 512,
     for whole sequences; one layer sees every token of a batch)."""
     tokens = torch.export.Dim("tokens", min=1, max=max_tokens)
     with torch.no_grad():
@@ -78,8 +78,8 @@ def _onnx(module: nn.Module, example, max_tokens: int, path: Path, threads: int)
     import onnx
     import onnxruntime as ort
 
-    from ponder.export._onnx import session_options, write_onnx_stage
-    from ponder.export._stages import Stage
+    from ponder.export._formats.onnx import session_options, write_onnx_stage
+    from ponder.export._stages.plan import Stage
 
     stage = Stage(module, ["x", "mask"], ["y"], [], False)
     write_onnx_stage(stage, _export(module, example, max_tokens), path)
@@ -100,9 +100,9 @@ def _pte(module: nn.Module, example, max_tokens: int, path: Path):
     operators left outside the delegate (they run on ExecuTorch's portable kernels)."""
     from executorch.runtime import Runtime
 
-    from ponder.export._pte import _executorch
+    from ponder.export._formats.pte import executorch_exporter
 
-    exir, partitioner = _executorch()
+    exir, partitioner = executorch_exporter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*LeafSpec", category=FutureWarning)
         edge = exir.to_edge_transform_and_lower(

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from ponder._plots import pyplot, save_figure
-from ponder._report import format_table
+from ponder._core.plots import pyplot, save_figure
+from ponder._core.report import format_table
 
 __all__ = ["echo_table", "plot_moe_export"]
 

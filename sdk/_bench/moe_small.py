@@ -13,12 +13,12 @@ import torch
 from torch import nn
 
 from ponder._bench.moe_eval import quality_at_flops
-from ponder._convert import convert_
-from ponder._data import Split, batches, load_mnist1d
-from ponder._fit import train_classifier
-from ponder._moe import MoEConfig, moe_layers, set_gate_
-from ponder._moe_router import train_routers
-from ponder._report import format_table, write_json
+from ponder._convert.convert import convert_
+from ponder._core.report import format_table, write_json
+from ponder._moe.config import MoEConfig, moe_layers, set_gate_
+from ponder._moe.router import train_routers
+from ponder.data.datasets import Split, batches, load_mnist1d
+from ponder.models.fit import train_classifier
 
 __all__ = ["ResidualMLPClassifier", "run_small_moe"]
 

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ponder._moe import moe_layers, set_gate_
-from ponder._plots import pyplot, save_figure
-from ponder._surgery import get_module
-from ponder._timing import interleaved
+from ponder._bench.timing import interleaved
+from ponder._convert.surgery import get_module
+from ponder._core.plots import pyplot, save_figure
+from ponder._moe.config import moe_layers, set_gate_
 from ponder.kernels import get_activation, moe_ffn
 
 __all__ = ["plot_moe", "time_layer"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ponder._plots import plot_exits
-from ponder._report import format_table, write_json
+from ponder._calibration.plots import plot_exits
+from ponder._core.report import format_table, write_json
 
 STYLES = ("sdn", "ztw")
 

@@ -29,8 +29,8 @@ def run_bench_runtime(out: str | Path = "ponder-bench/runtime", *, width: int = 
     ONNX Runtime, run every measurement, write runtime.json and runtime.png, print tables.
     vit: sizes of a ViT with random weights whose engine overhead is measured too (stages of
     milliseconds, where the digits CNN's are fractions of one); None to skip it."""
-    from ponder._recipes import load_recipe_data
     from ponder.models import DIGITS_RECIPE
+    from ponder.models.recipes import load_recipe_data
     from ponder.runtime import Engine, cost_table_path
     from ponder.runtime._engine.profile import profile
 
@@ -170,8 +170,8 @@ def vit_overhead(path: Path, sizes: dict[str, int], repeats: int, echo) -> dict[
     import torch
 
     from ponder._bench.vit import vit_sequential
-    from ponder._convert import convert_
-    from ponder._early_exit import EarlyExitConfig
+    from ponder._convert.convert import convert_
+    from ponder._early_exit.config import EarlyExitConfig
     from ponder.export import export_bundle
     from ponder.runtime import Engine
 

@@ -9,12 +9,12 @@ from typing import Any
 
 import torch
 
-from ponder._checkpoint import save
-from ponder._convert import convert_
-from ponder._early_exit import EarlyExitConfig
-from ponder._evaluate import calibrate, exit_data
-from ponder._flops import count_costs
-from ponder._recipes import fit_recipe, load_recipe_data
+from ponder._calibration.evaluate import calibrate, exit_data
+from ponder._convert.checkpoint import save
+from ponder._convert.convert import convert_
+from ponder._early_exit.config import EarlyExitConfig
+from ponder._early_exit.flops import count_costs
+from ponder.models.recipes import fit_recipe, load_recipe_data
 
 RULE = "max_prob"
 
@@ -33,7 +33,7 @@ def bench_bundle(out: Path, *, width: int, progress: bool,
     echo(f"digits CNN, width {width}: test accuracy {stats['test_acc']:.2%} "
          f"({stats['seconds']:.0f} s of training)")  # fmt: skip
     convert_(model, EarlyExitConfig(num_exits=3, style="ztw"))
-    from ponder._train import TrainConfig, train_exits
+    from ponder._early_exit.train import TrainConfig, train_exits
 
     train_exits(model, splits.train.x, splits.train.y, TrainConfig(progress=progress))
     costs = count_costs(model, splits.calib.x[:8])

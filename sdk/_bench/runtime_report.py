@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ponder._plots import pyplot, save_figure
-from ponder._report import format_table, write_json
+from ponder._core.plots import pyplot, save_figure
+from ponder._core.report import format_table, write_json
 
 # The goals.
 ACCURACY_SLACK = 0.01  # within 1 percentage point of the best point chosen with hindsight

@@ -52,7 +52,7 @@ def main() -> None:
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def demo(out: str, delta: float, epsilon: float, quiet: bool) -> None:
     """Train a digits CNN, add ZTW early exits, calibrate, and show the cost–accuracy trade-off."""
-    from ponder._demo import run_demo
+    from ponder._cli.demo import run_demo
 
     run_demo(out, delta=delta, epsilon=epsilon, progress=not quiet, echo=click.echo)
 
@@ -73,7 +73,7 @@ def demo(out: str, delta: float, epsilon: float, quiet: bool) -> None:
 )
 def evaluate(checkpoint, data, rule, delta, epsilon, budget, out) -> None:
     """Evaluate a saved early-exit checkpoint and calibrate a risk-controlled threshold."""
-    from ponder._checkpoint_eval import evaluate_checkpoint
+    from ponder._calibration.checkpoint import evaluate_checkpoint
 
     evaluate_checkpoint(checkpoint, data=data, rule=rule, delta=delta, epsilon=epsilon,
                         budget=budget, out=out, echo=click.echo)  # fmt: skip
@@ -95,7 +95,7 @@ def sparsity(model, texts, mode, keep, out, quiet) -> None:
 
     MODEL is "minilm" (the offline all-MiniLM-L6-v2) or a local transformers model folder.
     """
-    from ponder._sparsity_tool import run_sparsity
+    from ponder._sparsity.report import run_sparsity
 
     run_sparsity(
         model, texts=texts, mode=mode, keep=keep, out=out, progress=not quiet, echo=click.echo
@@ -117,7 +117,7 @@ def list_(registry: str) -> None:
 
         names = list_models()
     else:
-        from ponder._data import list_datasets
+        from ponder.data.datasets import list_datasets
 
         names = list_datasets()
     click.echo("\n".join(names))
@@ -197,7 +197,7 @@ def bench_moe(out, texts, expert_size, router_epochs, repeats, sparsified, small
 
     second = None
     if sparsified:
-        from ponder._text import load_text_encoder
+        from ponder.models.text import load_text_encoder
 
         second = load_text_encoder(sparsified)
     run_bench_moe(out, texts=texts, expert_size=expert_size, router_epochs=router_epochs,

@@ -54,7 +54,7 @@ def energy_meter(echo) -> tuple[object | None, str | None]:
 def profile(bundle, backend, threads, int8, batch, warmup, repeats, no_energy) -> None:
     """Measure every stage's latency (and energy where a probe exists) on this device and store
     the cost table beside the bundle (costs.<backend>.json), where `ponder run` finds it."""
-    from ponder._report import format_table
+    from ponder._core.report import format_table
     from ponder.runtime import Engine, cost_table_path
     from ponder.runtime._engine.profile import profile as measure
 
@@ -131,7 +131,7 @@ def run(bundle, input_path, backend, threads, int8, policy_file, latency_ms, ene
     summary = _run(bundle, input_path, backend, backend_options(backend, threads, int8),
                    policy_file, latency_ms, energy_mj, deadline_ms, batch, power_w)  # fmt: skip
     if out_path:
-        from ponder._report import write_json
+        from ponder._core.report import write_json
 
         click.echo(f"wrote {write_json(out_path, summary)}")
 

@@ -34,7 +34,7 @@ def run_simulate(
     """Load the bundle, its cost table, the trace (default: the synthetic day with its load
     × SYNTHETIC_LOAD_SCALE) and the policy; simulate; write JSON + PNG (the PNG only where
     matplotlib is installed); print the results."""
-    from ponder._report import write_json
+    from ponder._core.report import write_json
     from ponder.runtime import Bundle, CostTable, Trace, load_policy
     from ponder.runtime._sim.simulate import Scenario, simulate, synthetic_day
 
@@ -72,7 +72,7 @@ def _plot(path: Path, result: Any, xlabel: str, echo: Callable[[str], None]) -> 
         echo(f"{path.name} not drawn: matplotlib is not installed (pip install matplotlib); "
              f"{path.with_suffix('.json').name} holds every figure")  # fmt: skip
         return None
-    from ponder._simulate_plot import plot_simulation
+    from ponder._cli.simulate_plot import plot_simulation
 
     return plot_simulation(path, result, xlabel=xlabel)
 
@@ -92,7 +92,7 @@ def cost_table_file(bundle: str | Path, backend: str, costs: str | Path | None) 
 
 def report(result: Any, policy_name: str, echo: Callable[[str], None]) -> None:
     """The assumptions, the summary table, the policy's switches and the headline."""
-    from ponder._report import format_table
+    from ponder._core.report import format_table
 
     echo(f"SIMULATED replay ({result.trace}); nothing below is measured. Assumptions:")
     for line in [*result.scenario.describe(), *result.notes]:

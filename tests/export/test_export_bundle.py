@@ -11,9 +11,9 @@ from export_models import moe_mlp, ztw_cnn
 from tiny_models import inputs
 
 import ponder
-from ponder.export._onnx import OnnxRunner
-from ponder.export._pte import PteRunner
-from ponder.export._stages import plan_stages, run_chain, run_stages
+from ponder.export._formats.onnx import OnnxRunner
+from ponder.export._formats.pte import PteRunner
+from ponder.export._stages.plan import plan_stages, run_chain, run_stages
 from ponder.runtime import Bundle
 
 
@@ -90,7 +90,7 @@ def test_export_leaves_the_model_untouched(tmp_path):
     export_bundle(model, x, tmp_path / "b", target="onnx", echo=lambda s: None)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     torch.testing.assert_close(model(x), reference, rtol=0, atol=0)
-    assert all(layer.backend == "auto" for layer in ponder._moe.moe_layers(model).values())
+    assert all(layer.backend == "auto" for layer in ponder._moe.config.moe_layers(model).values())
     result = ponder.infer(model, x, thresholds=0.5)  # exit hooks still work
     assert result.prediction.shape == (4,)
 

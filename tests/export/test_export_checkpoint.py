@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import ponder
-from ponder._data import load_dataset
+from ponder.data.datasets import load_dataset
 from ponder.export import export_bundle
 from ponder.export._checkpoint import TAU_GRID, _exits
 from ponder.runtime import Engine, OperatingPoint

@@ -14,8 +14,8 @@ from torch import nn
 import ponder
 from ponder import ExportMismatchError, MissingDependencyError
 from ponder.export import _bundle, export_bundle
-from ponder.export._onnx import OnnxRunner, write_onnx_stage
-from ponder.export._pte import PteRunner, write_pte
+from ponder.export._formats.onnx import OnnxRunner, write_onnx_stage
+from ponder.export._formats.pte import PteRunner, write_pte
 from ponder.export._validate import check_comparisons, compare_outputs
 
 

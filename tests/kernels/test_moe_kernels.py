@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import ponder.kernels._cpu as cpu_module
-from ponder._errors import ConfigError
+from ponder._core.errors import ConfigError
 from ponder.kernels import (
     list_activations,
     list_backends,

@@ -1,0 +1,97 @@
+"""The int8 half of a bundle: quantized program and ONNX files next to the fp32 ones, checked
+against eager on the samples and compared with fp32 per exit on held-out data."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ponder._core.errors import ConfigError
+from ponder.export._formats.onnx import OnnxRunner
+from ponder.export._formats.pte import PteRunner
+from ponder.export._int8.accuracy import int8_accuracy
+from ponder.export._int8.quantize import (
+    calibration_feeds,
+    quantize_stages_onnx,
+    quantize_stages_pte,
+    stage_calibration_inputs,
+)
+from ponder.export._stages.plan import StagePlan
+from ponder.export._validate import TOLERANCES, Comparison
+
+__all__ = ["INT8_DIR", "INT8_PTE", "write_int8"]
+
+INT8_PTE, INT8_DIR = "model_int8.pte", "onnx_int8"
+Inputs = dict[str, torch.Tensor]
+
+
+def write_int8(
+    plan: StagePlan,
+    out: Path,
+    targets: dict[str, str],
+    onnx_files: list[str],
+    calibration: list[Inputs] | None,
+    held_out: tuple[Inputs, torch.Tensor] | None,
+    metadata: dict[str, Any],
+    echo: Callable[[str], None],
+) -> tuple[list[str], Any, dict[str, Any]]:
+    """Quantize every stage, write the int8 files of each target; returns (files written,
+    a checker `check(io, runs) -> [Comparison]`, the manifest's `quantization` section)."""
+    from ponder.export._bundle import run_onnx, run_pte  # the fp32 runners, with an int8 tolerance
+
+    if not calibration or next(iter(calibration[0].values())).shape[0] < 2:
+        raise ConfigError(
+            "int8 export needs calibration data (a list of input batches, the first of >= 2 "
+            "rows); from the CLI: --calib-data NAME, or a checkpoint that recorded its data set"
+        )
+    started = time.perf_counter()
+    runs = stage_calibration_inputs(plan, calibration)
+    files: list[str] = []
+    section: dict[str, Any] = {"scheme": "int8", "tolerance": TOLERANCES["int8"],
+                               "calibration_batches": len(calibration),
+                               "kept_fp32": "exit heads (pooling, norm, head, ensemble) and MoE layers"}  # fmt: skip
+    if "pte" in targets:
+        quantize_stages_pte(plan, runs, out / INT8_PTE, metadata={**metadata, "precision": "int8"})
+        files.append(INT8_PTE)
+        section["pte"] = INT8_PTE
+    if "onnx" in targets:
+        quantize_stages_onnx(
+            [out / f for f in onnx_files], out / INT8_DIR, calibration_feeds(plan, runs)
+        )
+        files += [f"{INT8_DIR}/{Path(f).name}" for f in onnx_files]
+        section["onnx_dir"] = INT8_DIR
+    echo(f"  int8: {', '.join(files)} ({time.perf_counter() - started:.1f} s, calibrated on "
+         f"{sum(next(iter(b.values())).shape[0] for b in calibration)} samples)")  # fmt: skip
+    if held_out is not None:
+        section["accuracy"] = _accuracy(plan, out, section, onnx_files, held_out)
+
+    def check(io, stage_runs) -> list[Comparison]:
+        rows = []
+        if "pte" in section:
+            rows += run_pte(out / INT8_PTE, io, stage_runs, "int8")
+        if "onnx_dir" in section:
+            paths = [out / INT8_DIR / Path(f).name for f in onnx_files]
+            rows += run_onnx(paths, io, stage_runs, "int8")
+        return rows
+
+    return files, check, section
+
+
+def _accuracy(plan, out, section, onnx_files, held_out) -> dict[str, Any]:
+    """Per format: every exit's accuracy in fp32 and int8 on the held-out data."""
+    io = [(s.inputs, s.outputs) for s in plan.stages]
+    x, y = held_out
+    result = {}
+    if "pte" in section:
+        result["pte"] = int8_accuracy(
+            io, PteRunner(out / "model.pte"), PteRunner(out / INT8_PTE), x, y
+        )
+    if "onnx_dir" in section:
+        fp32 = OnnxRunner([out / f for f in onnx_files])
+        int8 = OnnxRunner([out / INT8_DIR / Path(f).name for f in onnx_files])
+        result["onnx"] = int8_accuracy(io, fp32, int8, x, y)
+    return result

@@ -1,0 +1,2 @@
+"""Cutting a converted model into stages (plan), the text-encoder stage, and tracing each stage
+with dynamic shapes."""

@@ -1,0 +1,45 @@
+"""`ponder evaluate`: read a checkpoint back, evaluate its exits and calibrate a threshold."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ponder._calibration.report import assess, write_assessment
+from ponder._convert.checkpoint import load, read_config
+from ponder._core.errors import ConfigError
+from ponder.data.datasets import load_dataset
+
+
+def evaluate_checkpoint(
+    path: str | Path,
+    *,
+    data: str | None = None,
+    rule: str | None = None,
+    delta: float = 0.01,
+    epsilon: float = 0.1,
+    budget: float | None = None,
+    out: str | Path | None = None,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Load a checkpoint, evaluate every exit on the data set's test split and fit a
+    risk-controlled threshold on its calibration split. `data` and `rule` default to what the
+    checkpoint recorded when it was saved."""
+    extra = read_config(path)["extra"]
+    data_spec = {"name": data} if data else dict(extra.get("data") or {})
+    if "name" not in data_spec:
+        raise ConfigError(f"{path} does not say which data set it was trained on; pass --data NAME")
+    rule = rule or extra.get("rule", "max_prob")
+    model = load(path)
+    splits = load_dataset(data_spec.pop("name"), **data_spec)
+    echo(f"{path}: {model.ponder_exits.num_exits} exits, evaluated on {splits.name} "
+         f"({len(splits.calib)} calibration / {len(splits.test)} test samples)")  # fmt: skip
+    result = assess(
+        model, splits, rule=rule, delta=delta, epsilon=epsilon, echo=echo, budget=budget
+    )
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        report, plot = write_assessment(Path(out), result, f"{Path(path).name} on {splits.name}")
+        echo(f"wrote {report} and {plot}")
+    return result
