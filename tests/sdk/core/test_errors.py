@@ -12,8 +12,8 @@ from torch import nn
 
 import ponder
 from ponder import MissingDependencyError
-from ponder.data import datasets as data
 from ponder._bench.moe_export_programs import _require
+from ponder.data import datasets as data
 
 TORCH_CPU = "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
 

@@ -13,8 +13,8 @@ import sys
 import pytest
 import torch
 
-from ponder.models import text as _text
 from ponder._core.errors import ConfigError, MissingDependencyError
+from ponder.models import text as _text
 
 PARAPHRASES = ("The cat sat on the mat.", "A cat was sitting on the rug.")
 UNRELATED = "Stock markets fell sharply after the interest rate announcement."
