@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ponder._core.errors import ConfigError
+from ponder._core.rules import per_exit_thresholds
 
 __all__ = [
     "CostAccuracyCurve",
@@ -61,19 +62,6 @@ def _as_costs(costs: Any, k: int) -> np.ndarray:
     return c
 
 
-def _as_thresholds(thresholds: Any, k: int) -> np.ndarray:
-    """[K-1] thresholds; a scalar broadcasts to every early exit."""
-    t = np.asarray(thresholds, dtype=np.float64)
-    if t.ndim == 0:
-        t = np.full(k - 1, float(t))
-    if t.shape != (k - 1,) or np.any(np.isnan(t)):
-        raise ConfigError(
-            f"thresholds must be a number or {k - 1} numbers (one per early exit, none NaN), "
-            f"got {t.tolist()!r}; use +inf to switch an exit off."
-        )
-    return t
-
-
 def _positive(value: float, name: str) -> float:
     v = float(value)
     if not np.isfinite(v) or v <= 0:
@@ -98,7 +86,7 @@ def simulate_exits(scores: Any, thresholds: Any) -> np.ndarray:
     """Exit index [N] per sample: the first k < K-1 with scores[k, i] >= thresholds[k], else K-1."""
     s = _as_scores(scores)  # [K, N]
     k, n = s.shape
-    t = _as_thresholds(thresholds, k)  # [K-1]
+    t = per_exit_thresholds(thresholds, k - 1)  # [K-1]
     if k == 1:
         return np.zeros(n, dtype=np.int64)
     passed = s[:-1] >= t[:, None]  # [K-1, N]

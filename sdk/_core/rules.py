@@ -11,6 +11,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from ponder._core.errors import ConfigError
 from ponder._core.registry import Registry
 
 EXIT_RULES: Registry[type[ExitRule]] = Registry("exit rule")
@@ -165,3 +166,17 @@ def offline_scores(rule: ExitRule, logp: np.ndarray) -> tuple[np.ndarray, np.nda
         scores.append(s)
         preds.append(pred_logp.argmax(axis=-1))
     return np.stack(scores), np.stack(preds)
+
+
+def per_exit_thresholds(value: object, early_exits: int) -> np.ndarray:
+    """[early_exits] thresholds from one number (shared by every early exit) or one per exit."""
+    t = np.asarray(value, dtype=np.float64)
+    if t.ndim == 0 or t.shape == (1,):
+        t = np.full(early_exits, float(t.reshape(-1)[0]))
+    if t.shape != (early_exits,) or np.any(np.isnan(t)):
+        shown = t.tolist() if t.size < 20 else f"an array of shape {t.shape}"
+        raise ConfigError(
+            f"thresholds must be a number or {early_exits} numbers (one per early exit, none "
+            f"NaN), got {shown!r}; use +inf to switch an exit off."
+        )
+    return t

@@ -14,7 +14,7 @@ from torch import nn
 
 from ponder._convert.calls import Inputs, attention_mask, call_model, num_samples, take
 from ponder._core.errors import ConfigError
-from ponder._core.rules import ExitRule, exit_rule
+from ponder._core.rules import ExitRule, exit_rule, per_exit_thresholds
 from ponder._early_exit.runs import AdaptiveRun, AllExited, Run
 from ponder._early_exit.stack import get_stack
 
@@ -58,13 +58,6 @@ def final_logits(output: Any) -> torch.Tensor:
     return logits
 
 
-def _thresholds(value: float | Sequence[float], early_exits: int) -> np.ndarray:
-    arr = np.asarray(value, dtype=np.float64)
-    if arr.ndim > 1 or arr.size not in (1, early_exits):
-        raise ConfigError(f"need one threshold or {early_exits} (one per early exit), got {value}")
-    return np.broadcast_to(arr.reshape(-1), (early_exits,)).copy()
-
-
 @torch.inference_mode()
 def infer(
     model: nn.Module,
@@ -87,7 +80,10 @@ def infer(
         )
     rule = exit_rule(rule, ensembled=stack.ensembled) if isinstance(rule, str) else rule
     run = AdaptiveRun(
-        num_samples(x), stack.spec["classes"], rule, _thresholds(thresholds, stack.num_exits - 1)
+        num_samples(x),
+        stack.spec["classes"],
+        rule,
+        per_exit_thresholds(thresholds, stack.num_exits - 1),
     )
     with stack.running(run, attention_mask(x)), contextlib.suppress(AllExited):
         logits = final_logits(call_model(model, x))  # [b, C], or [B, C] where the stack restored it

@@ -48,7 +48,7 @@ def ffn_activation_paths(model: nn.Module) -> list[str]:
         raise UnsupportedModelError(
             f"{type(model).__name__} has no BERT-like FFN activation (a module path ending in "
             f"{_FFN_SUFFIX!r}); activation modules found: {found[:8]}. For other models use "
-            "ponder._sparsity.finetune.sparsify_finetune with paths= naming the FFN activations"
+            "ponder.sparsify_finetune(..., paths=[...]) naming the FFN activations"
         )
     return paths
 
