@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from ponder._convert.surgery import get_module
 from ponder._core.errors import ConfigError, PonderError
@@ -48,6 +49,7 @@ class ExitStack(nn.Module):
             else None
         )
         self._run: Run | None = None
+        self._handles: list[RemovableHandle] = []  # hooks `attach` put on the model
         self._mask: torch.Tensor | None = None  # the run's token mask [b, T], rows still running
 
     @property
@@ -60,16 +62,29 @@ class ExitStack(nn.Module):
         return self.ensembles is not None
 
     def attach(self, model: nn.Module) -> None:
-        """Register the hooks on `model`'s blocks (not saved with the weights; redone on load)."""
+        """Register the hooks on `model`'s blocks (not saved with the weights; redone on load).
+        Their handles are kept, so `detach` removes these hooks and no one else's."""
         paths, exits = self.spec["block_paths"], self.spec["exit_blocks"]
+        hooks = self._handles
         for k, b in enumerate(exits):
-            get_module(model, paths[b]).register_forward_hook(functools.partial(self._after, k))
+            hooks.append(
+                get_module(model, paths[b]).register_forward_hook(functools.partial(self._after, k))
+            )
         for path in paths[exits[0] + 1 :]:
-            get_module(model, path).register_forward_pre_hook(self._before, with_kwargs=True)
+            hooks.append(
+                get_module(model, path).register_forward_pre_hook(self._before, with_kwargs=True)
+            )
         if not isinstance(model, nn.Sequential):
             # an nn.Sequential hands its later modules nothing but the hidden state, so its tail
             # may run on the rows still running alone (see `_restore`)
-            get_module(model, paths[-1]).register_forward_hook(self._restore)
+            hooks.append(get_module(model, paths[-1]).register_forward_hook(self._restore))
+
+    def detach(self) -> None:
+        """Remove the hooks `attach` registered (a deep copy of the model keeps its own handles,
+        bound to the copy). The heads stay; exits no longer run until `attach` again."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
 
     @contextlib.contextmanager
     def running(self, run: Run, token_mask: torch.Tensor | None = None) -> Iterator[Run]:

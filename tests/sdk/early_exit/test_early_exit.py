@@ -11,6 +11,7 @@ from torch import nn
 
 import ponder
 from ponder._convert.calls import call_model
+from ponder._early_exit.stack import get_stack
 from ponder.models import create_model, list_models
 
 
@@ -132,6 +133,29 @@ def test_deepcopy_keeps_working_hooks():
         warnings.simplefilter("error")
         out = ponder.exit_outputs(clone, inputs("conv1d"))
     assert out.logp.shape == (3, 6, CLASSES)
+
+
+@pytest.mark.parametrize("family", ["conv1d", "bert"])
+def test_detach_on_a_copy_removes_only_ponders_hooks(family):
+    model = ponder.convert_(make(family), ponder.EarlyExitConfig(num_exits=2))
+    calls = []
+    user = model.get_submodule(get_stack(model).spec["block_paths"][0])
+    user.register_forward_hook(lambda *_: calls.append(1))
+
+    def hooks(m):
+        return sum(len(x._forward_hooks) + len(x._forward_pre_hooks) for x in m.modules())
+
+    before = hooks(model)
+    clone = copy.deepcopy(model)
+    get_stack(clone).detach()
+    assert hooks(clone) == 1  # the user's hook, nothing of ponder's
+    assert hooks(model) == before  # the original still has every hook
+    call_model(clone, inputs(family))
+    assert calls == [1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = ponder.exit_outputs(model, inputs(family))  # the original's exits still run
+    assert out.logp.shape[0] == 3
 
 
 # ------------------------------------------------ widths read from the modules, with no inputs
