@@ -102,25 +102,55 @@ def sparsity(model, texts, mode, keep, out, quiet) -> None:
     )
 
 
+def _names(names: list[str]) -> dict[str, str]:
+    return dict.fromkeys(names, "")
+
+
+def _models() -> dict[str, str]:
+    from ponder.models import MODELS
+
+    return {name: (build.__doc__ or "").strip().splitlines()[0] for name, build in MODELS.items()}
+
+
+def _datasets() -> dict[str, str]:
+    from ponder.data import list_datasets
+
+    return _names(list_datasets())
+
+
+def _kernels() -> dict[str, str]:
+    from ponder.kernels import list_backends
+
+    return _names(list_backends())
+
+
+def _backends() -> dict[str, str]:
+    from ponder.runtime import list_backends
+
+    return list_backends()
+
+
+# what `ponder list` shows: registry name -> {entry: one line about it}
+_REGISTRIES = {
+    "rules": ponder.list_exit_rules,
+    "conversions": lambda: _names(ponder.list_conversions()),
+    "gates": lambda: _names(ponder.list_gates()),
+    "models": _models,
+    "datasets": _datasets,
+    "kernels": _kernels,
+    "backends": _backends,
+}
+
+
 @main.command("list")
-@click.argument("registry", type=click.Choice(["rules", "conversions", "models", "datasets"]))
+@click.argument("registry", type=click.Choice(sorted(_REGISTRIES)))
 def list_(registry: str) -> None:
-    """List what a registry holds (exit rules, conversions, built-in models, data sets)."""
-    if registry == "rules":
-        for name, description in ponder.list_exit_rules().items():
-            click.echo(f"{name:10s} {description}")
-        return
-    if registry == "conversions":
-        names = ponder.list_conversions()
-    elif registry == "models":
-        from ponder.models import list_models
-
-        names = list_models()
-    else:
-        from ponder.data.datasets import list_datasets
-
-        names = list_datasets()
-    click.echo("\n".join(names))
+    """List what a registry holds: exit rules, conversions, MoE gates, built-in models, data
+    sets, MoE kernel backends, runtime backends."""
+    entries = _REGISTRIES[registry]()
+    width = max(map(len, entries), default=0)
+    for name, about in entries.items():
+        click.echo(f"{name:{width}s}  {about}".rstrip())
 
 
 @main.group()

@@ -38,8 +38,24 @@ def test_list_rules_and_conversions():
     assert "digits_cnn" in runner.invoke(main, ["list", "models"]).output
 
 
+def test_list_gates_and_backends_shows_each_registry_in_full():
+    import ponder.kernels
+    import ponder.runtime
+
+    runner = CliRunner()
+    expected = {
+        "gates": ponder.list_gates(),
+        "kernels": ponder.kernels.list_backends(),
+        "backends": sorted(ponder.runtime.list_backends()),
+    }
+    for registry, names in expected.items():
+        result = runner.invoke(main, ["list", registry])
+        assert result.exit_code == 0, result.output
+        assert [line.split()[0] for line in result.output.splitlines()] == list(names)
+
+
 def test_unknown_registry_is_a_usage_error():
-    result = CliRunner().invoke(main, ["list", "gates"])
+    result = CliRunner().invoke(main, ["list", "colours"])
     assert result.exit_code == 2 and "Invalid value" in result.output
 
 
