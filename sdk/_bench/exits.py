@@ -57,15 +57,24 @@ def run_bench_exits(
     the same test split. The wall-clock check runs on the first seed's ZTW model."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    config = {"samples": samples, "width": width, "seeds": seeds, "num_exits": num_exits, "head": head,
-              "delta": delta, "epsilon": epsilon}  # fmt: skip
+    config = {
+        "samples": samples,
+        "width": width,
+        "seeds": seeds,
+        "num_exits": num_exits,
+        "head": head,
+        "delta": delta,
+        "epsilon": epsilon,
+    }
     runs, first = [], None
     for seed in range(seeds):
         run, models = _one_seed(
             seed, samples, width, epochs, num_exits, head, delta, epsilon, progress
         )
-        echo(f"seed {seed}: base CNN test accuracy {run['base']['test_acc']:.2%} "
-             f"({run['base']['seconds']:.0f} s); ZTW AUC {run['ztw']['auc']:.4f} vs SDN {run['sdn']['auc']:.4f}")  # fmt: skip
+        echo(
+            f"seed {seed}: base CNN test accuracy {run['base']['test_acc']:.2%} "
+            f"({run['base']['seconds']:.0f} s); ZTW AUC {run['ztw']['auc']:.4f} vs SDN {run['sdn']['auc']:.4f}"
+        )
         runs.append(run)
         first = first or models
     results = {"config": config, "machine": machine(), "runs": runs, "summary": _summarise(runs)}
@@ -133,8 +142,14 @@ def _summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         per_seed["exit_accuracy"] = [run[style]["exit_accuracy"] for run in runs]
         with warnings.catch_warnings():  # the last exit's EEFP is NaN by definition
             warnings.simplefilter("ignore", RuntimeWarning)
-            summary[style] = {k: {"mean": np.nanmean(v, axis=0).tolist(), "std": np.nanstd(v, axis=0).tolist(),
-                                  "per_seed": v} for k, v in per_seed.items()}  # fmt: skip
+            summary[style] = {
+                k: {
+                    "mean": np.nanmean(v, axis=0).tolist(),
+                    "std": np.nanstd(v, axis=0).tolist(),
+                    "per_seed": v,
+                }
+                for k, v in per_seed.items()
+            }
     summary["exit_flops_fraction"] = runs[0]["ztw"]["exit_flops_fraction"]
     summary["full_accuracy"] = [run["ztw"]["full_accuracy"] for run in runs]
     return summary

@@ -28,8 +28,10 @@ __all__ = ["run_bench_export"]
 # stages at about 1/4, 1/2, 3/4 and all of the FLOPs. (Sequential child 0 is the patch
 # embedding, so transformer block j is child j, and that is the index EarlyExitConfig takes.)
 DEFAULT_EXITS = (3, 6, 9)
-INT8_NOTE = ("staged bundle only, int8 against fp32 per stage; calibrated on random images, so "
-             "only the latency means anything")  # fmt: skip
+INT8_NOTE = (
+    "staged bundle only, int8 against fp32 per stage; calibrated on random images, so "
+    "only the latency means anything"
+)
 
 
 def run_bench_export(
@@ -54,22 +56,37 @@ def run_bench_export(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     threads = threads or os.cpu_count() or 1
-    sizes = {"blocks": blocks, "width": width, "heads": heads, "image": image, "patch": patch,
-             "classes": classes}  # fmt: skip
+    sizes = {
+        "blocks": blocks,
+        "width": width,
+        "heads": heads,
+        "image": image,
+        "patch": patch,
+        "classes": classes,
+    }
     config = {
-        "model": "ViT-S/16-sized encoder (random weights)" if (blocks, width) == (12, 384)
+        "model": "ViT-S/16-sized encoder (random weights)"
+        if (blocks, width) == (12, 384)
         else "ViT-style encoder (random weights)",
-        **sizes, "tokens": (image // patch) ** 2 + 1, "exit_after_blocks": list(exits),
-        "style": "sdn", "pooling": "cls", "batch": 1, "repeats": repeats, "warmup": warmup,
-    }  # fmt: skip
+        **sizes,
+        "tokens": (image // patch) ** 2 + 1,
+        "exit_after_blocks": list(exits),
+        "style": "sdn",
+        "pooling": "cls",
+        "batch": 1,
+        "repeats": repeats,
+        "warmup": warmup,
+    }
     plain = vit_sequential(**sizes)
     staged = convert_(
         vit_sequential(**sizes), EarlyExitConfig(exits=tuple(exits), style="sdn", pooling="cls")
     )
     bundles = _export_all(staged, plain, out, config, int8, reuse, echo)
     x = torch.randn(1, 3, image, image, generator=torch.Generator().manual_seed(1))
-    echo(f"timing at batch 1: {repeats} interleaved rounds of {2 * len(bundles)} variants "
-         f"after {warmup} warm-up")  # fmt: skip
+    echo(
+        f"timing at batch 1: {repeats} interleaved rounds of {2 * len(bundles)} variants "
+        f"after {warmup} warm-up"
+    )
     with runtime_threads(threads) as counts:
         timed = time_bundles(bundles, x, threads=threads, repeats=repeats, warmup=warmup)
     results = _results(config, counts, bundles, timed, staged, plain, int8)
@@ -80,19 +97,31 @@ def run_bench_export(
 
 
 def _results(config, counts, bundles, timed, staged, plain, int8: bool) -> dict[str, Any]:
-    info = {**machine(), "backend": "ExecuTorch runtime (XNNPACK delegate); ONNX Runtime "
-            "(CPUExecutionProvider, intra-op spinning off)", "threads": counts}  # fmt: skip
-    flops = _flops({k: json.loads((bundles[k] / "manifest.json").read_text())
-                    for k in ("staged", "monolithic")})  # fmt: skip
+    info = {
+        **machine(),
+        "backend": "ExecuTorch runtime (XNNPACK delegate); ONNX Runtime "
+        "(CPUExecutionProvider, intra-op spinning off)",
+        "threads": counts,
+    }
+    flops = _flops(
+        {
+            k: json.loads((bundles[k] / "manifest.json").read_text())
+            for k in ("staged", "monolithic")
+        }
+    )
     timing = summarise(timed, flops["cumulative"], flops["mono"])
     add_goals(timing)
     return {
-        "config": config, "machine": info, "flops": flops, "timing": timing,
+        "config": config,
+        "machine": info,
+        "flops": flops,
+        "timing": timing,
         "sizes": _sizes(bundles, staged, plain),
-        "int8": {"measured": True, "note": INT8_NOTE} if "staged_int8" in bundles
+        "int8": {"measured": True, "note": INT8_NOTE}
+        if "staged_int8" in bundles
         else {"measured": False, "note": "not measured (--no-int8)"},
         "raw_ms": {b: {k: (1e3 * v).tolist() for k, v in t.items()} for b, t in timed.items()},
-    }  # fmt: skip
+    }
 
 
 def _export_all(staged, plain, out: Path, config, int8: bool, reuse: bool, echo):
@@ -100,12 +129,20 @@ def _export_all(staged, plain, out: Path, config, int8: bool, reuse: bool, echo)
     "staged_int8"."""
     image = config["image"]
     samples = torch.randn(2, 3, image, image, generator=torch.Generator().manual_seed(0))
-    bundles = {name: _bundle(model, samples, out / name, config, reuse, echo)
-               for name, model in (("staged", staged), ("monolithic", plain))}  # fmt: skip
+    bundles = {
+        name: _bundle(model, samples, out / name, config, reuse, echo)
+        for name, model in (("staged", staged), ("monolithic", plain))
+    }
     if int8:
-        bundles["staged_int8"] = int8_bundle(staged, bundles["staged"], out / "staged_int8",
-                                             config_key(config), image=image, reuse=reuse,
-                                             echo=echo)  # fmt: skip
+        bundles["staged_int8"] = int8_bundle(
+            staged,
+            bundles["staged"],
+            out / "staged_int8",
+            config_key(config),
+            image=image,
+            reuse=reuse,
+            echo=echo,
+        )
     return bundles
 
 
@@ -125,8 +162,15 @@ def _bundle(model, samples, folder: Path, config, reuse: bool, echo) -> Path:
     with warnings.catch_warnings():
         # pytree deprecation inside torch/executorch, once per pickled spec; not ours to fix
         warnings.filterwarnings("ignore", message=r".*LeafSpec", category=FutureWarning)
-        export_bundle(model, samples, folder, target="all", model_id=f"bench-export-{folder.name}",
-                      config={"bench_export": config_key(config)}, echo=echo)  # fmt: skip
+        export_bundle(
+            model,
+            samples,
+            folder,
+            target="all",
+            model_id=f"bench-export-{folder.name}",
+            config={"bench_export": config_key(config)},
+            echo=echo,
+        )
     echo(f"  {folder.name}: done in {time.perf_counter() - started:.0f} s")
     return folder
 
@@ -156,6 +200,11 @@ def _sizes(bundles: dict[str, Path], staged_model, plain) -> dict[str, Any]:
         weights = sum(p.numel() * p.element_size() for p in model.parameters())
         pte = (bundles[name] / "model.pte").stat().st_size
         onnx = sum(f.stat().st_size for f in (bundles[name] / "onnx").glob("*.onnx"))
-        sizes[name] = {"weights_bytes": weights, "pte_bytes": pte, "pte_ratio": pte / weights,
-                       "onnx_bytes": onnx, "onnx_ratio": onnx / weights}  # fmt: skip
+        sizes[name] = {
+            "weights_bytes": weights,
+            "pte_bytes": pte,
+            "pte_ratio": pte / weights,
+            "onnx_bytes": onnx,
+            "onnx_ratio": onnx / weights,
+        }
     return sizes

@@ -51,8 +51,11 @@ def int8_bundle(
     batches = [{"x": torch.randn(4, 3, image, image, generator=generator)} for _ in range(4)]
     runs = stage_calibration_inputs(plan, batches)
     folder.mkdir(parents=True, exist_ok=True)
-    meta = {"model_id": "bench-export-staged-int8", "quantization": "int8",
-            "methods": [f"stage_{i}" for i in range(len(plan.stages))]}  # fmt: skip
+    meta = {
+        "model_id": "bench-export-staged-int8",
+        "quantization": "int8",
+        "methods": [f"stage_{i}" for i in range(len(plan.stages))],
+    }
     with warnings.catch_warnings():
         # pytree deprecation inside torch/executorch, once per pickled spec; not ours to fix
         warnings.filterwarnings("ignore", message=r".*LeafSpec", category=FutureWarning)

@@ -53,28 +53,46 @@ def run_bench_moe(
     given as `(model, tokenizer)`, if any); print tables, write moe.json and moe.png in `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    config = {"texts": texts, "expert_size": expert_size, "taus": list(taus),
-              "router_epochs": router_epochs, "seed": seed, "repeats": repeats}  # fmt: skip
+    config = {
+        "texts": texts,
+        "expert_size": expert_size,
+        "taus": list(taus),
+        "router_epochs": router_epochs,
+        "seed": seed,
+        "repeats": repeats,
+    }
     dense, tokenizer = load_minilm()
     data = _split(dense, tokenizer, texts, seed)
-    echo(f"{data['texts']} docstrings: {data['train_texts']} train the routers, "
-         f"{data['eval_texts_before_dedup']} held out, {data['near_duplicates_removed']} near-duplicates "
-         f"(dense cosine > 0.95) removed -> {data['eval_texts']} evaluation texts")  # fmt: skip
+    echo(
+        f"{data['texts']} docstrings: {data['train_texts']} train the routers, "
+        f"{data['eval_texts_before_dedup']} held out, {data['near_duplicates_removed']} near-duplicates "
+        f"(dense cosine > 0.95) removed -> {data['eval_texts']} evaluation texts"
+    )
     candidates = {"minilm": (dense, tokenizer)}
     if sparsified_model is not None:
         candidates["sparsified"] = sparsified_model
     models, converted = {}, {}
     for name, (model, tok) in candidates.items():
-        models[name], converted[name] = _one_model(model, tok, data, expert_size, taus,
-                                                   router_epochs, seed, progress)  # fmt: skip
+        models[name], converted[name] = _one_model(
+            model, tok, data, expert_size, taus, router_epochs, seed, progress
+        )
         _echo_model(name, models[name], echo)
-    results = {"config": config, "machine": machine(), "goal": GOAL, "data": _public(data),
-               "models": models}  # fmt: skip
+    results = {
+        "config": config,
+        "machine": machine(),
+        "goal": GOAL,
+        "data": _public(data),
+        "models": models,
+    }
     results["wallclock"] = _wallclock(models, converted, candidates, data, repeats)
     _echo_wallclock(results["wallclock"], results["machine"], echo)
     write_json(out / "moe.json", results)
-    plot_moe(out / "moe.png", models, f"all-MiniLM-L6-v2 as MoE ({expert_size}-neuron experts)",
-             results["wallclock"])  # fmt: skip
+    plot_moe(
+        out / "moe.png",
+        models,
+        f"all-MiniLM-L6-v2 as MoE ({expert_size}-neuron experts)",
+        results["wallclock"],
+    )
     echo(f"wrote {out / 'moe.json'} and {out / 'moe.png'}")
     return results
 
@@ -88,10 +106,15 @@ def _split(dense, tokenizer, texts: int, seed: int) -> dict[str, Any]:
     train, held = corpus[:cut], corpus[cut:]
     kept, _, removed = remove_near_duplicates(held, embed(dense, tokenizer, held), 0.95)
     return {
-        "texts": len(corpus), "train_texts": len(train), "eval_texts_before_dedup": len(held),
-        "near_duplicates_removed": removed, "eval_texts": len(kept),
-        "train": train, "eval": kept, "reference": embed(dense, tokenizer, kept),
-    }  # fmt: skip
+        "texts": len(corpus),
+        "train_texts": len(train),
+        "eval_texts_before_dedup": len(held),
+        "near_duplicates_removed": removed,
+        "eval_texts": len(kept),
+        "train": train,
+        "eval": kept,
+        "reference": embed(dense, tokenizer, kept),
+    }
 
 
 def _public(data: dict[str, Any]) -> dict[str, Any]:
@@ -105,10 +128,15 @@ def _router_batches(tokenizer, texts: list[str]) -> tuple[list[dict[str, torch.T
     grouped by length so little of each forward is spent on padding."""
     order = sorted(texts, key=len)
     batches = [
-        tokenizer(order[i : i + _ROUTER_BATCH], padding=True, truncation=True, max_length=128,
-                  return_tensors="pt")
+        tokenizer(
+            order[i : i + _ROUTER_BATCH],
+            padding=True,
+            truncation=True,
+            max_length=128,
+            return_tensors="pt",
+        )
         for i in range(0, len(order), _ROUTER_BATCH)
-    ]  # fmt: skip
+    ]
     real = sum(int(b["attention_mask"].sum()) for b in batches)
     total = sum(b["attention_mask"].numel() for b in batches)
     return [dict(b) for b in batches], 1 - real / total
@@ -125,8 +153,9 @@ def _one_model(model, tokenizer, data, expert_size, taus, epochs, seed, progress
         moe, batches, epochs=epochs, progress=progress, token_mask_key="attention_mask"
     )
     experts = next(iter(moe_layers(moe).values())).num_experts
-    rows = sweep(moe, tokenizer, data["eval"], data["reference"], taus,
-                 range(1, experts + 1), progress)  # fmt: skip
+    rows = sweep(
+        moe, tokenizer, data["eval"], data["reference"], taus, range(1, experts + 1), progress
+    )
     section = {
         "experts_per_ffn": experts,
         "dense_cosine_to_reference": float((own_dense * data["reference"]).sum(-1).mean()),
@@ -159,8 +188,10 @@ def _goal(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     for curve, curve_rows in rows.items():
         ok = [r for r in curve_rows if r["cosine_mean"] >= GOAL["min_cosine"]]
         best = min(ok, key=lambda r: r["flops_fraction"], default=None)
-        met = any(r["flops_fraction"] <= GOAL["max_flops_fraction"] and r["top1"] >= GOAL["min_top1"]
-                  for r in ok)  # fmt: skip
+        met = any(
+            r["flops_fraction"] <= GOAL["max_flops_fraction"] and r["top1"] >= GOAL["min_top1"]
+            for r in ok
+        )
         result[curve] = {"cheapest_at_cosine_0.99": best, "goal_met": met}
     return result
 
@@ -182,35 +213,57 @@ def _wallclock(models, converted, candidates, data, repeats) -> list[dict[str, A
     for name, moe in converted.items():
         dense, tokenizer = candidates[name]
         operating, taus = _timing_taus(models[name]["sweep"]["dynamic_k"], _TIMED_LAYER)
-        timed = time_layer(moe, dense, tokenizer, texts, taus, layer_index=_TIMED_LAYER,
-                           repeats=repeats)  # fmt: skip
+        timed = time_layer(
+            moe, dense, tokenizer, texts, taus, layer_index=_TIMED_LAYER, repeats=repeats
+        )
         rows += [{"model": name, **r, "operating_point": r["tau"] == operating} for r in timed]
     return rows
 
 
 def _echo_model(name: str, section: dict[str, Any], echo) -> None:
-    echo(f"\n[{name}] {section['experts_per_ffn']} experts per FFN; router loss "
-         f"{section['router_loss_per_epoch'][0]:.4g} -> {section['router_loss_per_epoch'][-1]:.4g}, "
-         f"{section['router_padding_fraction']:.1%} of router-training tokens were padding (excluded); "
-         f"dense model's cosine to MiniLM {section['dense_cosine_to_reference']:.4f}")  # fmt: skip
+    echo(
+        f"\n[{name}] {section['experts_per_ffn']} experts per FFN; router loss "
+        f"{section['router_loss_per_epoch'][0]:.4g} -> {section['router_loss_per_epoch'][-1]:.4g}, "
+        f"{section['router_padding_fraction']:.1%} of router-training tokens were padding (excluded); "
+        f"dense model's cosine to MiniLM {section['dense_cosine_to_reference']:.4f}"
+    )
     headers = ["gate", "knob", "FLOPs", "cos mean", "cos p05", "top1", "top5", "overlap5"]
     rows = []
     for curve, curve_rows in section["sweep"].items():
         for r in curve_rows:
             knob = f"k={r['k']}" if "k" in r else f"tau={r['tau']}"
-            rows.append([curve, knob, r["flops_fraction"], r["cosine_mean"], r["cosine_p05"],
-                         r["top1"], r["top5"], r["overlap5"]])  # fmt: skip
+            rows.append(
+                [
+                    curve,
+                    knob,
+                    r["flops_fraction"],
+                    r["cosine_mean"],
+                    r["cosine_p05"],
+                    r["top1"],
+                    r["top5"],
+                    r["overlap5"],
+                ]
+            )
     echo(format_table(headers, rows))
     echo(
         "top5 = the dense nearest neighbour is among the MoE 5 nearest; overlap5 = shared share "
         "of the two 5-NN sets. FLOPs = FFN FLOPs executed / dense, over real tokens and layers."
     )
     echo("\nequal FFN FLOPs (linear interpolation along each curve; '-' = outside its range):")
-    eq = [[r["flops_fraction"], r["metric"], *(_f(r[c]) for c in ("dynamic_k", "top_k", "oracle")),
-           r["ahead"] or "-"] for r in section["equal_flops"]]  # fmt: skip
+    eq = [
+        [
+            r["flops_fraction"],
+            r["metric"],
+            *(_f(r[c]) for c in ("dynamic_k", "top_k", "oracle")),
+            r["ahead"] or "-",
+        ]
+        for r in section["equal_flops"]
+    ]
     echo(format_table(["FLOPs", "metric", "dynamic_k", "top_k", "oracle", "ahead"], eq))
-    echo(f"\ngoal: <= {GOAL['max_flops_fraction']:.0%} FFN FLOPs at mean cosine >= {GOAL['min_cosine']} "
-         f"and top-1 >= {GOAL['min_top1']:.0%}")  # fmt: skip
+    echo(
+        f"\ngoal: <= {GOAL['max_flops_fraction']:.0%} FFN FLOPs at mean cosine >= {GOAL['min_cosine']} "
+        f"and top-1 >= {GOAL['min_top1']:.0%}"
+    )
     goal_rows = []
     for curve, g in section["goal"].items():
         b = g["cheapest_at_cosine_0.99"]
@@ -224,16 +277,38 @@ def _f(value: float | None) -> object:
 
 
 def _echo_wallclock(rows: list[dict[str, Any]], info: dict[str, Any], echo) -> None:
-    echo(f"\none FFN layer (layer {_TIMED_LAYER}), dense (intermediate.dense -> activation -> output.dense of "
-         f"the original model) vs ponder.kernels.moe_ffn(backend='cpu') at the router's dynamic-k selections, "
-         f"on real layer inputs of padding-free 128-token sequences, at several tau (* = the operating point, "
-         f"~50% FLOPs over all layers); interleaved medians; {info['cpu']}, {info['cores']} cores, "
-         f"torch {info['torch']}")  # fmt: skip
-    table = [[r["model"], f"{r['batch']}x{r['tokens_per_sequence']}",
-              f"{r['tau']}{'*' if r['operating_point'] else ''}", r["flops_fraction"],
-              r["time_fraction"], r["ratio"], "yes" if r["goal_1p3x_met"] else "no", r["threads"],
-              r["median_s"]["dense"] * 1e3, r["median_s"]["grouped"] * 1e3]
-             for r in sorted(rows, key=lambda r: (r["model"], r["batch"], r["tau"]))]  # fmt: skip
-    headers = ["model", "batch", "tau", "FLOPs frac", "time frac", "time/FLOPs", "<=1.3x",
-               "threads", "dense ms", "grouped ms"]  # fmt: skip
+    echo(
+        f"\none FFN layer (layer {_TIMED_LAYER}), dense (intermediate.dense -> activation -> output.dense of "
+        f"the original model) vs ponder.kernels.moe_ffn(backend='cpu') at the router's dynamic-k selections, "
+        f"on real layer inputs of padding-free 128-token sequences, at several tau (* = the operating point, "
+        f"~50% FLOPs over all layers); interleaved medians; {info['cpu']}, {info['cores']} cores, "
+        f"torch {info['torch']}"
+    )
+    table = [
+        [
+            r["model"],
+            f"{r['batch']}x{r['tokens_per_sequence']}",
+            f"{r['tau']}{'*' if r['operating_point'] else ''}",
+            r["flops_fraction"],
+            r["time_fraction"],
+            r["ratio"],
+            "yes" if r["goal_1p3x_met"] else "no",
+            r["threads"],
+            r["median_s"]["dense"] * 1e3,
+            r["median_s"]["grouped"] * 1e3,
+        ]
+        for r in sorted(rows, key=lambda r: (r["model"], r["batch"], r["tau"]))
+    ]
+    headers = [
+        "model",
+        "batch",
+        "tau",
+        "FLOPs frac",
+        "time frac",
+        "time/FLOPs",
+        "<=1.3x",
+        "threads",
+        "dense ms",
+        "grouped ms",
+    ]
     echo(format_table(headers, table))

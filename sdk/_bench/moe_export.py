@@ -67,12 +67,23 @@ def run_bench_moe_export(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tokens = sorted(set(tokens))
-    config = {"texts": texts, "router_epochs": router_epochs, "tokens": tokens,
-              "fractions": list(fractions), "repeats": repeats, "warmup": warmup,
-              "threads": threads, "layer_index": layer_index, "expert_size": expert_size,
-              "backends": list(backends), "seed": seed, "sequence": SEQUENCE}  # fmt: skip
-    moe, dense, tokenizer, held, data = _trained_moe(texts, expert_size, router_epochs, seed,
-                                                     progress)  # fmt: skip
+    config = {
+        "texts": texts,
+        "router_epochs": router_epochs,
+        "tokens": tokens,
+        "fractions": list(fractions),
+        "repeats": repeats,
+        "warmup": warmup,
+        "threads": threads,
+        "layer_index": layer_index,
+        "expert_size": expert_size,
+        "backends": list(backends),
+        "seed": seed,
+        "sequence": SEQUENCE,
+    }
+    moe, dense, tokenizer, held, data = _trained_moe(
+        texts, expert_size, router_epochs, seed, progress
+    )
     path = list(moe_layers(moe))[layer_index]
     windows = _windows(tokenizer, held, math.ceil(max(tokens) / SEQUENCE), SEQUENCE)
     taus = [_tau_for(moe, path, windows, f) for f in fractions]
@@ -84,16 +95,30 @@ def run_bench_moe_export(
     echo(f"exporting {list(modules)} x {list(backends)} (T dynamic up to {max(tokens)})")
     x0, mask0 = inputs[taus[0]]
     example = (x0[: min(tokens)], mask0[: min(tokens)])
-    makers, programs = export_variants(modules, example, max(tokens), out / "programs",
-                                       threads, tuple(backends))  # fmt: skip
+    makers, programs = export_variants(
+        modules, example, max(tokens), out / "programs", threads, tuple(backends)
+    )
     pool = executorch_threads(threads) if "pte" in backends else contextlib.nullcontext(None)
     with pool as et_threads:
         rows, bounds = _measure(makers, modules, inputs, tokens, repeats, warmup, path)
-    info = {**machine(), "backend": "ONNX Runtime (CPU EP, intra-op spinning off); ExecuTorch "
-            "runtime (XNNPACK delegate)", "onnxruntime_intra_op_threads": threads,
-            "executorch_threads": et_threads, **runtime_versions()}  # fmt: skip
-    results = {"config": config, "machine": info, "data": data, "layer": path,
-               "taus": taus, "programs": programs, "rows": rows, "grouped_bounds": bounds}  # fmt: skip
+    info = {
+        **machine(),
+        "backend": "ONNX Runtime (CPU EP, intra-op spinning off); ExecuTorch "
+        "runtime (XNNPACK delegate)",
+        "onnxruntime_intra_op_threads": threads,
+        "executorch_threads": et_threads,
+        **runtime_versions(),
+    }
+    results = {
+        "config": config,
+        "machine": info,
+        "data": data,
+        "layer": path,
+        "taus": taus,
+        "programs": programs,
+        "rows": rows,
+        "grouped_bounds": bounds,
+    }
     echo_table(results, echo)
     write_json(out / "moe_export.json", results)
     plot_moe_export(out / "moe_export.png", results)
@@ -112,12 +137,18 @@ def _trained_moe(texts: int, expert_size: int, epochs: int, seed: int, progress:
     moe = convert_(copy.deepcopy(dense), MoEConfig(expert_size=expert_size, seed=seed))
     batches, padding = _router_batches(tokenizer, train)
     torch.manual_seed(seed)
-    losses = train_routers(moe, batches, epochs=epochs, progress=progress,
-                           token_mask_key="attention_mask")  # fmt: skip
+    losses = train_routers(
+        moe, batches, epochs=epochs, progress=progress, token_mask_key="attention_mask"
+    )
     held_tokens = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in held)
-    data = {"texts": len(corpus), "router_train_texts": len(train), "held_out_texts": len(held),
-            "held_out_tokens": held_tokens, "router_loss_per_epoch": losses,
-            "router_padding_fraction": padding}  # fmt: skip
+    data = {
+        "texts": len(corpus),
+        "router_train_texts": len(train),
+        "held_out_texts": len(held),
+        "held_out_tokens": held_tokens,
+        "router_loss_per_epoch": losses,
+        "router_padding_fraction": padding,
+    }
     return moe, dense, tokenizer, held, data
 
 
@@ -186,9 +217,14 @@ def _row(backend, T, tau, mask, times, errors) -> dict[str, Any]:
     the runtime skips work, whatever its kernels) for one (backend, T, tau)."""
     flops = float(mask.float().mean())
     dense = times["dense"]
-    row = {"backend": backend, "tokens": T, "tau": tau, "flops_fraction": flops,
-           "median_ms": {"dense": 1e3 * float(np.median(dense))},
-           "max_abs_error": {"dense": errors["dense"]}}  # fmt: skip
+    row = {
+        "backend": backend,
+        "tokens": T,
+        "tau": tau,
+        "flops_fraction": flops,
+        "median_ms": {"dense": 1e3 * float(np.median(dense))},
+        "max_abs_error": {"dense": errors["dense"]},
+    }
     for form in ("masked", "grouped"):
         t = times[f"{form} {tau}"]
         row["median_ms"][form] = 1e3 * float(np.median(t))
@@ -204,6 +240,8 @@ def _row(backend, T, tau, mask, times, errors) -> dict[str, Any]:
 
 def _bound(times, errors, which: str) -> dict[str, float]:
     t = times[f"grouped {which}"]
-    return {"median_ms": 1e3 * float(np.median(t)),
-            "over_dense_paired": float(np.median(t / times["dense"])),
-            "max_abs_error": errors[f"grouped {which}"]}  # fmt: skip
+    return {
+        "median_ms": 1e3 * float(np.median(t)),
+        "over_dense_paired": float(np.median(t / times["dense"])),
+        "max_abs_error": errors[f"grouped {which}"],
+    }

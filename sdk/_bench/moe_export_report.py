@@ -19,36 +19,73 @@ _NAMES = {"onnx": "ONNX Runtime (CPU EP)", "pte": "ExecuTorch (XNNPACK)"}
 
 def echo_table(results: dict[str, Any], echo: Callable[[str], None]) -> None:
     info, config = results["machine"], results["config"]
-    echo(f"\nMiniLM FFN {results['layer']} (384 -> 1536 -> 384, experts of "
-         f"{config['expert_size']}) as (x [T, D], mask [T, E]) -> y programs: dense = the original "
-         "FFN, masked = every expert computed then zeroed, grouped = each expert on its selected "
-         f"rows; router selections at dynamic-k tau on held-out text. {info['cpu']}, "
-         f"{info['cores']} cores; ONNX Runtime {info['onnxruntime']} with "
-         f"{info['onnxruntime_intra_op_threads']} intra-op threads (spinning off); ExecuTorch "
-         f"{info['executorch']} with {info['executorch_threads']} threads; medians of "
-         f"{config['repeats']} interleaved rounds after {config['warmup']} warm-up.")  # fmt: skip
-    rows = [[r["backend"], r["tokens"], r["tau"], r["flops_fraction"], r["median_ms"]["dense"],
-             r["masked_over_dense"], r["grouped_over_dense"], r["grouped_over_dense_paired"],
-             r["grouped_time_over_flops"], r["grouped_over_all_experts_paired"],
-             max(r["max_abs_error"].values())] for r in results["rows"]]  # fmt: skip
-    headers = ["backend", "T", "tau", "FLOPs frac", "dense ms", "masked/dense", "grouped/dense",
-               "(paired)", "grouped time/FLOPs", "grouped/all-experts", "max |err|"]  # fmt: skip
+    echo(
+        f"\nMiniLM FFN {results['layer']} (384 -> 1536 -> 384, experts of "
+        f"{config['expert_size']}) as (x [T, D], mask [T, E]) -> y programs: dense = the original "
+        "FFN, masked = every expert computed then zeroed, grouped = each expert on its selected "
+        f"rows; router selections at dynamic-k tau on held-out text. {info['cpu']}, "
+        f"{info['cores']} cores; ONNX Runtime {info['onnxruntime']} with "
+        f"{info['onnxruntime_intra_op_threads']} intra-op threads (spinning off); ExecuTorch "
+        f"{info['executorch']} with {info['executorch_threads']} threads; medians of "
+        f"{config['repeats']} interleaved rounds after {config['warmup']} warm-up."
+    )
+    rows = [
+        [
+            r["backend"],
+            r["tokens"],
+            r["tau"],
+            r["flops_fraction"],
+            r["median_ms"]["dense"],
+            r["masked_over_dense"],
+            r["grouped_over_dense"],
+            r["grouped_over_dense_paired"],
+            r["grouped_time_over_flops"],
+            r["grouped_over_all_experts_paired"],
+            max(r["max_abs_error"].values()),
+        ]
+        for r in results["rows"]
+    ]
+    headers = [
+        "backend",
+        "T",
+        "tau",
+        "FLOPs frac",
+        "dense ms",
+        "masked/dense",
+        "grouped/dense",
+        "(paired)",
+        "grouped time/FLOPs",
+        "grouped/all-experts",
+        "max |err|",
+    ]
     echo(format_table(headers, rows))
-    echo("FLOPs frac = mask.mean(), expert FLOPs run / dense (the router is not in these "
-         "programs). (paired) = median of per-round ratios. grouped/all-experts = the grouped "
-         "program's time over its own time with every expert selected: how far the runtime "
-         "skips work, whatever its kernels. max |err| = largest max-abs difference of the three "
-         "programs from eager PyTorch on the same inputs.")  # fmt: skip
-    b_rows = [[b["backend"], b["tokens"], b["none_experts"]["median_ms"],
-               b["none_experts"]["over_dense_paired"], b["all_experts"]["median_ms"],
-               b["all_experts"]["over_dense_paired"]] for b in results["grouped_bounds"]]  # fmt: skip
+    echo(
+        "FLOPs frac = mask.mean(), expert FLOPs run / dense (the router is not in these "
+        "programs). (paired) = median of per-round ratios. grouped/all-experts = the grouped "
+        "program's time over its own time with every expert selected: how far the runtime "
+        "skips work, whatever its kernels. max |err| = largest max-abs difference of the three "
+        "programs from eager PyTorch on the same inputs."
+    )
+    b_rows = [
+        [
+            b["backend"],
+            b["tokens"],
+            b["none_experts"]["median_ms"],
+            b["none_experts"]["over_dense_paired"],
+            b["all_experts"]["median_ms"],
+            b["all_experts"]["over_dense_paired"],
+        ]
+        for b in results["grouped_bounds"]
+    ]
     echo("\ngrouped program with no expert selected (fixed cost) and with all (full cost):")
     echo(format_table(["backend", "T", "none ms", "none/dense", "all ms", "all/dense"], b_rows))
     for backend, programs in results["programs"].items():
         for name, p in programs.items():
             if "portable_ops" in p:
-                echo(f"{backend} {name}: {p['xnnpack_delegates']} XNNPACK delegate(s), outside "
-                     f"them (portable kernels): {p['portable_ops'] or 'nothing'}")  # fmt: skip
+                echo(
+                    f"{backend} {name}: {p['xnnpack_delegates']} XNNPACK delegate(s), outside "
+                    f"them (portable kernels): {p['portable_ops'] or 'nothing'}"
+                )
             else:
                 echo(f"{backend} {name}: {p['nodes']} ONNX nodes")
 
@@ -64,8 +101,11 @@ def plot_moe_export(path: str | Path, results: dict[str, Any]) -> Path:
     for ax, backend in zip(axes[0], backends, strict=True):
         rows = [r for r in results["rows"] if r["backend"] == backend]
         for i, T in enumerate(sorted({r["tokens"] for r in rows})):
-            pts = sorted((r["flops_fraction"], r["grouped_over_dense"], r["masked_over_dense"])
-                         for r in rows if r["tokens"] == T)  # fmt: skip
+            pts = sorted(
+                (r["flops_fraction"], r["grouped_over_dense"], r["masked_over_dense"])
+                for r in rows
+                if r["tokens"] == T
+            )
             flops, grouped, masked = zip(*pts, strict=True)
             color = f"C{i}"
             ax.plot(flops, grouped, "-o", color=color, ms=4, label=f"grouped, T={T}")
@@ -78,8 +118,12 @@ def plot_moe_export(path: str | Path, results: dict[str, Any]) -> Path:
         ax.yaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_yticks([0.1, 0.2, 0.5, 1, 2, 5, 10, 20])
         ax.set_ylim(0.15, None)
-        ax.set(xlabel="expert FLOPs run / dense", ylabel="time / dense program's", xlim=(0, 1),
-               title=_NAMES.get(backend, backend))  # fmt: skip
+        ax.set(
+            xlabel="expert FLOPs run / dense",
+            ylabel="time / dense program's",
+            xlim=(0, 1),
+            title=_NAMES.get(backend, backend),
+        )
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
     title = f"MoE layer export, MiniLM {results['layer']}, {results['machine']['cores']} cores"

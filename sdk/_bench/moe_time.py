@@ -77,8 +77,16 @@ def time_layer(
         return F.linear(act(F.linear(x, first.weight, first.bias)), second.weight, second.bias)
 
     def grouped(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return moe_ffn(x, mask, layer.w1, layer.w2, b1=layer.b1, b2=layer.b2,
-                       activation=layer.activation, backend="cpu")  # fmt: skip
+        return moe_ffn(
+            x,
+            mask,
+            layer.w1,
+            layer.w2,
+            b1=layer.b1,
+            b2=layer.b2,
+            activation=layer.activation,
+            backend="cpu",
+        )
 
     batches, length = max(b for b, _ in shapes), max(s for _, s in shapes)
     batch = _windows(tokenizer, texts, batches, length)
@@ -90,8 +98,9 @@ def time_layer(
             # sequences are padding-free, so the first b*seq rows are whole sequences
             x, mask = x_all[: b * seq], mask_all[: b * seq]  # [T, D], [T, E]
             timing = _time_pair(dense, grouped, x, mask, repeats, warmup)
-            rows.append({"batch": b, "tokens_per_sequence": seq, "layer": path, "tau": tau,
-                         **timing})  # fmt: skip
+            rows.append(
+                {"batch": b, "tokens_per_sequence": seq, "layer": path, "tau": tau, **timing}
+            )
     return rows
 
 
@@ -114,11 +123,14 @@ def _time_pair(
     time_fraction = median["grouped"] / median["dense"]
     flops_fraction = float(mask.float().mean())
     return {
-        "median_s": median, "time_fraction": time_fraction, "flops_fraction": flops_fraction,
+        "median_s": median,
+        "time_fraction": time_fraction,
+        "flops_fraction": flops_fraction,
         "ratio": time_fraction / flops_fraction,
         "goal_1p3x_met": time_fraction <= 1.3 * flops_fraction,
-        "relative_error_vs_dense": error, "threads": torch.get_num_threads(),
-    }  # fmt: skip
+        "relative_error_vs_dense": error,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def plot_moe(
@@ -137,8 +149,13 @@ def plot_moe(
         for model_name, section in models.items():
             for curve, rows in section["sweep"].items():
                 pts = sorted((r["flops_fraction"], r[metric]) for r in rows)
-                ax.plot(*zip(*pts, strict=True), styles[curve], ms=3, lw=1.4,
-                        label=f"{model_name} {curve}")  # fmt: skip
+                ax.plot(
+                    *zip(*pts, strict=True),
+                    styles[curve],
+                    ms=3,
+                    lw=1.4,
+                    label=f"{model_name} {curve}",
+                )
         ax.axhline(goal, color="grey", ls=":", lw=1, label=f"goal {goal}")
         ax.axvline(0.5, color="grey", ls="--", lw=1, label="50% FLOPs")
         ax.set(xlabel="FFN FLOPs executed / dense", ylabel=metric, xlim=(0, 1.02))

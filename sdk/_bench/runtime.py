@@ -20,11 +20,19 @@ __all__ = ["run_bench_runtime"]
 SLO_GOAL = 0.99  # share of requests within the latency budget
 
 
-def run_bench_runtime(out: str | Path = "ponder-bench/runtime", *, width: int = 256,
-                      budgets: int = 6, rounds: int = 2, batch: int = 64, repeats: int = 20,
-                      vit: dict[str, int] | None = VIT_S, reuse: bool = False,
-                      progress: bool = True,
-                      echo: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
+def run_bench_runtime(
+    out: str | Path = "ponder-bench/runtime",
+    *,
+    width: int = 256,
+    budgets: int = 6,
+    rounds: int = 2,
+    batch: int = 64,
+    repeats: int = 20,
+    vit: dict[str, int] | None = VIT_S,
+    reuse: bool = False,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Train and export the bench bundle under `out` (or, with `reuse`, load it), profile it on
     ONNX Runtime, run every measurement, write runtime.json and runtime.png, print tables.
     vit: sizes of a ViT with random weights whose engine overhead is measured too (stages of
@@ -46,16 +54,24 @@ def run_bench_runtime(out: str | Path = "ponder-bench/runtime", *, width: int = 
     table = profile(engine, repeats=100, warmup=10)
     table.save(cost_table_path(path, "onnxruntime"))
     engine = Engine.load(path, "onnxruntime")
-    echo(f"profiled {engine.backend.description}: stage medians "
-         f"{[round(s.latency_ms, 3) for s in table.stages]} ms at batch 1")  # fmt: skip
+    echo(
+        f"profiled {engine.backend.description}: stage medians "
+        f"{[round(s.latency_ms, 3) for s in table.stages]} ms at batch 1"
+    )
     results = {
-        "config": {"model": f"digits CNN width {width}, 3 ZTW exits (trained)",
-                   "device": table.device, "backend": "onnxruntime", "threads": "default",
-                   "requests": int(len(x) * rounds), "batch": batch, "repeats": repeats},
+        "config": {
+            "model": f"digits CNN width {width}, 3 ZTW exits (trained)",
+            "device": table.device,
+            "backend": "onnxruntime",
+            "threads": "default",
+            "requests": int(len(x) * rounds),
+            "batch": batch,
+            "repeats": repeats,
+        },
         "slo": slo_attainment(engine, x, y, budgets, rounds, echo),
         "overhead": engine_overhead(engine, x, repeats * 20),
         "throughput": throughput(engine, x, batch, repeats),
-    }  # fmt: skip
+    }
     if vit is not None:
         results["overhead_vit"] = vit_overhead(out / "vit-bundle", vit, repeats, echo)
     write_outputs(out, results, echo)
@@ -105,10 +121,16 @@ def slo_attainment(engine: Any, x, y, budgets: int, rounds: int, echo) -> dict[s
             "hindsight_accuracy": None if best[1] is None else float(best[1]["correct"].mean()),
         }
         rows.append(row)
-        echo(f"  budget {budget:.3f} ms: {row['within']:.1%} within, accuracy "
-             f"{row['accuracy']:.2%} (hindsight best {row['hindsight_accuracy']})")  # fmt: skip
-    return {"first_stage_ms": float(first), "full_ms": float(full), "goal_within": SLO_GOAL,
-            "rows": rows}  # fmt: skip
+        echo(
+            f"  budget {budget:.3f} ms: {row['within']:.1%} within, accuracy "
+            f"{row['accuracy']:.2%} (hindsight best {row['hindsight_accuracy']})"
+        )
+    return {
+        "first_stage_ms": float(first),
+        "full_ms": float(full),
+        "goal_within": SLO_GOAL,
+        "rows": rows,
+    }
 
 
 def _direct(engine: Any, x1: np.ndarray) -> None:
@@ -136,8 +158,14 @@ def engine_overhead(engine: Any, x: np.ndarray, repeats: int) -> dict[str, Any]:
         direct.append((t1 - t0) * 1e3)
     d, e = float(np.median(direct)), float(np.median(via))
     stages = len(engine.stages)
-    return {"direct_ms": d, "engine_ms": e, "ratio": e / d, "stages": stages,
-            "per_stage_us": (e - d) * 1e3 / stages, "repeats": repeats}  # fmt: skip
+    return {
+        "direct_ms": d,
+        "engine_ms": e,
+        "ratio": e / d,
+        "stages": stages,
+        "per_stage_us": (e - d) * 1e3 / stages,
+        "repeats": repeats,
+    }
 
 
 def throughput(engine: Any, x: np.ndarray, batch: int, repeats: int) -> dict[str, Any]:
@@ -158,10 +186,17 @@ def throughput(engine: Any, x: np.ndarray, batch: int, repeats: int) -> dict[str
     stage_flops = np.array([s.cumulative_flops for s in m.stages], dtype=float)
     flops = float(stage_flops[np.concatenate(exits)].mean() / stage_flops[-1])
     f, a = float(np.median(full)), float(np.median(adaptive))
-    return {"batch": batch, "full_ms": f, "adaptive_ms": a, "time_fraction": a / f,
-            "flops_fraction": flops, "point": engine.default_point.name,
-            "samples_per_s_full": batch / f * 1e3, "samples_per_s_adaptive": batch / a * 1e3,
-            "exit_counts": np.bincount(np.concatenate(exits), minlength=len(m.stages)).tolist()}  # fmt: skip
+    return {
+        "batch": batch,
+        "full_ms": f,
+        "adaptive_ms": a,
+        "time_fraction": a / f,
+        "flops_fraction": flops,
+        "point": engine.default_point.name,
+        "samples_per_s_full": batch / f * 1e3,
+        "samples_per_s_adaptive": batch / a * 1e3,
+        "exit_counts": np.bincount(np.concatenate(exits), minlength=len(m.stages)).tolist(),
+    }
 
 
 def vit_overhead(path: Path, sizes: dict[str, int], repeats: int, echo) -> dict[str, Any]:
@@ -179,8 +214,9 @@ def vit_overhead(path: Path, sizes: dict[str, int], repeats: int, echo) -> dict[
         torch.manual_seed(0)
         blocks = sizes["blocks"]
         exits = tuple(sorted({max(1, blocks * q // 4) for q in (1, 2, 3)}))
-        model = convert_(vit_sequential(**sizes),
-                         EarlyExitConfig(exits=exits, style="sdn", pooling="cls")).eval()  # fmt: skip
+        model = convert_(
+            vit_sequential(**sizes), EarlyExitConfig(exits=exits, style="sdn", pooling="cls")
+        ).eval()
         image = torch.randn(2, 3, sizes["image"], sizes["image"])
         echo(f"exporting a ViT ({sizes}, random weights, exits after blocks {exits}) to {path}")
         export_bundle(model, image, path, target="onnx", echo=lambda line: None)

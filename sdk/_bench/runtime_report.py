@@ -31,30 +31,57 @@ def add_goals(results: dict[str, Any]) -> None:
 def echo_tables(results: dict[str, Any], echo) -> None:
     cfg, slo = results["config"], results["slo"]
     echo(f"\n{cfg['model']}; {cfg['device']}")
-    echo(f"latency SLO: {cfg['requests']} requests of batch 1 per budget; budgets from the "
-         f"first stage ({slo['first_stage_ms']:.3f} ms) to the full model "
-         f"({slo['full_ms']:.3f} ms), request latency as the caller sees it")  # fmt: skip
-    rows = [[f"{r['budget_ms']:.3f}", f"{r['within']:.2%}", f"{r['p99_ms']:.3f}",
-             f"{r['accuracy']:.2%}", r["hindsight_point"] or "none meets 99%",
-             "-" if r["hindsight_accuracy"] is None else f"{r['hindsight_accuracy']:.2%}",
-             f"{r['decide_us_median']:.1f} / {r['decide_us_p99']:.1f}"]
-            for r in slo["rows"]]  # fmt: skip
-    echo(format_table(["budget ms", "within", "p99 ms", "accuracy", "hindsight best point",
-                       "its accuracy", "decide us p50/p99"], rows))  # fmt: skip
+    echo(
+        f"latency SLO: {cfg['requests']} requests of batch 1 per budget; budgets from the "
+        f"first stage ({slo['first_stage_ms']:.3f} ms) to the full model "
+        f"({slo['full_ms']:.3f} ms), request latency as the caller sees it"
+    )
+    rows = [
+        [
+            f"{r['budget_ms']:.3f}",
+            f"{r['within']:.2%}",
+            f"{r['p99_ms']:.3f}",
+            f"{r['accuracy']:.2%}",
+            r["hindsight_point"] or "none meets 99%",
+            "-" if r["hindsight_accuracy"] is None else f"{r['hindsight_accuracy']:.2%}",
+            f"{r['decide_us_median']:.1f} / {r['decide_us_p99']:.1f}",
+        ]
+        for r in slo["rows"]
+    ]
+    echo(
+        format_table(
+            [
+                "budget ms",
+                "within",
+                "p99 ms",
+                "accuracy",
+                "hindsight best point",
+                "its accuracy",
+                "decide us p50/p99",
+            ],
+            rows,
+        )
+    )
     o = results["overhead"]
-    echo(f"engine overhead (batch 1, all {o['stages']} stages, {o['repeats']} interleaved "
-         f"requests): engine {o['engine_ms']:.3f} ms vs direct stage calls {o['direct_ms']:.3f} "
-         f"ms = {o['ratio']:.3f}x ({o['per_stage_us']:.1f} us per stage)")  # fmt: skip
+    echo(
+        f"engine overhead (batch 1, all {o['stages']} stages, {o['repeats']} interleaved "
+        f"requests): engine {o['engine_ms']:.3f} ms vs direct stage calls {o['direct_ms']:.3f} "
+        f"ms = {o['ratio']:.3f}x ({o['per_stage_us']:.1f} us per stage)"
+    )
     if "overhead_vit" in results:
         v = results["overhead_vit"]
-        echo(f"engine overhead on a ViT {v['sizes']['blocks']}x{v['sizes']['width']} bundle "
-             f"(random weights, batch 1, {v['repeats']} interleaved requests): engine "
-             f"{v['engine_ms']:.2f} ms vs direct {v['direct_ms']:.2f} ms = {v['ratio']:.3f}x")  # fmt: skip
+        echo(
+            f"engine overhead on a ViT {v['sizes']['blocks']}x{v['sizes']['width']} bundle "
+            f"(random weights, batch 1, {v['repeats']} interleaved requests): engine "
+            f"{v['engine_ms']:.2f} ms vs direct {v['direct_ms']:.2f} ms = {v['ratio']:.3f}x"
+        )
     t = results["throughput"]
-    echo(f"batch {t['batch']} throughput at '{t['point']}': per-sample exits "
-         f"{t['samples_per_s_adaptive']:.0f} samples/s vs full model "
-         f"{t['samples_per_s_full']:.0f} samples/s: time {t['time_fraction']:.3f} of the full "
-         f"model's at FLOPs {t['flops_fraction']:.3f} (exits per stage {t['exit_counts']})")  # fmt: skip
+    echo(
+        f"batch {t['batch']} throughput at '{t['point']}': per-sample exits "
+        f"{t['samples_per_s_adaptive']:.0f} samples/s vs full model "
+        f"{t['samples_per_s_full']:.0f} samples/s: time {t['time_fraction']:.3f} of the full "
+        f"model's at FLOPs {t['flops_fraction']:.3f} (exits per stage {t['exit_counts']})"
+    )
 
 
 def plot_runtime(path: Path, results: dict[str, Any]) -> Path:
@@ -65,8 +92,13 @@ def plot_runtime(path: Path, results: dict[str, Any]) -> Path:
     budgets = [r["budget_ms"] for r in rows]
     a.plot(budgets, [r["within"] for r in rows], marker="o", label="policy: share within budget")
     a.plot(budgets, [r["accuracy"] for r in rows], marker="s", label="policy: accuracy")
-    a.plot(budgets, [r["hindsight_accuracy"] or 0 for r in rows], marker="^", ls="--",
-           label="best fixed point (hindsight): accuracy")  # fmt: skip
+    a.plot(
+        budgets,
+        [r["hindsight_accuracy"] or 0 for r in rows],
+        marker="^",
+        ls="--",
+        label="best fixed point (hindsight): accuracy",
+    )
     a.axhline(results["slo"]["goal_within"], color="red", lw=1, ls=":", label="99% goal")
     low = min(min(r["within"], r["accuracy"], r["hindsight_accuracy"] or 1) for r in rows)
     a.set(xlabel="latency budget per request (ms)", ylim=(max(0.0, low - 0.03), 1.005))

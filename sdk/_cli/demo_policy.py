@@ -36,8 +36,9 @@ def policy_spec(full_ms: float) -> Any:
     )
 
 
-def policy_drain(bundle: Path, x: np.ndarray, y: np.ndarray,
-                 echo: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
+def policy_drain(
+    bundle: Path, x: np.ndarray, y: np.ndarray, echo: Callable[[str], None]
+) -> dict[str, Any]:
     """Profile the bundle on ONNX Runtime, then serve the test images in a loop until the
     simulated battery is at STOP_PERCENT: real predictions and exits from the engine, time and
     energy from the simulated device, which the policy learns from."""
@@ -48,26 +49,36 @@ def policy_drain(bundle: Path, x: np.ndarray, y: np.ndarray,
     table = profile(engine, repeats=30)
     table.save(cost_table_path(bundle, "onnxruntime"))
     slow = [s.latency_ms * SLOWDOWN for s in table.stages]
-    device = SimulatedDevice(slow, STAGE_W, idle_power_w=0.0,
-                             battery=Battery(BATTERY_J / 3600, START_PERCENT))  # fmt: skip
+    device = SimulatedDevice(
+        slow, STAGE_W, idle_power_w=0.0, battery=Battery(BATTERY_J / 3600, START_PERCENT)
+    )
     engine = Engine.load(bundle, "onnxruntime", costs=_slowed(table))
     policy = engine.policy(policy_spec(sum(slow)), power_w=STAGE_W)
-    echo(f"      SIMULATED device: {SLOWDOWN:g}x slower than this machine's measured stages "
-         f"({', '.join(f'{t:.2f}' for t in slow)} ms), {STAGE_W:g} W while running, a "
-         f"{BATTERY_J:g} J battery starting at {START_PERCENT:g}%; requests are real inferences "
-         f"of the bundle on the test images")  # fmt: skip
+    echo(
+        f"      SIMULATED device: {SLOWDOWN:g}x slower than this machine's measured stages "
+        f"({', '.join(f'{t:.2f}' for t in slow)} ms), {STAGE_W:g} W while running, a "
+        f"{BATTERY_J:g} J battery starting at {START_PERCENT:g}%; requests are real inferences "
+        f"of the bundle on the test images"
+    )
     log = _drain(engine, policy, device, x, y)
     _echo_log(log, echo)
-    return {"simulated": True, "slowdown": SLOWDOWN, "stage_w": STAGE_W, "battery_j": BATTERY_J,
-            "bands": log}  # fmt: skip
+    return {
+        "simulated": True,
+        "slowdown": SLOWDOWN,
+        "stage_w": STAGE_W,
+        "battery_j": BATTERY_J,
+        "bands": log,
+    }
 
 
 def _slowed(table: Any) -> Any:
     """The measured table as the simulated device would have measured it."""
     from dataclasses import replace
 
-    stages = tuple(replace(s, latency_ms=s.latency_ms * SLOWDOWN,
-                           latency_p90_ms=s.latency_p90_ms * SLOWDOWN) for s in table.stages)  # fmt: skip
+    stages = tuple(
+        replace(s, latency_ms=s.latency_ms * SLOWDOWN, latency_p90_ms=s.latency_p90_ms * SLOWDOWN)
+        for s in table.stages
+    )
     return replace(table, stages=stages, simulated=True, device=f"simulated ({SLOWDOWN:g}x)")
 
 
@@ -86,11 +97,22 @@ def _drain(engine, policy, device, x, y) -> list[dict[str, Any]]:
             run = device.run_stage(k)
             policy.observe(k, run.latency_ms, run.energy_mj)
             energy += run.energy_mj
-        if not rows or (rows[-1]["rule"], rows[-1]["point"]) != (decision.rule_name,
-                                                                  decision.point.name):  # fmt: skip
-            rows.append({"rule": decision.rule_name, "point": decision.point.name,
-                         "from_percent": state.battery_percent, "requests": 0, "correct": 0,
-                         "stages": 0, "energy_mj": 0.0, "why": decision.reasons})  # fmt: skip
+        if not rows or (rows[-1]["rule"], rows[-1]["point"]) != (
+            decision.rule_name,
+            decision.point.name,
+        ):
+            rows.append(
+                {
+                    "rule": decision.rule_name,
+                    "point": decision.point.name,
+                    "from_percent": state.battery_percent,
+                    "requests": 0,
+                    "correct": 0,
+                    "stages": 0,
+                    "energy_mj": 0.0,
+                    "why": decision.reasons,
+                }
+            )
         row = rows[-1]
         row["requests"] += 1
         row["correct"] += int(result.prediction[0] == y[j])
@@ -101,14 +123,31 @@ def _drain(engine, policy, device, x, y) -> list[dict[str, Any]]:
 
 
 def _echo_log(rows: list[dict[str, Any]], echo) -> None:
-    table = [[f"{r['from_percent']:.0f}% -> {r['to_percent']:.0f}%", r["rule"], r["point"],
-              r["requests"], f"{r['correct'] / r['requests']:.2%}",
-              f"{r['stages'] / r['requests']:.2f}", f"{r['energy_mj'] / r['requests']:.2f}"]
-             for r in rows]  # fmt: skip
-    echo("      what the policy did as the SIMULATED battery drained (accuracy is measured on "
-         "the test images):")  # fmt: skip
-    head = ["battery", "rule", "operating point", "requests", "accuracy", "stages run",
-            "mJ/inference (sim.)"]  # fmt: skip
+    table = [
+        [
+            f"{r['from_percent']:.0f}% -> {r['to_percent']:.0f}%",
+            r["rule"],
+            r["point"],
+            r["requests"],
+            f"{r['correct'] / r['requests']:.2%}",
+            f"{r['stages'] / r['requests']:.2f}",
+            f"{r['energy_mj'] / r['requests']:.2f}",
+        ]
+        for r in rows
+    ]
+    echo(
+        "      what the policy did as the SIMULATED battery drained (accuracy is measured on "
+        "the test images):"
+    )
+    head = [
+        "battery",
+        "rule",
+        "operating point",
+        "requests",
+        "accuracy",
+        "stages run",
+        "mJ/inference (sim.)",
+    ]
     for line in format_table(head, table).splitlines():
         echo("      " + line)
     for r in rows:  # the policy's own words when it moved

@@ -9,35 +9,56 @@ import click
 
 @click.command()
 @click.argument("checkpoint", type=click.Path(exists=True, file_okay=False))
-@click.option("--target", default="all", show_default=True,
-              type=click.Choice(["xnnpack", "portable", "onnx", "all"]),
-              help="ExecuTorch with the XNNPACK delegate, ExecuTorch portable kernels, ONNX, or "
-                   "XNNPACK and ONNX.")  # fmt: skip
-@click.option("--calib-data", "data", help="Data set for sample inputs, operating points and int8 "
-              "calibration (default: the one the checkpoint was trained on).")  # fmt: skip
-@click.option("--moe", default="grouped", show_default=True, type=click.Choice(["grouped", "masked"]),
-              help="MoE layers in the exported files: grouped (each expert runs only on the tokens "
-                   "that chose it) or masked (every expert runs; fixed shapes).")  # fmt: skip
-@click.option("--quantize", type=click.Choice(["int8"]),
-              help="Also write int8 files (post-training, calibrated on --calib-data's calibration "
-                   "split) and report every exit's int8 accuracy next to fp32.")  # fmt: skip
-@click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Bundle folder to write.")  # fmt: skip
+@click.option(
+    "--target",
+    default="all",
+    show_default=True,
+    type=click.Choice(["xnnpack", "portable", "onnx", "all"]),
+    help="ExecuTorch with the XNNPACK delegate, ExecuTorch portable kernels, ONNX, or "
+    "XNNPACK and ONNX.",
+)
+@click.option(
+    "--calib-data",
+    "data",
+    help="Data set for sample inputs, operating points and int8 "
+    "calibration (default: the one the checkpoint was trained on).",
+)
+@click.option(
+    "--moe",
+    default="grouped",
+    show_default=True,
+    type=click.Choice(["grouped", "masked"]),
+    help="MoE layers in the exported files: grouped (each expert runs only on the tokens "
+    "that chose it) or masked (every expert runs; fixed shapes).",
+)
+@click.option(
+    "--quantize",
+    type=click.Choice(["int8"]),
+    help="Also write int8 files (post-training, calibrated on --calib-data's calibration "
+    "split) and report every exit's int8 accuracy next to fp32.",
+)
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False), help="Bundle folder to write."
+)
 def export(checkpoint, target, data, moe, quantize, out) -> None:
     """Export a checkpoint as a device bundle (model.pte, onnx/stage_<i>.onnx, manifest.json),
     checking every stage of every format against the eager model."""
     from ponder.export import export_checkpoint
 
-    export_checkpoint(checkpoint, out, target=target, data=data, moe=moe, quantize=quantize,
-                      echo=click.echo)  # fmt: skip
+    export_checkpoint(
+        checkpoint, out, target=target, data=data, moe=moe, quantize=quantize, echo=click.echo
+    )
     click.echo(f"wrote {out}; check it again any time with: ponder verify {out}")
 
 
 @click.command()
 @click.argument("bundle", type=click.Path(file_okay=False))
-@click.option("--require-all", is_flag=True,
-              help="Fail when a format cannot be executed here (its runtime is not installed) "
-                   "instead of reporting it as not executed.")  # fmt: skip
+@click.option(
+    "--require-all",
+    is_flag=True,
+    help="Fail when a format cannot be executed here (its runtime is not installed) "
+    "instead of reporting it as not executed.",
+)
 def verify(bundle, require_all) -> None:
     """Re-check a bundle: file hashes, manifest schema and version, and every stage of every
     format run on the stored sample inputs against the stored eager outputs.
@@ -62,26 +83,54 @@ def _block_list(ctx, param, value: str) -> tuple[int, ...]:
 
 
 @click.command("export")
-@click.option("--out", default="ponder-bench/export", show_default=True,
-              type=click.Path(file_okay=False), help="Folder for the bundles, export.json and export.png.")  # fmt: skip
+@click.option(
+    "--out",
+    default="ponder-bench/export",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder for the bundles, export.json and export.png.",
+)
 @click.option("--blocks", default=12, show_default=True, help="Transformer blocks.")
 @click.option("--width", default=384, show_default=True, help="Token width.")
 @click.option("--heads", default=6, show_default=True, help="Attention heads.")
 @click.option("--image", default=224, show_default=True, help="Image side in pixels.")
 @click.option("--patch", default=16, show_default=True, help="Patch side in pixels.")
-@click.option("--exits", default="3,6,9", show_default=True, callback=_block_list,
-              help="Transformer blocks (1-based) after which an early exit goes.")  # fmt: skip
+@click.option(
+    "--exits",
+    default="3,6,9",
+    show_default=True,
+    callback=_block_list,
+    help="Transformer blocks (1-based) after which an early exit goes.",
+)
 @click.option("--threads", type=int, help="Threads for both runtimes (default: all cores).")
 @click.option("--repeats", default=40, show_default=True, help="Interleaved timing rounds.")
-@click.option("--int8/--no-int8", default=True, show_default=True,
-              help="Also time an int8 copy of the staged bundle (when ponder.export can quantize).")  # fmt: skip
-@click.option("--reuse", is_flag=True,
-              help="Keep bundles already in --out that were written with the same settings.")  # fmt: skip
+@click.option(
+    "--int8/--no-int8",
+    default=True,
+    show_default=True,
+    help="Also time an int8 copy of the staged bundle (when ponder.export can quantize).",
+)
+@click.option(
+    "--reuse",
+    is_flag=True,
+    help="Keep bundles already in --out that were written with the same settings.",
+)
 def bench_export(out, blocks, width, heads, image, patch, exits, threads, repeats, int8, reuse):
     """Staged bundle vs one monolithic method, ExecuTorch and ONNX Runtime, batch 1: time to
     reach each stage against its FLOPs fraction, file sizes (ViT-S/16-sized, random weights)."""
     from ponder._bench.export import run_bench_export
 
-    run_bench_export(out, blocks=blocks, width=width, heads=heads, image=image, patch=patch,
-                     exits=exits, threads=threads,
-                     repeats=repeats, int8=int8, reuse=reuse, echo=click.echo)  # fmt: skip
+    run_bench_export(
+        out,
+        blocks=blocks,
+        width=width,
+        heads=heads,
+        image=image,
+        patch=patch,
+        exits=exits,
+        threads=threads,
+        repeats=repeats,
+        int8=int8,
+        reuse=reuse,
+        echo=click.echo,
+    )

@@ -60,14 +60,30 @@ def demo(out: str, delta: float, epsilon: float, quiet: bool) -> None:
 @main.command()
 @click.argument("checkpoint", type=click.Path(exists=True, file_okay=False))
 @click.option("--data", help="Data set to evaluate on (default: the one the checkpoint records).")
-@click.option("--rule", type=click.Choice(sorted(ponder.list_exit_rules())),
-              help="Exit rule (default: the one the checkpoint records).")  # fmt: skip
-@click.option("--delta", default=0.01, show_default=True, type=_UNIT,
-              help="Largest accuracy drop against the full model that risk control may allow.")  # fmt: skip
-@click.option("--epsilon", default=0.1, show_default=True, type=_UNIT,
-              help="Allowed probability that the drop exceeds delta.")  # fmt: skip
-@click.option("--budget", type=click.FloatRange(0, 1, min_open=True),
-              help="Also fit per-exit thresholds for this FLOPs fraction (quantile matching).")  # fmt: skip
+@click.option(
+    "--rule",
+    type=click.Choice(sorted(ponder.list_exit_rules())),
+    help="Exit rule (default: the one the checkpoint records).",
+)
+@click.option(
+    "--delta",
+    default=0.01,
+    show_default=True,
+    type=_UNIT,
+    help="Largest accuracy drop against the full model that risk control may allow.",
+)
+@click.option(
+    "--epsilon",
+    default=0.1,
+    show_default=True,
+    type=_UNIT,
+    help="Allowed probability that the drop exceeds delta.",
+)
+@click.option(
+    "--budget",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="Also fit per-exit thresholds for this FLOPs fraction (quantile matching).",
+)
 @click.option(
     "--out", type=click.Path(file_okay=False), help="Folder for report.json and exits.png."
 )
@@ -75,17 +91,35 @@ def evaluate(checkpoint, data, rule, delta, epsilon, budget, out) -> None:
     """Evaluate a saved early-exit checkpoint and calibrate a risk-controlled threshold."""
     from ponder._calibration.checkpoint import evaluate_checkpoint
 
-    evaluate_checkpoint(checkpoint, data=data, rule=rule, delta=delta, epsilon=epsilon,
-                        budget=budget, out=out, echo=click.echo)  # fmt: skip
+    evaluate_checkpoint(
+        checkpoint,
+        data=data,
+        rule=rule,
+        delta=delta,
+        epsilon=epsilon,
+        budget=budget,
+        out=out,
+        echo=click.echo,
+    )
 
 
 @main.command()
 @click.argument("model", default="minilm")
 @click.option("--texts", default=200, show_default=True, help="Standard-library docstrings to use.")
-@click.option("--mode", default="topk", show_default=True, type=click.Choice(["topk", "threshold"]),
-              help="Top-k per token, or one magnitude cut per layer.")  # fmt: skip
-@click.option("--keep", default=0.99, show_default=True, type=_UNIT,
-              help="Share of the dense quality that must be kept.")  # fmt: skip
+@click.option(
+    "--mode",
+    default="topk",
+    show_default=True,
+    type=click.Choice(["topk", "threshold"]),
+    help="Top-k per token, or one magnitude cut per layer.",
+)
+@click.option(
+    "--keep",
+    default=0.99,
+    show_default=True,
+    type=_UNIT,
+    help="Share of the dense quality that must be kept.",
+)
 @click.option(
     "--out", type=click.Path(file_okay=False), help="Folder for sparsity.json and sparsity.png."
 )
@@ -208,10 +242,16 @@ def bench_exits(
 @click.option("--expert-size", default=64, show_default=True, help="Neurons per expert.")
 @click.option("--router-epochs", default=20, show_default=True, help="Router training epochs.")
 @click.option("--repeats", default=20, show_default=True, help="Timing repeats per variant.")
-@click.option("--sparsified", type=click.Path(exists=True, file_okay=False),
-              help="Also run on a sparsification-fine-tuned MiniLM saved in this folder.")  # fmt: skip
-@click.option("--small", is_flag=True,
-              help="Instead: a small ReLU MLP classifier trained on MNIST-1D, accuracy as the metric.")  # fmt: skip
+@click.option(
+    "--sparsified",
+    type=click.Path(exists=True, file_okay=False),
+    help="Also run on a sparsification-fine-tuned MiniLM saved in this folder.",
+)
+@click.option(
+    "--small",
+    is_flag=True,
+    help="Instead: a small ReLU MLP classifier trained on MNIST-1D, accuracy as the metric.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def bench_moe(out, texts, expert_size, router_epochs, repeats, sparsified, small, quiet) -> None:
     """D2DMoE on MiniLM: quality over tau, dynamic-k vs top-k vs oracle, one layer's wall-clock."""
@@ -230,20 +270,42 @@ def bench_moe(out, texts, expert_size, router_epochs, repeats, sparsified, small
         from ponder.models.text import load_text_encoder
 
         second = load_text_encoder(sparsified)
-    run_bench_moe(out, texts=texts, expert_size=expert_size, router_epochs=router_epochs,
-                  repeats=repeats, progress=not quiet, echo=click.echo, sparsified_model=second)  # fmt: skip
+    run_bench_moe(
+        out,
+        texts=texts,
+        expert_size=expert_size,
+        router_epochs=router_epochs,
+        repeats=repeats,
+        progress=not quiet,
+        echo=click.echo,
+        sparsified_model=second,
+    )
 
 
 @bench.command("moe-export")
-@click.option("--out", default="ponder-bench/moe-export", show_default=True, type=click.Path(file_okay=False))  # fmt: skip
+@click.option(
+    "--out", default="ponder-bench/moe-export", show_default=True, type=click.Path(file_okay=False)
+)
 @click.option("--texts", default=600, show_default=True, help="Standard-library docstrings to use.")
 @click.option("--router-epochs", default=20, show_default=True, help="Router training epochs.")
-@click.option("--tokens", multiple=True, type=int, help="Token count T to time (repeatable; default 128, 2048, 8192).")  # fmt: skip
+@click.option(
+    "--tokens",
+    multiple=True,
+    type=int,
+    help="Token count T to time (repeatable; default 128, 2048, 8192).",
+)
 @click.option("--repeats", default=20, show_default=True, help="Timing rounds per (backend, T).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def bench_moe_export(out, texts, router_epochs, tokens, repeats, quiet) -> None:
     """One MiniLM MoE layer exported dense / masked / grouped: time vs FLOPs on ORT and ExecuTorch."""
     from ponder._bench.moe_export import DEFAULT_TOKENS, run_bench_moe_export
 
-    run_bench_moe_export(out, texts=texts, router_epochs=router_epochs, tokens=tokens or DEFAULT_TOKENS,
-                         repeats=repeats, progress=not quiet, echo=click.echo)  # fmt: skip
+    run_bench_moe_export(
+        out,
+        texts=texts,
+        router_epochs=router_epochs,
+        tokens=tokens or DEFAULT_TOKENS,
+        repeats=repeats,
+        progress=not quiet,
+        echo=click.echo,
+    )

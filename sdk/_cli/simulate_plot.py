@@ -30,8 +30,9 @@ def _shade_charging(ax, t: np.ndarray, charging: list[bool], first: bool) -> Non
         if on and start is None:
             start = t[i - 1] if i else 0.0
         elif not on and start is not None:
-            ax.axvspan(start, t[i - 1], color="grey", alpha=0.12, lw=0,
-                       label="charging" if first else None)  # fmt: skip
+            ax.axvspan(
+                start, t[i - 1], color="grey", alpha=0.12, lw=0, label="charging" if first else None
+            )
             start, first = None, False
 
 
@@ -49,10 +50,15 @@ def plot_simulation(
         for run in result.runs:
             s = run.series
             t, y = np.asarray(s["time_h"], dtype=float), _floats(s[column])
-            ax.plot(t, y, color=COLORS.get(run.name), label=run.name,
-                    lw=2.6 if run.name == "always full" else 1.4,  # shows under the policy's
-                    zorder=3 if run.name == "policy" else 2,
-                    drawstyle="steps-pre" if stepwise else "default")  # fmt: skip
+            ax.plot(
+                t,
+                y,
+                color=COLORS.get(run.name),
+                label=run.name,
+                lw=2.6 if run.name == "always full" else 1.4,  # shows under the policy's
+                zorder=3 if run.name == "policy" else 2,
+                drawstyle="steps-pre" if stepwise else "default",
+            )
             if run.lifetime_s is not None:
                 ax.axvline(run.lifetime_s / 3600, color=COLORS.get(run.name), ls=":", lw=1.2)
         _shade_charging(ax, t, result.runs[0].series["charging"], ax is axes.flat[0])
@@ -60,13 +66,21 @@ def plot_simulation(
         ax.grid(alpha=0.3)
     for edge in _battery_edges(result.policy):
         axes[0, 0].axhline(edge, color="grey", ls="--", lw=0.8)
-        axes[0, 0].annotate(f"policy rule edge {edge:g}%", (0, edge), fontsize=7, color="grey",
-                            xytext=(2, 2), textcoords="offset points")  # fmt: skip
+        axes[0, 0].annotate(
+            f"policy rule edge {edge:g}%",
+            (0, edge),
+            fontsize=7,
+            color="grey",
+            xytext=(2, 2),
+            textcoords="offset points",
+        )
     axes[0, 0].set_ylim(-2, 102)
     axes[0, 0].legend(fontsize=8, loc="center right")
     for ax in axes[1]:
         ax.set_xlabel(xlabel)
     headline = result.headline().replace(" at an accuracy", "\nat an accuracy")
-    title = (f"SIMULATED replay ({result.trace}): policy vs always-full vs always-earliest "
-             f"(dotted: battery empty)\n{headline}")  # fmt: skip
+    title = (
+        f"SIMULATED replay ({result.trace}): policy vs always-full vs always-earliest "
+        f"(dotted: battery empty)\n{headline}"
+    )
     return save_figure(fig, path, title)

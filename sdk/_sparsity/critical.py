@@ -53,10 +53,13 @@ class CriticalReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "baseline": self.baseline, "keep": self.keep, "mode": self.mode,
-            "levels": list(self.levels), "quality": self.quality,
+            "baseline": self.baseline,
+            "keep": self.keep,
+            "mode": self.mode,
+            "levels": list(self.levels),
+            "quality": self.quality,
             "critical": {c: self.critical(c) for c in self.quality},
-        }  # fmt: skip
+        }
 
 
 def _topk_mask(x: torch.Tensor, sparsity: float) -> torch.Tensor:

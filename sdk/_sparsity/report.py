@@ -33,8 +33,10 @@ def run_sparsity(
     def quality(m: torch.nn.Module) -> float:
         return float((embed(m, tokenizer, docs) * dense).sum(-1).mean())  # unit vectors
 
-    echo(f"critical sparsity of {model_name}: {len(docs)} docstrings, {mode} sparsification, "
-         f"quality = mean cosine to the dense embeddings, keep >= {keep:.0%} of it")  # fmt: skip
+    echo(
+        f"critical sparsity of {model_name}: {len(docs)} docstrings, {mode} sparsification, "
+        f"quality = mean cosine to the dense embeddings, keep >= {keep:.0%} of it"
+    )
     report = critical_sparsity(model, quality, mode=mode, keep=keep, progress=progress)
     echo(format_table(report.headers(), report.rows()))
     if out is not None:

@@ -127,9 +127,17 @@ def sparsify_text_encoder(
             student.config.hidden_act = "relu"
     with contextlib.nullcontext() if dropout else _dropout_off(student):
         history = sparsify_finetune(
-            student, batches, _distil_loss, weight=weight, epochs=epochs, lr=lr,
-            progress=progress, seed=seed, paths=paths, token_mask_key="attention_mask",
-        )  # fmt: skip
+            student,
+            batches,
+            _distil_loss,
+            weight=weight,
+            epochs=epochs,
+            lr=lr,
+            progress=progress,
+            seed=seed,
+            paths=paths,
+            token_mask_key="attention_mask",
+        )
     history["teacher_seconds"] = teacher_seconds
     return student.eval(), history
 

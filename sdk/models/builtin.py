@@ -18,9 +18,15 @@ from ponder._core.errors import ConfigError
 # made the same runs 2-10x slower).
 # digits: test acc 100.0% (seed 0) / 99.4% (seed 1); 2.7 s of training, ~3.5 s with loading.
 DIGITS_RECIPE = dict(
-    dataset="digits", model="digits_cnn", width=32, num_blocks=4,
-    epochs=30, lr=1e-2, batch_size=64, seed=0,
-)  # fmt: skip
+    dataset="digits",
+    model="digits_cnn",
+    width=32,
+    num_blocks=4,
+    epochs=30,
+    lr=1e-2,
+    batch_size=64,
+    seed=0,
+)
 # MNIST-1D: test acc 99.64% (seed 0) / 99.48% (seed 1) on 8,000 test samples; 33 s of training
 # + 8.5 s generating 40k samples = 44 s in all (the pool is cached after the first run).
 # Tried and not better within noise: 60k samples (99.51/99.54%, 66-75 s), width 48 (99.69%,
@@ -28,9 +34,16 @@ DIGITS_RECIPE = dict(
 # Linear probes on the pooled features after blocks 1..6 (of the lr-1e-2 backbone, trained with
 # its own head only) reach about 91 / 98 / 99.4 / 99.6 / 99.6 / 99.6%: the task saturates early.
 MNIST1D_RECIPE = dict(
-    dataset="mnist1d", num_samples=40000, model="mnist1d_cnn", width=32, num_blocks=6,
-    epochs=10, lr=5e-3, batch_size=128, seed=0,
-)  # fmt: skip
+    dataset="mnist1d",
+    num_samples=40000,
+    model="mnist1d_cnn",
+    width=32,
+    num_blocks=6,
+    epochs=10,
+    lr=5e-3,
+    batch_size=128,
+    seed=0,
+)
 
 
 def _check_sizes(width: int, num_blocks: int, num_classes: int) -> None:

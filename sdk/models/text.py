@@ -32,15 +32,72 @@ _log = logging.getLogger(__name__)
 # Standard-library modules whose docstrings make the corpus. Fixed, so the corpus only changes
 # with the Python version; a module this interpreter lacks (e.g. sqlite3 on some builds) is skipped.
 _STDLIB_MODULES = (
-    "abc", "argparse", "array", "ast", "asyncio", "bisect", "calendar", "collections",
-    "configparser", "contextlib", "copy", "csv", "dataclasses", "datetime", "decimal", "difflib",
-    "dis", "doctest", "email", "enum", "fnmatch", "fractions", "functools", "gettext", "glob",
-    "gzip", "hashlib", "heapq", "hmac", "html", "http.client", "inspect", "itertools", "json",
-    "locale", "logging", "os", "pathlib", "pickle", "pprint", "queue", "random", "re", "reprlib",
-    "secrets", "selectors", "shutil", "socket", "sqlite3", "statistics", "string", "subprocess",
-    "tarfile", "tempfile", "textwrap", "threading", "time", "typing", "unicodedata", "unittest",
-    "urllib.parse", "uuid", "xml.etree.ElementTree", "zipfile", "zoneinfo",
-)  # fmt: skip
+    "abc",
+    "argparse",
+    "array",
+    "ast",
+    "asyncio",
+    "bisect",
+    "calendar",
+    "collections",
+    "configparser",
+    "contextlib",
+    "copy",
+    "csv",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "difflib",
+    "dis",
+    "doctest",
+    "email",
+    "enum",
+    "fnmatch",
+    "fractions",
+    "functools",
+    "gettext",
+    "glob",
+    "gzip",
+    "hashlib",
+    "heapq",
+    "hmac",
+    "html",
+    "http.client",
+    "inspect",
+    "itertools",
+    "json",
+    "locale",
+    "logging",
+    "os",
+    "pathlib",
+    "pickle",
+    "pprint",
+    "queue",
+    "random",
+    "re",
+    "reprlib",
+    "secrets",
+    "selectors",
+    "shutil",
+    "socket",
+    "sqlite3",
+    "statistics",
+    "string",
+    "subprocess",
+    "tarfile",
+    "tempfile",
+    "textwrap",
+    "threading",
+    "time",
+    "typing",
+    "unicodedata",
+    "unittest",
+    "urllib.parse",
+    "uuid",
+    "xml.etree.ElementTree",
+    "zipfile",
+    "zoneinfo",
+)
 _DOCUMENTED_KINDS = (inspect.ismodule, inspect.isclass, inspect.isroutine, inspect.isdatadescriptor)
 # A first paragraph that is only a call signature ("S.join(iterable) -> str"), not prose.
 _SIGNATURE = re.compile(r"^[\w.\[\]]+\(.*\)(\s*->.*)?$")
@@ -129,8 +186,13 @@ def length_batches(
     out = []
     for start in range(0, len(texts), batch_size):
         idx = order[start : start + batch_size]
-        enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                        max_length=max_length, return_tensors="pt")  # fmt: skip
+        enc = tokenizer(
+            [texts[i] for i in idx],
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
         out.append((idx, {k: v.to(device) for k, v in enc.items()}))
     return out
 
