@@ -36,8 +36,9 @@ def ztw_bundle(tmp_path_factory) -> Path:
     from tiny_models import inputs
 
     out = tmp_path_factory.mktemp("bundles") / "ztw"
-    _export_tools()(ztw_cnn(), inputs("conv2d", batch=6), out, model_id="ztw-cnn",
-                    echo=lambda s: None)  # fmt: skip
+    _export_tools()(
+        ztw_cnn(), inputs("conv2d", batch=6), out, model_id="ztw-cnn", echo=lambda s: None
+    )
     return out
 
 

@@ -45,11 +45,15 @@ def test_the_lock_check_fails_when_pyproject_asks_for_what_the_lock_does_not_pin
     changed.write_text(pyproject.replace('"numpy>=1.24"', '"numpy>=1.24", "zstandard>=0.22"'))
     lock, bootstrap = ROOT / "requirements" / "lock.txt", ROOT / "requirements" / "bootstrap.txt"
     check = [sys.executable, str(ROOT / "requirements" / "check_lock.py")]
-    same = subprocess.run([*check, str(ROOT / "pyproject.toml"), str(lock), str(bootstrap)],
-                          capture_output=True, text=True)  # fmt: skip
+    same = subprocess.run(
+        [*check, str(ROOT / "pyproject.toml"), str(lock), str(bootstrap)],
+        capture_output=True,
+        text=True,
+    )
     assert same.returncode == 0, same.stderr
-    out = subprocess.run([*check, str(changed), str(lock), str(bootstrap)], capture_output=True,
-                         text=True)  # fmt: skip
+    out = subprocess.run(
+        [*check, str(changed), str(lock), str(bootstrap)], capture_output=True, text=True
+    )
     assert out.returncode == 1 and "zstandard" in out.stderr and "make lock" in out.stderr
 
 

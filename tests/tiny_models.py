@@ -198,13 +198,21 @@ def hf_classifier(family: str, seed: int = 0) -> nn.Module:
     configs = {
         "bert": lambda: tf.BertConfig(hidden_size=32, **layers, **text),
         "roberta": lambda: tf.RobertaConfig(hidden_size=32, **layers, **text),
-        "distilbert": lambda: tf.DistilBertConfig(dim=32, n_layers=4, n_heads=2, hidden_dim=64,
-                                                  **text),
-        "gpt2": lambda: tf.GPT2Config(vocab_size=HF_VOCAB, n_positions=2 * HF_TOKENS, n_embd=32,
-                                      n_layer=4, n_head=2, pad_token_id=pad, bos_token_id=2,
-                                      eos_token_id=2),
+        "distilbert": lambda: tf.DistilBertConfig(
+            dim=32, n_layers=4, n_heads=2, hidden_dim=64, **text
+        ),
+        "gpt2": lambda: tf.GPT2Config(
+            vocab_size=HF_VOCAB,
+            n_positions=2 * HF_TOKENS,
+            n_embd=32,
+            n_layer=4,
+            n_head=2,
+            pad_token_id=pad,
+            bos_token_id=2,
+            eos_token_id=2,
+        ),
         "vit": lambda: tf.ViTConfig(image_size=HF_IMAGE, patch_size=4, hidden_size=32, **layers),
-    }  # fmt: skip
+    }
     wrappers = {
         "bert": tf.BertForSequenceClassification,
         "roberta": tf.RobertaForSequenceClassification,

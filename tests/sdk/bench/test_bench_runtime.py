@@ -13,8 +13,12 @@ from ponder._cli import main
 
 
 def _results(within=0.995, accuracy=0.95, best=0.955, decide=20.0, ratio=1.02):
-    row = {"within": within, "accuracy": accuracy, "hindsight_accuracy": best,
-           "decide_us_median": decide}  # fmt: skip
+    row = {
+        "within": within,
+        "accuracy": accuracy,
+        "hindsight_accuracy": best,
+        "decide_us_median": decide,
+    }
     return {"slo": {"goal_within": 0.99, "rows": [row]}, "overhead": {"ratio": ratio}}
 
 
@@ -35,8 +39,22 @@ def test_goal_marks():
 def test_bench_runtime_end_to_end(tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("executorch")
-    args = ["bench", "runtime", "--out", str(tmp_path), "--width", "8", "--budgets", "2",
-            "--rounds", "1", "--repeats", "1", "--no-vit", "--quiet"]  # fmt: skip
+    args = [
+        "bench",
+        "runtime",
+        "--out",
+        str(tmp_path),
+        "--width",
+        "8",
+        "--budgets",
+        "2",
+        "--rounds",
+        "1",
+        "--repeats",
+        "1",
+        "--no-vit",
+        "--quiet",
+    ]
     got = CliRunner().invoke(main, args)
     assert got.exit_code == 0, got.output
     assert "latency SLO" in got.output and "engine overhead" in got.output

@@ -96,8 +96,7 @@ def test_ztw_scores_the_normalised_geometric_mean_of_the_exits_so_far():
     # exit 2: cbrt(p0 * p1 * p2) = cbrt(0.035), cbrt(0.03), cbrt(0.0075)
     #   = 0.3271066, 0.3107233, 0.1957434; sum 0.8335733 -> 0.3924150 (class 0 again)
     np.testing.assert_allclose(scores, [0.7, 0.4417424, 0.3924150], rtol=1e-6)
-    np.testing.assert_allclose(np.exp(steps[1][1][0]), [0.3373864, 0.4417424, 0.2208712],
-                               rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(np.exp(steps[1][1][0]), [0.3373864, 0.4417424, 0.2208712], rtol=1e-6)
     assert [int(lp.argmax()) for _, lp in steps] == [0, 1, 0]
 
 
@@ -116,8 +115,11 @@ def test_ztw_uses_the_models_ensemble_as_it_is_when_ensembled():
 def test_rules_are_listed_and_unknown_names_refused():
     assert set(list_exit_rules()) == {"max_prob", "entropy", "margin", "patience", "ztw"}
     assert [exit_rule(n).stateless for n in ("max_prob", "entropy", "margin", "patience")] == [
-        True, True, True, False
-    ]  # fmt: skip
+        True,
+        True,
+        True,
+        False,
+    ]
     with pytest.raises(ConfigError, match="max_prob"):
         exit_rule("confidence")
 

@@ -190,9 +190,14 @@ class _SpatialMean(nn.Module):
 
 def _issue_cnn() -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 16, 3), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
-    )  # fmt: skip
+        nn.Conv2d(1, 8, 3),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 10),
+    )
 
 
 def _head(width: int) -> nn.Sequential:
@@ -203,50 +208,132 @@ IMAGE, VECTOR = (3, 1, 12, 12), (3, 6)
 # name: (model, input shape); every block before the last gets an exit
 SEQUENTIALS = {
     "issue": (_issue_cnn, IMAGE),
-    "pools_norms_dropout": (lambda: nn.Sequential(
-        nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.GELU(), nn.MaxPool2d(2), nn.Dropout(0.1),
-        nn.Identity(), nn.Conv2d(8, 6, 3), nn.GroupNorm(2, 6), nn.ZeroPad2d(1), _head(6),
-    ), IMAGE),
-    "adaptive_2x2_then_mlp": (lambda: nn.Sequential(
-        nn.Conv2d(1, 8, 3), nn.AdaptiveAvgPool2d((2, 2)), nn.Flatten(), nn.Linear(32, 20),
-        nn.ReLU(), nn.Linear(20, CLASSES),
-    ), IMAGE),
-    "adaptive_keeps_a_size": (lambda: nn.Sequential(
-        nn.Conv2d(1, 8, 3), nn.AdaptiveMaxPool2d((3, None)), nn.ReLU(), nn.Conv2d(8, 4, 1),
-        nn.AdaptiveAvgPool2d((3, 2)), nn.Flatten(), nn.Linear(24, CLASSES),
-    ), IMAGE),
-    "nested": (lambda: nn.Sequential(
-        nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU()),
-        nn.Sequential(nn.MaxPool2d(2), nn.Sequential(nn.Dropout(), nn.ReLU())),
-        nn.Sequential(nn.Conv2d(8, 16, 3)), nn.Sequential(nn.BatchNorm2d(16)), _head(16),
-    ), IMAGE),
-    "flatten_after_maxpool_read_from_the_next_linear": (lambda: nn.Sequential(
-        nn.Conv2d(1, 8, 3), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(200, 16), nn.ReLU(),
-        nn.Linear(16, CLASSES),
-    ), IMAGE),
-    "user_module_ends_a_block": (lambda: nn.Sequential(
-        nn.Sequential(nn.Conv2d(1, 8, 3), _Scale()), nn.Sequential(nn.Conv2d(8, 8, 3), _Scale()),
-        nn.ReLU(), _head(8),
-    ), IMAGE),
-    "user_module_as_a_block": (lambda: nn.Sequential(
-        nn.Conv2d(1, 8, 3), _Scale(), nn.Conv2d(8, 8, 3), _Scale(), nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(), nn.Linear(8, CLASSES),
-    ), IMAGE),
-    "wrong_width_attribute_corrected_by_the_next_linear": (lambda: nn.Sequential(
-        _Down(), nn.ReLU(), nn.Linear(400, 16), nn.ReLU(), nn.Linear(16, CLASSES),
-    ), IMAGE),
-    "conv1d": (lambda: nn.Sequential(
-        nn.Conv1d(1, 4, 3), nn.BatchNorm1d(4), nn.AvgPool1d(2), nn.Conv1d(4, 8, 3), nn.ReLU(),
-        nn.AdaptiveAvgPool1d(3), nn.Flatten(), nn.Linear(24, CLASSES),
-    ), (3, 1, 20)),
-    "mlp": (lambda: nn.Sequential(
-        nn.Dropout(), nn.Linear(6, 32), nn.ReLU(), nn.Linear(32, 16), nn.LayerNorm(16),
-        nn.GELU(), nn.Linear(16, CLASSES),
-    ), VECTOR),
-    "mlp_batchnorm_first": (lambda: nn.Sequential(
-        nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 10), nn.Tanh(), nn.Linear(10, CLASSES),
-    ), VECTOR),
-}  # fmt: skip
+    "pools_norms_dropout": (
+        lambda: nn.Sequential(
+            nn.Conv2d(1, 8, 3),
+            nn.BatchNorm2d(8),
+            nn.GELU(),
+            nn.MaxPool2d(2),
+            nn.Dropout(0.1),
+            nn.Identity(),
+            nn.Conv2d(8, 6, 3),
+            nn.GroupNorm(2, 6),
+            nn.ZeroPad2d(1),
+            _head(6),
+        ),
+        IMAGE,
+    ),
+    "adaptive_2x2_then_mlp": (
+        lambda: nn.Sequential(
+            nn.Conv2d(1, 8, 3),
+            nn.AdaptiveAvgPool2d((2, 2)),
+            nn.Flatten(),
+            nn.Linear(32, 20),
+            nn.ReLU(),
+            nn.Linear(20, CLASSES),
+        ),
+        IMAGE,
+    ),
+    "adaptive_keeps_a_size": (
+        lambda: nn.Sequential(
+            nn.Conv2d(1, 8, 3),
+            nn.AdaptiveMaxPool2d((3, None)),
+            nn.ReLU(),
+            nn.Conv2d(8, 4, 1),
+            nn.AdaptiveAvgPool2d((3, 2)),
+            nn.Flatten(),
+            nn.Linear(24, CLASSES),
+        ),
+        IMAGE,
+    ),
+    "nested": (
+        lambda: nn.Sequential(
+            nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU()),
+            nn.Sequential(nn.MaxPool2d(2), nn.Sequential(nn.Dropout(), nn.ReLU())),
+            nn.Sequential(nn.Conv2d(8, 16, 3)),
+            nn.Sequential(nn.BatchNorm2d(16)),
+            _head(16),
+        ),
+        IMAGE,
+    ),
+    "flatten_after_maxpool_read_from_the_next_linear": (
+        lambda: nn.Sequential(
+            nn.Conv2d(1, 8, 3),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(200, 16),
+            nn.ReLU(),
+            nn.Linear(16, CLASSES),
+        ),
+        IMAGE,
+    ),
+    "user_module_ends_a_block": (
+        lambda: nn.Sequential(
+            nn.Sequential(nn.Conv2d(1, 8, 3), _Scale()),
+            nn.Sequential(nn.Conv2d(8, 8, 3), _Scale()),
+            nn.ReLU(),
+            _head(8),
+        ),
+        IMAGE,
+    ),
+    "user_module_as_a_block": (
+        lambda: nn.Sequential(
+            nn.Conv2d(1, 8, 3),
+            _Scale(),
+            nn.Conv2d(8, 8, 3),
+            _Scale(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(8, CLASSES),
+        ),
+        IMAGE,
+    ),
+    "wrong_width_attribute_corrected_by_the_next_linear": (
+        lambda: nn.Sequential(
+            _Down(),
+            nn.ReLU(),
+            nn.Linear(400, 16),
+            nn.ReLU(),
+            nn.Linear(16, CLASSES),
+        ),
+        IMAGE,
+    ),
+    "conv1d": (
+        lambda: nn.Sequential(
+            nn.Conv1d(1, 4, 3),
+            nn.BatchNorm1d(4),
+            nn.AvgPool1d(2),
+            nn.Conv1d(4, 8, 3),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool1d(3),
+            nn.Flatten(),
+            nn.Linear(24, CLASSES),
+        ),
+        (3, 1, 20),
+    ),
+    "mlp": (
+        lambda: nn.Sequential(
+            nn.Dropout(),
+            nn.Linear(6, 32),
+            nn.ReLU(),
+            nn.Linear(32, 16),
+            nn.LayerNorm(16),
+            nn.GELU(),
+            nn.Linear(16, CLASSES),
+        ),
+        VECTOR,
+    ),
+    "mlp_batchnorm_first": (
+        lambda: nn.Sequential(
+            nn.BatchNorm1d(6),
+            nn.ReLU(),
+            nn.Linear(6, 10),
+            nn.Tanh(),
+            nn.Linear(10, CLASSES),
+        ),
+        VECTOR,
+    ),
+}
 
 
 def _static_and_dry_run_specs(model: nn.Module, x: torch.Tensor, config):
@@ -289,8 +376,12 @@ def test_issue_cnn_converts_and_runs_without_example_inputs():
     [
         (  # the flattened size depends on the image size, and a LazyLinear has not learnt it
             lambda: nn.Sequential(
-                nn.Conv2d(1, 4, 3), nn.MaxPool2d(2), nn.Flatten(), nn.LazyLinear(10),
-                nn.ReLU(), nn.Linear(10, CLASSES),
+                nn.Conv2d(1, 4, 3),
+                nn.MaxPool2d(2),
+                nn.Flatten(),
+                nn.LazyLinear(10),
+                nn.ReLU(),
+                nn.Linear(10, CLASSES),
             ),
             2,
             r"block '2' \(Flatten\): Flatten merges a \[4, \?, \?\] map, whose spatial size "
@@ -306,7 +397,7 @@ def test_issue_cnn_converts_and_runs_without_example_inputs():
         ),
     ],
     ids=["flatten_into_a_lazy_linear", "user_module_into_a_user_module"],
-)  # fmt: skip
+)
 def test_unknowable_width_asks_for_example_inputs(model, block, match, width):
     config = ponder.EarlyExitConfig(exits=(block,))
     with pytest.raises(ponder.UnsupportedModelError, match=match):

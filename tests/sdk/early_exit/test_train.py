@@ -129,9 +129,14 @@ def test_trained_exits_beat_chance_on_held_out_data(mode, style, head):
     # frozen training is cheap (features are computed once), so it gets more epochs
     epochs, lr = (60, 3e-2) if mode == "frozen" else (10, 1e-2)
     config = TrainConfig(
-        mode=mode, epochs=epochs, lr=lr, backbone_lr=1e-2, batch_size=50, ensemble_epochs=10,
+        mode=mode,
+        epochs=epochs,
+        lr=lr,
+        backbone_lr=1e-2,
+        batch_size=50,
+        ensemble_epochs=10,
         progress=False,
-    )  # fmt: skip
+    )
     history = train_exits(model, x, y, config)
     assert history["heads"][-1] < history["heads"][0]
     x_test, y_test = _task(200, 1)

@@ -71,8 +71,11 @@ def convert(model: nn.Module, config: ponder.MoEConfig) -> nn.Module:
 def test_finds_a_sequential_mlp_and_its_activation(act, name):
     (spec,) = find_ffns(mlp(act))
     assert (spec.kind, spec.activation, spec.moe_path, spec.folded) == (
-        "sequential", name, "0", ("1", "2")
-    )  # fmt: skip
+        "sequential",
+        name,
+        "0",
+        ("1", "2"),
+    )
 
 
 def test_finds_every_mlp_inside_a_model_and_skips_non_ffns():
@@ -99,8 +102,11 @@ def test_finds_hf_ffns(family, kind, moe_path, folded, act):
     specs = find_ffns(hf_model(family))
     assert len(specs) == 2
     assert (specs[0].kind, specs[0].moe_path, specs[0].folded, specs[0].activation) == (
-        kind, moe_path, folded, act
-    )  # fmt: skip
+        kind,
+        moe_path,
+        folded,
+        act,
+    )
     assert (specs[0].up is not None) == (kind == "gated")
 
 

@@ -85,9 +85,15 @@ class MaskedMLP(nn.Module):
 
 def test_find_activations_by_type_in_a_sequential_mlp():
     model = nn.Sequential(
-        nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.GELU(approximate="tanh"),
-        nn.Linear(8, 8), nn.SiLU(), nn.Tanh(), nn.GELU(),
-    )  # fmt: skip
+        nn.Linear(4, 8),
+        nn.ReLU(),
+        nn.Linear(8, 8),
+        nn.GELU(approximate="tanh"),
+        nn.Linear(8, 8),
+        nn.SiLU(),
+        nn.Tanh(),
+        nn.GELU(),
+    )
     found = [(path, kind) for path, _, kind in find_activations(model)]
     assert found == [("1", "relu"), ("3", "gelu_tanh"), ("5", "silu"), ("7", "gelu")]
 
@@ -297,9 +303,15 @@ def test_sparsify_finetune_distils_a_tiny_bert_after_the_relu_swap():
     student = copy.deepcopy(teacher)
     swap_activation_(student, "relu")
     history = sparsify_finetune(
-        student, batches, loss_fn, weight=0.01, epochs=6, lr=1e-3, progress=False,
+        student,
+        batches,
+        loss_fn,
+        weight=0.01,
+        epochs=6,
+        lr=1e-3,
+        progress=False,
         token_mask_key="attention_mask",
-    )  # fmt: skip
+    )
     assert history["penalty"][-1] < 0.5 * history["penalty"][0]
     assert history["sparsity"][-1]["zero"] > history["sparsity"][0]["zero"] + 0.1
     student.eval()

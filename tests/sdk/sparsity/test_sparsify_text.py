@@ -57,9 +57,16 @@ def _train(model, tokenizer, weight, relu=False, epochs=4):
     from ponder._sparsity.text import sparsify_text_encoder
 
     return sparsify_text_encoder(
-        model, tokenizer, sentences(32, seed=0), weight=weight, epochs=epochs, lr=1e-3,
-        relu=relu, batch_size=8, progress=False,
-    )  # fmt: skip
+        model,
+        tokenizer,
+        sentences(32, seed=0),
+        weight=weight,
+        epochs=epochs,
+        lr=1e-3,
+        relu=relu,
+        batch_size=8,
+        progress=False,
+    )
 
 
 def test_mean_pool_is_the_pooling_of_embed(tokenizer):
@@ -89,9 +96,9 @@ def test_the_teacher_is_untouched_and_the_student_is_a_trained_copy(tokenizer):
     assert [m.p for m in student.modules() if isinstance(m, nn.Dropout)] == [
         m.p for m in model.modules() if isinstance(m, nn.Dropout)
     ] and model.encoder.layer[0].output.dropout.p == 0.1
-    assert not torch.equal(student.embeddings.word_embeddings.weight, before[
-        "embeddings.word_embeddings.weight"
-    ])  # fmt: skip
+    assert not torch.equal(
+        student.embeddings.word_embeddings.weight, before["embeddings.word_embeddings.weight"]
+    )
     assert len(history["task_loss"]) == len(history["penalty"]) == len(history["sparsity"]) == 2
     assert history["seconds"] > 0 and history["teacher_seconds"] > 0
 
