@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ponder._calibration.evaluate import exit_data, operating_points
+from ponder._calibration.evaluate import exit_data
+from ponder._calibration.points import measure_point, operating_points
 from ponder._convert.checkpoint import load, read_config
 from ponder._core.errors import ConfigError
 from ponder._core.report import format_table
@@ -107,28 +108,20 @@ def _exits(model: torch.nn.Module, splits: Any, extra: dict[str, Any]):
             calib = exit_data(model, splits.calib.x, splits.calib.y, costs, rule=name)
         reference = reference or costs.full  # tau 0 first: every expert, the dense FLOPs
         scale = costs.full / reference
-        label = "" if tau is None else f", tau {tau:g}"
-        for p in operating_points(calib):
-            t = [p["threshold"]] * early
-            points.append(_row(f"shared threshold {t[0]:.4g}{label}", t, None, tau, p, scale))
-            points += _truncated(calib, t, tau, label, scale)
+        points += operating_points(calib, by_stage=True, moe_tau=tau, flops_scale=scale)
         if risk is not None and tau == own:
-            points.append({**_row("risk_controlled", rule["thresholds"], None, tau,
-                                  calib.outcome(float(risk)), scale),
-                           "risk_control": extra["risk_control"]})  # fmt: skip
-    return rule, _distinct(points)
-
-
-def _distinct(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Drop rows that behave like an earlier one (truncating every threshold at stage 0 gives
-    the same point each time)."""
-    seen, out = set(), []
-    for p in points:
-        key = (p["moe_tau"], p["max_stage"], tuple(p["exit_fractions"]), p["accuracy"])
-        if key not in seen or "risk_control" in p:
-            seen.add(key)
-            out.append(p)
-    return out
+            points.append(
+                measure_point(
+                    calib,
+                    "risk_controlled",
+                    tuple(rule["thresholds"]),
+                    moe_tau=tau,
+                    flops_scale=scale,
+                    risk_control=extra["risk_control"],
+                )
+            )
+    # the manifest stores thresholds as numbers (an infinite one as Infinity, as in exit_rule)
+    return rule, [{**p.to_dict(), "thresholds": list(p.thresholds)} for p in points]
 
 
 TAU_GRID = (0.0, 0.2, 0.4, 0.6, 0.8)  # dynamic-k tau: 0 keeps every expert, 1 only the best
@@ -167,29 +160,6 @@ def _mean_costs(model: torch.nn.Module, x: torch.Tensor) -> ExitCosts:
     mean = lambda values: tuple(float(np.mean(v)) for v in zip(*values, strict=True))  # noqa: E731
     return ExitCosts(mean(c.backbone for c in each), each[0].heads,
                      float(np.mean([c.full for c in each])))  # fmt: skip
-
-
-def _row(name: str, thresholds: list[float], max_stage: int | None, tau: float | None,
-         outcome: dict[str, Any], scale: float) -> dict[str, Any]:  # fmt: skip
-    """An operating-point row; FLOPs as a fraction of the model with every expert running."""
-    out = {k: v for k, v in outcome.items() if k != "threshold"}
-    out["flops_fraction"] = out["flops_fraction"] * scale
-    return {"name": name, "thresholds": thresholds, "max_stage": max_stage, "moe_tau": tau, **out}
-
-
-def _truncated(calib: Any, thresholds: list[float], tau: float | None, label: str,
-               scale: float) -> list[dict[str, Any]]:  # fmt: skip
-    """The same thresholds with every sample still running made to leave at stage s (for a
-    latency budget that cannot wait for the later stages); only where that changes anything."""
-    rows = []
-    for s in range(len(thresholds)):
-        cut = [*thresholds[:s], -float("inf"), *thresholds[s + 1 :]]
-        outcome = calib.outcome(np.array(cut))
-        if outcome == calib.outcome(np.array(thresholds)):
-            continue
-        name = f"shared threshold {thresholds[0]:.4g}{label}, all leave by stage {s}"
-        rows.append(_row(name, thresholds, s, tau, outcome, scale))
-    return rows
 
 
 def _summary(manifest: dict[str, Any], out: Path, echo) -> dict[str, Any]:

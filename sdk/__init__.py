@@ -59,7 +59,7 @@ _LAZY = {
     "ExitData": "_calibration.evaluate",
     "evaluate": "_calibration.evaluate",
     "calibrate": "_calibration.evaluate",
-    "operating_points": "_calibration.evaluate",
+    "operating_points": "_calibration.points",
     "thresholds_for_budget": "_calibration.thresholds",
     "RiskControlResult": "_calibration.thresholds",
     # checkpoints

@@ -106,26 +106,6 @@ def flops_saved_at_drop(
     return float(1.0 - flops[ok].min()) if ok.any() else 0.0
 
 
-def operating_points(data: ExitData, rows: int = 8) -> list[dict[str, Any]]:
-    """A small table of Pareto-optimal shared thresholds on `data`, spread over FLOPs fractions:
-    what each threshold costs and how accurate it is (the table a policy chooses from)."""
-    curve = cost_accuracy_curve(data.scores, data.correct, data.exit_costs, data.costs.full)
-    order = np.argsort(curve.flops_fraction, kind="stable")
-    best, front = -1.0, []
-    for i in order:  # keep points that beat every cheaper point
-        if curve.accuracy[i] > best:
-            best = curve.accuracy[i]
-            front.append(i)
-    targets = np.linspace(curve.flops_fraction[front[0]], curve.flops_fraction[front[-1]], rows)
-    picked = sorted(
-        {front[int(np.argmin(np.abs(curve.flops_fraction[front] - t)))] for t in targets}
-    )
-    return [
-        {"threshold": float(curve.thresholds[i]), **data.outcome(curve.thresholds[i])}
-        for i in picked
-    ]
-
-
 def calibrate(
     data: ExitData, delta: float, epsilon: float, bound: str = "binomial"
 ) -> RiskControlResult:

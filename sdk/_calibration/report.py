@@ -9,8 +9,9 @@ from typing import Any
 
 from torch import nn
 
-from ponder._calibration.evaluate import calibrate, evaluate, exit_data, operating_points
+from ponder._calibration.evaluate import calibrate, evaluate, exit_data
 from ponder._calibration.plots import plot_exits
+from ponder._calibration.points import operating_points
 from ponder._calibration.thresholds import thresholds_for_budget
 from ponder._core.report import format_table, write_json
 from ponder._early_exit.flops import ExitCosts, count_costs
@@ -41,7 +42,7 @@ def assess(
     risk = calibrate(calib, delta, epsilon)
     points = operating_points(calib)
     chosen = test.outcome(risk.threshold)
-    rows = [_row(f"{p['threshold']:.4g}", test.outcome(p["threshold"])) for p in points]
+    rows = [_row(f"{p.thresholds[0]:.4g}", test.outcome(p.thresholds[0])) for p in points]
     rows.append(_row(f"{risk.threshold:.4g} (risk-controlled)", chosen))
     result: dict[str, Any] = {}
     if budget is not None:

@@ -1,15 +1,16 @@
 """Operating points: the settings a policy chooses between (exit thresholds, a last stage, MoE
-tau) with what they are expected to cost and score, read from a bundle's manifest."""
+tau) with what they are expected to cost and score. One torch-free type for the sdk's
+calibration, the export's manifest and the runtime's policy."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ponder._core.errors import ConfigError
 
-__all__ = ["OperatingPoint", "operating_points"]
+__all__ = ["OperatingPoint"]
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,9 @@ class OperatingPoint:
     still running leaves at stage `max_stage` (None: the last stage). `exit_fractions[k]` is the
     share of calibration samples that left at stage k (one entry per stage, summing to 1), so
     the expected cost of a point is sum_k exit_fractions[k] * (cost of stages 0..k).
-    `accuracy` and `flops_fraction` were measured on the calibration split at export.
+    `accuracy`, `flops_fraction` and `accuracy_drop` (against the full model) were measured on
+    the calibration split (`ponder.operating_points`); a bundle's manifest stores them
+    (`ponder.runtime.operating_points` reads them back).
     """
 
     name: str
@@ -30,6 +33,7 @@ class OperatingPoint:
     accuracy: float | None = None
     flops_fraction: float | None = None
     exit_fractions: tuple[float, ...] = ()
+    accuracy_drop: float | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -54,8 +58,7 @@ class OperatingPoint:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> OperatingPoint:
-        known = {"name", "thresholds", "max_stage", "moe_tau", "accuracy", "flops_fraction",
-                 "exit_fractions"}  # fmt: skip
+        known = {f.name for f in fields(cls)} - {"extra"}
         return cls(
             name=d["name"],
             thresholds=tuple(math.inf if t is None else float(t) for t in d["thresholds"] or ()),
@@ -63,12 +66,15 @@ class OperatingPoint:
             moe_tau=d.get("moe_tau"),
             accuracy=d.get("accuracy"),
             flops_fraction=d.get("flops_fraction"),
+            accuracy_drop=d.get("accuracy_drop"),
             exit_fractions=tuple(d.get("exit_fractions") or ()),
             extra={k: v for k, v in d.items() if k not in known},
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready; an infinite threshold (never exit there) is written as null."""
+        """JSON-ready; an infinite threshold (never exit there) is written as null, and
+        accuracy_drop only when known (the key order is the manifest's)."""
+        drop = {} if self.accuracy_drop is None else {"accuracy_drop": self.accuracy_drop}
         return {
             "name": self.name,
             "thresholds": [None if math.isinf(t) else t for t in self.thresholds],
@@ -76,24 +82,7 @@ class OperatingPoint:
             "moe_tau": self.moe_tau,
             "accuracy": self.accuracy,
             "flops_fraction": self.flops_fraction,
+            **drop,
             "exit_fractions": list(self.exit_fractions),
             **self.extra,
         }
-
-
-def operating_points(manifest: Any) -> list[OperatingPoint]:
-    """The operating points of a `Manifest` (rows without thresholds are skipped: they cannot
-    be run), in the manifest's order."""
-    num_exits = manifest.num_exits
-    points = []
-    for row in manifest.operating_points:
-        if row.get("thresholds") is None:
-            continue
-        point = OperatingPoint.from_dict(row)
-        if len(point.thresholds) != num_exits:
-            raise ConfigError(
-                f"operating point {point.name!r} has {len(point.thresholds)} thresholds for "
-                f"{num_exits} early exits; re-export the bundle"
-            )
-        points.append(point)
-    return points
