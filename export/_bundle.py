@@ -17,12 +17,19 @@ from torch.utils.flop_counter import FlopCounterMode
 import ponder
 from ponder._core.errors import ConfigError
 from ponder._moe.config import moe_layers
-from ponder.export._formats.onnx import OPSET, OnnxRunner, write_onnx_stage
-from ponder.export._formats.pte import PteRunner, write_pte
+from ponder.export._formats.onnx import OPSET, write_onnx_stage
+from ponder.export._formats.pte import write_pte
 from ponder.export._int8.bundle import INT8_DIR, INT8_PTE, write_int8
 from ponder.export._stages.plan import MOE_TAU, Stage, StageIO, StagePlan, plan_stages, run_stages
 from ponder.export._stages.trace import MAX_BATCH, export_stage, symbolic_shapes
-from ponder.export._validate import TOLERANCES, Comparison, check_comparisons, compare_outputs
+from ponder.export._validate import (
+    TOLERANCES,
+    Comparison,
+    check_comparisons,
+    check_onnx,
+    check_pte,
+    numpy_arrays,
+)
 from ponder.runtime import FORMAT, SCHEMA_VERSION, write_manifest
 from ponder.runtime._bundle.bundle import PTE, SAMPLES
 
@@ -86,7 +93,7 @@ def export_bundle(
         write_pte(programs, out / PTE, delegate=delegate, metadata=meta)
         echo(f"  {PTE}: {len(plan.stages)} methods lowered to {delegate} "
              f"({time.perf_counter() - started:.1f} s, {(out / PTE).stat().st_size / 1e6:.2f} MB)")  # fmt: skip
-        rows += run_pte(out / PTE, plan_io(plan), runs)
+        rows += check_pte(out / PTE, plan_io(plan), runs)
         files.append(PTE)
     onnx_files = [f"onnx/stage_{i}.onnx" for i in range(len(plan.stages))]
     if "onnx" in targets:
@@ -96,7 +103,7 @@ def export_bundle(
             started = time.perf_counter()
             write_onnx_stage(stage, program, out / onnx_files[i])
             echo(f"  {onnx_files[i]}: written ({time.perf_counter() - started:.1f} s)")
-        rows += run_onnx([out / f for f in onnx_files], plan_io(plan), runs)
+        rows += check_onnx([out / f for f in onnx_files], plan_io(plan), runs)
         files += onnx_files
     quantization = None
     if quantize == "int8":
@@ -141,37 +148,6 @@ def plan_io(plan: StagePlan) -> StageIO:
     return [(s.inputs, s.outputs) for s in plan.stages]
 
 
-def run_pte(path: Path, io: StageIO, runs: list[dict], precision: str = "fp32") -> list[Comparison]:
-    """Execute every method of the program on the stored stage inputs; compare with eager."""
-    return _compare(PteRunner(path), "pte", io, runs, precision)
-
-
-def run_onnx(
-    paths: list[Path], io: StageIO, runs: list[dict], precision: str = "fp32"
-) -> list[Comparison]:
-    """Run every ONNX stage on the stored stage inputs; compare with eager."""
-    return _compare(OnnxRunner(paths), "onnx", io, runs, precision)
-
-
-def _compare(
-    runner: Any, fmt: str, io: StageIO, runs: list[dict], precision: str
-) -> list[Comparison]:
-    """Each stage on its own stored inputs (not chained), every output against eager's."""
-    fmt = fmt if precision == "fp32" else f"{fmt}-{precision}"
-    rows = []
-    for i, ((_, outputs), run) in enumerate(zip(io, runs, strict=True)):
-        got = runner.run_stage(i, run["inputs"], outputs)
-        rows += compare_outputs(fmt, i, got, _numpy(run["outputs"]), precision)
-    return rows
-
-
-def _numpy(tensors: dict[str, Any]) -> dict[str, np.ndarray]:
-    return {
-        k: v.detach().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
-        for k, v in tensors.items()
-    }
-
-
 def _targets(target: str) -> dict[str, str]:
     if target not in TARGETS:
         raise ConfigError(f"target {target!r} is not one of {list(TARGETS)}")
@@ -199,9 +175,9 @@ def _check_samples(inputs: dict[str, torch.Tensor]) -> None:
 def _save_samples(path: Path, inputs: dict[str, torch.Tensor], runs: list[dict]) -> None:
     """Model inputs (and control inputs such as moe_tau) and every stage's eager outputs
     (names are unique across the pipeline)."""
-    arrays = _numpy(inputs)
+    arrays = numpy_arrays(inputs)
     for run in runs:
-        arrays.update(_numpy(run["outputs"]))
+        arrays.update(numpy_arrays(run["outputs"]))
     with path.open("wb") as f:
         np.savez(f, **arrays)
 

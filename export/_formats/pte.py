@@ -1,5 +1,5 @@
 """ExecuTorch: every stage as one method of a single `.pte` program, lowered to XNNPACK (or left
-on the portable kernels), and a runner that executes the methods with the ExecuTorch runtime."""
+on the portable kernels); the runtime's `ExecuTorchBackend` runs it."""
 
 from __future__ import annotations
 
@@ -8,14 +8,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from ponder._core.errors import BundleError, MissingDependencyError
+from ponder._core.errors import MissingDependencyError
 from ponder.export._stages.trace import portable_conv_shapes
 from ponder.runtime._backends.executorch import METADATA_METHOD, quiet_imports
 
-__all__ = ["METADATA_METHOD", "PteRunner", "write_pte"]
+__all__ = ["METADATA_METHOD", "executorch_exporter", "write_pte"]
 
 
 def executorch_exporter():
@@ -52,44 +51,3 @@ def write_pte(
         )
         path.write_bytes(edge.to_executorch().buffer)
     return path
-
-
-class PteRunner:
-    """Loads a `.pte` with the ExecuTorch runtime and executes its stage methods."""
-
-    def __init__(self, path: str | Path):
-        try:
-            with quiet_imports():
-                from executorch.runtime import Runtime
-        except ImportError as e:
-            raise MissingDependencyError("executorch", "export", "running .pte programs") from e
-        try:
-            self.program = Runtime.get().load_program(Path(path))
-        except (RuntimeError, ValueError) as e:
-            raise BundleError(f"ExecuTorch cannot load {path}: {e}; re-export the bundle") from e
-        self._methods: dict[str, Any] = {}
-
-    @property
-    def method_names(self) -> set[str]:
-        return set(self.program.method_names)
-
-    def metadata(self) -> dict[str, Any]:
-        return json.loads(self.run(METADATA_METHOD, [])[0])
-
-    def run_stage(
-        self, index: int, feeds: dict[str, Any], outputs: list[str]
-    ) -> dict[str, np.ndarray]:
-        """Method `stage_<index>` on named inputs (arrays or tensors, in call order) -> named
-        outputs as arrays; the same call as `OnnxRunner.run_stage`."""
-        args = [torch.as_tensor(v) for v in feeds.values()]
-        got = self.run(f"stage_{index}", args)
-        return dict(zip(outputs, (t.numpy() for t in got), strict=True))
-
-    def run(self, method: str, inputs: list[Any]) -> list[Any]:
-        if method not in self._methods:
-            if method not in self.method_names:
-                raise BundleError(
-                    f"the program has no method {method!r}; it has {sorted(self.method_names)}"
-                )
-            self._methods[method] = self.program.load_method(method)
-        return list(self._methods[method].execute(inputs))

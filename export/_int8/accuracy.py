@@ -16,14 +16,14 @@ __all__ = ["int8_accuracy"]
 
 
 def _outputs(
-    runner: Any, io: StageIO, inputs: dict[str, torch.Tensor], batch: int
+    backend: Any, io: StageIO, inputs: dict[str, torch.Tensor], batch: int
 ) -> dict[str, np.ndarray]:
     """`run_chain` over all rows of `inputs`, `batch` rows at a time, concatenated."""
     rows = len(next(iter(inputs.values())))
     parts: dict[str, list[np.ndarray]] = {}
     for start in range(0, rows, batch):
         chunk = {k: v[start : start + batch].numpy() for k, v in inputs.items()}
-        for name, value in run_chain(runner, io, chunk).items():
+        for name, value in run_chain(backend, io, chunk).items():
             parts.setdefault(name, []).append(value)
     return {name: np.concatenate(values) for name, values in parts.items()}
 
@@ -36,8 +36,9 @@ def int8_accuracy(
     y: torch.Tensor,
     batch: int = MAX_BATCH,
 ) -> dict[str, Any]:
-    """Per-exit accuracy of the fp32 and the int8 runner of one format (both `PteRunner` or
-    both `OnnxRunner`) on held-out (x, y), and the |int8 - fp32| of every stage output.
+    """Per-exit accuracy of the fp32 and the int8 files of one format (two runtime backends,
+    both `ExecuTorchBackend` or both `OnnxRuntimeBackend`) on held-out (x, y), and the
+    |int8 - fp32| of every stage output.
 
     io: per stage (input names, output names), as `plan_io` or the manifest give them. Exit k
     predicts the argmax of `exit_logp_k`, the last stage the argmax of `logits`. The stages run

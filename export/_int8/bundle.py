@@ -11,8 +11,6 @@ from typing import Any
 import torch
 
 from ponder._core.errors import ConfigError
-from ponder.export._formats.onnx import OnnxRunner
-from ponder.export._formats.pte import PteRunner
 from ponder.export._int8.accuracy import int8_accuracy
 from ponder.export._int8.quantize import (
     calibration_feeds,
@@ -21,7 +19,15 @@ from ponder.export._int8.quantize import (
     stage_calibration_inputs,
 )
 from ponder.export._stages.plan import StagePlan
-from ponder.export._validate import TOLERANCES, Comparison
+from ponder.export._validate import (
+    TOLERANCES,
+    Comparison,
+    check_onnx,
+    check_pte,
+    onnx_backend,
+    pte_backend,
+    torch_threads_kept,
+)
 
 __all__ = ["INT8_DIR", "INT8_PTE", "write_int8"]
 
@@ -41,8 +47,6 @@ def write_int8(
 ) -> tuple[list[str], Any, dict[str, Any]]:
     """Quantize every stage, write the int8 files of each target; returns (files written,
     a checker `check(io, runs) -> [Comparison]`, the manifest's `quantization` section)."""
-    from ponder.export._bundle import run_onnx, run_pte  # the fp32 runners, with an int8 tolerance
-
     if not calibration or next(iter(calibration[0].values())).shape[0] < 2:
         raise ConfigError(
             "int8 export needs calibration data (a list of input batches, the first of >= 2 "
@@ -72,10 +76,10 @@ def write_int8(
     def check(io, stage_runs) -> list[Comparison]:
         rows = []
         if "pte" in section:
-            rows += run_pte(out / INT8_PTE, io, stage_runs, "int8")
+            rows += check_pte(out / INT8_PTE, io, stage_runs, "int8")
         if "onnx_dir" in section:
             paths = [out / INT8_DIR / Path(f).name for f in onnx_files]
-            rows += run_onnx(paths, io, stage_runs, "int8")
+            rows += check_onnx(paths, io, stage_runs, "int8")
         return rows
 
     return files, check, section
@@ -87,11 +91,11 @@ def _accuracy(plan, out, section, onnx_files, held_out) -> dict[str, Any]:
     x, y = held_out
     result = {}
     if "pte" in section:
-        result["pte"] = int8_accuracy(
-            io, PteRunner(out / "model.pte"), PteRunner(out / INT8_PTE), x, y
-        )
+        with torch_threads_kept():
+            fp32, int8 = pte_backend(out / "model.pte", io), pte_backend(out / INT8_PTE, io, "int8")
+            result["pte"] = int8_accuracy(io, fp32, int8, x, y)
     if "onnx_dir" in section:
-        fp32 = OnnxRunner([out / f for f in onnx_files])
-        int8 = OnnxRunner([out / INT8_DIR / Path(f).name for f in onnx_files])
+        fp32 = onnx_backend([out / f for f in onnx_files])
+        int8 = onnx_backend([out / INT8_DIR / Path(f).name for f in onnx_files], "int8")
         result["onnx"] = int8_accuracy(io, fp32, int8, x, y)
     return result

@@ -14,6 +14,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -190,10 +191,9 @@ def _prepare(model: nn.Module, moe_backend: str) -> nn.Module:
     model = copy.deepcopy(model).eval()
     stack = getattr(model, ATTR, None)
     if stack is not None:
-        # the hooks do nothing without a run, but tracing them would still read run state
-        for module in model.modules():
-            module._forward_hooks.clear()
-            module._forward_pre_hooks.clear()
+        # the exit hooks do nothing without a run, but tracing them would still read run
+        # state; the stages call the heads themselves. Hooks of the user's own stay.
+        stack.detach()
     for layer in moe_layers(model).values():
         layer.backend = moe_backend
     return model
@@ -249,11 +249,12 @@ def run_stages(plan: StagePlan, inputs: dict[str, torch.Tensor]) -> list[dict[st
     return runs
 
 
-def run_chain(runner: Any, io: StageIO, inputs: dict[str, Any]) -> dict[str, Any]:
-    """Every stage of an exported runner (`PteRunner` or `OnnxRunner`) in order, each fed by
-    name from the model inputs and earlier stages' outputs, as a device chains them; returns
-    every named tensor (inputs included) as arrays. io: per stage (input names, output names)."""
-    known = dict(inputs)
-    for i, (names, outputs) in enumerate(io):
-        known.update(runner.run_stage(i, {n: known[n] for n in names}, outputs))
-    return known
+def run_chain(backend: Any, io: StageIO, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Every stage of a runtime backend (`ExecuTorchBackend`, `OnnxRuntimeBackend`) in order,
+    each fed by name from the model inputs and earlier stages' outputs, as a device chains them;
+    returns every named tensor (inputs included) as arrays. io: per stage (input names, output
+    names)."""
+    known = {name: backend.from_numpy(np.asarray(value)) for name, value in inputs.items()}
+    for i, (names, _) in enumerate(io):
+        known.update(backend.run_stage(i, {n: known[n] for n in names}))
+    return {name: backend.to_numpy(value) for name, value in known.items()}

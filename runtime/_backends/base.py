@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,22 +87,43 @@ class OnnxRuntimeBackend(Backend):
 
     def __init__(self, bundle: Any, *, providers: list[str] | None = None,
                  threads: int | None = None, int8: bool = False):  # fmt: skip
-        try:
-            import onnxruntime as ort
-        except ImportError as e:
-            raise MissingDependencyError("onnxruntime", "onnx", "the onnxruntime backend") from e
+        ort = _import_onnxruntime()
+        paths = [bundle.onnx_path(stage.index, int8=int8) for stage in bundle.manifest.stages]
+        self._load(ort, paths, providers, threads, "int8" if int8 else "fp32")
+
+    @classmethod
+    def from_files(
+        cls,
+        paths: Sequence[str | Path],
+        *,
+        providers: list[str] | None = None,
+        threads: int | None = None,
+        precision: str = "fp32",
+    ) -> OnnxRuntimeBackend:
+        """Stage files without their bundle (as export checks them before the manifest exists):
+        `paths[i]` is stage i. `precision` only goes into the description."""
+        backend = cls.__new__(cls)
+        ort = _import_onnxruntime()
+        backend._load(ort, [Path(p) for p in paths], providers, threads, precision)
+        return backend
+
+    def _load(
+        self,
+        ort: Any,
+        paths: list[Path],
+        providers: list[str] | None,
+        threads: int | None,
+        precision: str,
+    ) -> None:
         chosen = choose_providers(ort.get_available_providers(), providers)
         self.threads = threads
-        self.sessions, self.outputs = [], []
-        for stage in bundle.manifest.stages:
-            path = bundle.onnx_path(stage.index, int8=int8)
-            self.sessions.append(_session(ort, path, threads, chosen))
-            self.outputs.append([o.name for o in self.sessions[-1].get_outputs()])
+        self.sessions = [_session(ort, path, threads, chosen) for path in paths]
+        self.outputs = [[o.name for o in session.get_outputs()] for session in self.sessions]
         used = self.sessions[0].get_providers()
         skipped = [p.removesuffix("ExecutionProvider") for p in PROVIDER_ORDER if p not in used]
         self.providers = used
         self.description = (
-            f"onnxruntime {ort.__version__}, {'int8' if int8 else 'fp32'} stage files, providers "
+            f"onnxruntime {ort.__version__}, {precision} stage files, providers "
             f"{[p.removesuffix('ExecutionProvider') for p in used]}"
             + (f" (not in this build or not usable here: {skipped})" if skipped else "")
         )
@@ -109,6 +131,14 @@ class OnnxRuntimeBackend(Backend):
     def run_stage(self, index: int, feeds: dict[str, Any]) -> dict[str, Any]:
         names = self.outputs[index]
         return dict(zip(names, self.sessions[index].run(names, feeds), strict=True))
+
+
+def _import_onnxruntime() -> Any:
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise MissingDependencyError("onnxruntime", "onnx", "the onnxruntime backend") from e
+    return ort
 
 
 def _session(ort: Any, path: Path, threads: int | None, providers: list[str]) -> Any:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,47 @@ class ExecuTorchBackend(Backend):
     name = "executorch"
 
     def __init__(self, bundle: Any, *, int8: bool = False):
+        path = bundle.int8_pte_path if int8 else bundle.pte_path
+        self._load(path)
+        _check_metadata(self.metadata(), path, bundle.manifest)
+        stages = bundle.manifest.stages
+        missing = self._load_methods(
+            [s.method for s in stages], [[t.name for t in s.outputs] for s in stages]
+        )
+        if missing:
+            raise BundleError(
+                f"{path} lacks the stage methods {missing} its manifest names; the program "
+                "comes from another export: copy the whole bundle folder again or re-export"
+            )
+        self._describe(path, "int8" if int8 else "fp32")
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | Path,
+        outputs: Sequence[Sequence[str]],
+        *,
+        methods: Sequence[str] | None = None,
+        precision: str = "fp32",
+    ) -> ExecuTorchBackend:
+        """A program without its bundle (as export checks it before the manifest exists):
+        `outputs[i]` names what stage i returns; its method is `methods[i]`, by default the
+        bundle's `stage_<i>`. `precision` only goes into the description."""
+        path = Path(path)
+        backend = cls.__new__(cls)
+        backend._load(path)
+        names = (
+            list(methods) if methods is not None else [f"stage_{i}" for i in range(len(outputs))]
+        )
+        missing = backend._load_methods(names, [list(o) for o in outputs])
+        if missing:
+            raise BundleError(
+                f"{path} has no method(s) {missing}; it has {sorted(backend._program.method_names)}"
+            )
+        backend._describe(path, precision)
+        return backend
+
+    def _load(self, path: Path) -> None:
         try:
             with quiet_imports():
                 import torch
@@ -56,26 +97,33 @@ class ExecuTorchBackend(Backend):
         except ImportError as e:
             missing = "torch" if e.name == "torch" else "executorch"  # executorch runs on torch
             raise MissingDependencyError(missing, "export", "the executorch backend") from e
-        self._torch = torch
+        self._torch, self._path = torch, path
         torch.set_num_threads(1)
-        path = bundle.int8_pte_path if int8 else bundle.pte_path
         try:
-            program = Runtime.get().load_program(path)
+            self._program = Runtime.get().load_program(path)
         except (RuntimeError, ValueError) as e:
             raise BundleError(f"ExecuTorch cannot load {path}: {e}; re-export the bundle") from e
-        _check_metadata(program, path, bundle.manifest)
-        stages = bundle.manifest.stages
-        missing = [s.method for s in stages if s.method not in program.method_names]
-        if missing:
+
+    def _load_methods(self, methods: list[str], outputs: list[list[str]]) -> list[str]:
+        """Load every stage method; returns the names the program lacks (nothing loaded then)."""
+        missing = [m for m in methods if m not in self._program.method_names]
+        if not missing:
+            self.methods = [self._program.load_method(m) for m in methods]
+            self.outputs = outputs
+        return missing
+
+    def _describe(self, path: Path, precision: str) -> None:
+        self.description = f"executorch runtime, {path.name} ({precision}), torch at 1 thread"
+
+    def metadata(self) -> dict[str, Any]:
+        """The JSON that ponder export wrote into the program (model id, stage methods, ...);
+        BundleError if the program has none."""
+        if METADATA_METHOD not in self._program.method_names:
             raise BundleError(
-                f"{path} lacks the stage methods {missing} its manifest names; the program "
-                "comes from another export: copy the whole bundle folder again or re-export"
+                f"{self._path} has no {METADATA_METHOD} method, so it was not written by ponder "
+                "export; re-export the bundle"
             )
-        self.methods = [program.load_method(s.method) for s in stages]
-        self.outputs = [[t.name for t in s.outputs] for s in stages]
-        self.description = (
-            f"executorch runtime, {path.name} ({'int8' if int8 else 'fp32'}), torch at 1 thread"
-        )
+        return json.loads(self._program.load_method(METADATA_METHOD).execute([])[0])
 
     def run_stage(self, index: int, feeds: dict[str, Any]) -> dict[str, Any]:
         got = self.methods[index].execute(list(feeds.values()))
@@ -88,14 +136,8 @@ class ExecuTorchBackend(Backend):
         return value.numpy() if isinstance(value, self._torch.Tensor) else np.asarray(value)
 
 
-def _check_metadata(program: Any, path: Path, manifest: Any) -> None:
+def _check_metadata(meta: dict[str, Any], path: Path, manifest: Any) -> None:
     """The program's own metadata must describe the model and stage methods of the manifest."""
-    if METADATA_METHOD not in program.method_names:
-        raise BundleError(
-            f"{path} has no {METADATA_METHOD} method, so it was not written by ponder export; "
-            "re-export the bundle"
-        )
-    meta = json.loads(program.load_method(METADATA_METHOD).execute([])[0])
     methods = [s.method for s in manifest.stages]
     if meta.get("model_id") != manifest.model_id or meta.get("methods") != methods:
         raise BundleError(

@@ -64,23 +64,31 @@ class _Chain:
 
 
 def _pte_stage(bundle: Path, stages: list[dict]) -> Callable[[int, dict], dict]:
-    from ponder.export._formats.pte import PteRunner
+    from ponder.runtime._backends.executorch import ExecuTorchBackend
 
-    runner = PteRunner(bundle / "model.pte")
-
-    def run(i: int, known: dict) -> dict:
-        stage = stages[i]
-        outs = runner.run(stage["method"], [known[t["name"]] for t in stage["inputs"]])
-        return dict(zip((t["name"] for t in stage["outputs"]), outs, strict=True))
-
-    return run
+    outputs = [[t["name"] for t in s["outputs"]] for s in stages]
+    backend = ExecuTorchBackend.from_file(
+        bundle / "model.pte", outputs, methods=[s["method"] for s in stages]
+    )
+    return _by_name(backend.run_stage, stages)
 
 
 def _onnx_stage(bundle: Path, stages: list[dict], threads: int) -> Callable[[int, dict], dict]:
-    from ponder.export._formats.onnx import OnnxRunner
+    from ponder.runtime._backends.base import OnnxRuntimeBackend
 
-    runner = OnnxRunner([bundle / s["onnx"] for s in stages], threads=threads)
-    return runner.run
+    backend = OnnxRuntimeBackend.from_files(
+        [bundle / s["onnx"] for s in stages], threads=threads, providers=["CPUExecutionProvider"]
+    )
+    return _by_name(backend.run_stage, stages)
+
+
+def _by_name(run_stage: Callable[[int, dict], dict], stages: list[dict]) -> Callable:
+    """Stage i of a runtime backend, fed its named inputs from what the chain knows so far."""
+
+    def run(i: int, known: dict) -> dict:
+        return run_stage(i, {t["name"]: known[t["name"]] for t in stages[i]["inputs"]})
+
+    return run
 
 
 def time_bundles(

@@ -78,8 +78,9 @@ def _onnx(module: nn.Module, example, max_tokens: int, path: Path, threads: int)
     import onnx
     import onnxruntime as ort
 
-    from ponder.export._formats.onnx import session_options, write_onnx_stage
+    from ponder.export._formats.onnx import write_onnx_stage
     from ponder.export._stages.plan import Stage
+    from ponder.runtime._backends.base import session_options
 
     stage = Stage(module, ["x", "mask"], ["y"], [], False)
     write_onnx_stage(stage, _export(module, example, max_tokens), path)

@@ -89,15 +89,15 @@ def _export_and_run(out: Path, x: torch.Tensor, threshold: float, online: Any, e
         return {"skipped": True}
     from ponder._core.rules import exit_rule, offline_scores
     from ponder.export import export_checkpoint
-    from ponder.export._formats.pte import PteRunner
     from ponder.export._stages.trace import MAX_BATCH
     from ponder.runtime import Bundle
+    from ponder.runtime._backends.executorch import ExecuTorchBackend
 
     echo("[5/6] device bundle: ExecuTorch program (XNNPACK) with one method per stage + ONNX")
     export_checkpoint(out / "checkpoint", out / "bundle", echo=lambda line: echo("      " + line))
     bundle = Bundle.open(out / "bundle")
-    runner = PteRunner(bundle.pte_path)
-    chunks = [_run_stages(runner, bundle.manifest.stages, part) for part in x.split(MAX_BATCH)]
+    backend = ExecuTorchBackend(bundle)  # the backend Engine runs the program with
+    chunks = [_run_stages(backend, bundle.manifest.stages, part) for part in x.split(MAX_BATCH)]
     logp = np.concatenate(chunks, axis=1)  # [K, N, C]
     scores, preds = offline_scores(exit_rule(RULE, ensembled=True), logp)
     exits = simulate_exits(scores, threshold)
@@ -110,13 +110,13 @@ def _export_and_run(out: Path, x: torch.Tensor, threshold: float, online: Any, e
     return {"bundle": str(out / "bundle"), "matches_eager": same}
 
 
-def _run_stages(runner: Any, stages: Any, x: torch.Tensor) -> np.ndarray:
+def _run_stages(backend: Any, stages: Any, x: torch.Tensor) -> np.ndarray:
     """Every exit's log-probs [K, B, C] from the program's stage methods, chained by name (the
     early exits return log-probs already; the last stage returns logits)."""
     from ponder.export._stages.plan import run_chain
 
     io = [([t.name for t in s.inputs], [t.name for t in s.outputs]) for s in stages]
-    known = run_chain(runner, io, {"x": x.numpy()})
+    known = run_chain(backend, io, {"x": x.numpy()})
     logp = [known[f"exit_logp_{s.index}"] for s in stages if s.exit]
     logits = torch.from_numpy(known["logits"])
     return np.stack([*logp, torch.log_softmax(logits, -1).numpy()])

@@ -11,16 +11,18 @@ from export_models import moe_mlp, ztw_cnn
 from tiny_models import inputs
 
 import ponder
-from ponder.export._formats.onnx import OnnxRunner
-from ponder.export._formats.pte import PteRunner
 from ponder.export._stages.plan import plan_stages, run_chain, run_stages
 from ponder.runtime import Bundle
+from ponder.runtime._backends.base import OnnxRuntimeBackend
+from ponder.runtime._backends.executorch import ExecuTorchBackend
+
+CPU = ["CPUExecutionProvider"]
 
 
 def _chain_pte(bundle: Bundle, x: torch.Tensor) -> dict:
     """Run every method in order, feeding each the named outputs of the earlier ones."""
     io = [([t.name for t in s.inputs], [t.name for t in s.outputs]) for s in bundle.manifest.stages]
-    return run_chain(PteRunner(bundle.pte_path), io, {"x": x})
+    return run_chain(ExecuTorchBackend(bundle), io, {"x": x})
 
 
 def test_stages_reproduce_the_model_and_its_exits():
@@ -46,7 +48,7 @@ def test_bundle_files_and_manifest(ztw_bundle):
     report = json.loads((ztw_bundle / "validation.json").read_text())
     assert report["ok"] and {c["format"] for c in report["comparisons"]} == {"pte", "onnx"}
     assert len(report["comparisons"]) == 2 * (3 + 3 + 1)  # outputs per stage, per format
-    assert PteRunner(bundle.pte_path).metadata()["methods"] == ["stage_0", "stage_1", "stage_2"]
+    assert ExecuTorchBackend(bundle).metadata()["methods"] == ["stage_0", "stage_1", "stage_2"]
 
 
 def test_weights_stored_once(ztw_bundle):
@@ -68,13 +70,15 @@ def test_pte_chain_matches_eager_at_any_batch(ztw_bundle, batch):
 def test_onnx_stages_run_with_a_shrinking_batch(ztw_bundle):
     """Rows that exit leave the batch: the next stage gets fewer rows than the previous one."""
     bundle = Bundle.open(ztw_bundle)
-    runner = OnnxRunner([bundle.onnx_path(i) for i in range(3)])
+    runner = OnnxRuntimeBackend(bundle, providers=CPU)
     x = inputs("conv2d", batch=8, seed=4).numpy()
-    first = runner.run(0, {"x": x})
+    first = runner.run_stage(0, {"x": x})
     keep = np.array([0, 2, 5])
-    second = runner.run(1, {"hidden_0": first["hidden_0"][keep],
+    second = runner.run_stage(1, {"hidden_0": first["hidden_0"][keep],
                             "head_logits_0": first["head_logits_0"][keep]})  # fmt: skip
-    alone = runner.run(1, {"hidden_0": first["hidden_0"], "head_logits_0": first["head_logits_0"]})
+    alone = runner.run_stage(
+        1, {"hidden_0": first["hidden_0"], "head_logits_0": first["head_logits_0"]}
+    )
     np.testing.assert_allclose(
         second["exit_logp_1"], alone["exit_logp_1"][keep], rtol=1e-5, atol=1e-5
     )
@@ -171,16 +175,22 @@ def test_text_encoder_exports_with_dynamic_batch_and_length(tmp_path):
     assert manifest["moe"]["tau_input"] == "moe_tau"  # the device can change tau per request
     assert [t["name"] for t in manifest["stages"][0]["inputs"]][-1] == "moe_tau"
     tau = torch.tensor([0.2])
-    runner = OnnxRunner([tmp_path / "b" / "onnx" / "stage_0.onnx"])
-    pte = PteRunner(tmp_path / "b" / "model.pte")
+    bundle = Bundle.open(tmp_path / "b")
+    runner = OnnxRuntimeBackend(bundle, providers=CPU)
+    pte = ExecuTorchBackend(bundle)
     for batch, length in ((1, 3), (5, 17)):
         ids = torch.randint(0, 100, (batch, length), generator=g)
         mask = torch.ones_like(ids)
         expected = run_stages(plan_stages(model), {"input_ids": ids, "attention_mask": mask})
         want = expected[0]["outputs"]["sentence_embedding"].numpy()
         feeds = {"input_ids": ids.numpy(), "attention_mask": mask.numpy(), "moe_tau": tau.numpy()}
-        got = runner.run(0, feeds)
+        got = runner.run_stage(0, feeds)
         np.testing.assert_allclose(got["sentence_embedding"], want, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(
-            pte.run("stage_0", [ids, mask, tau])[0].numpy(), want, rtol=1e-4, atol=1e-5
+            pte.run_stage(0, {"input_ids": ids, "attention_mask": mask, "moe_tau": tau})[
+                "sentence_embedding"
+            ].numpy(),
+            want,
+            rtol=1e-4,
+            atol=1e-5,
         )

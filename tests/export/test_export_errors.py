@@ -13,10 +13,12 @@ from torch import nn
 
 import ponder
 from ponder import ExportMismatchError, MissingDependencyError
-from ponder.export import _bundle, export_bundle
-from ponder.export._formats.onnx import OnnxRunner, write_onnx_stage
-from ponder.export._formats.pte import PteRunner, write_pte
+from ponder.export import _validate, export_bundle
+from ponder.export._formats.onnx import write_onnx_stage
+from ponder.export._formats.pte import write_pte
 from ponder.export._validate import check_comparisons, compare_outputs
+from ponder.runtime._backends.base import OnnxRuntimeBackend
+from ponder.runtime._backends.executorch import ExecuTorchBackend
 
 
 def test_a_missing_output_is_named():
@@ -63,16 +65,16 @@ def _mlp_with_an_exit() -> nn.Module:
 
 @pytest.mark.slow  # two stages traced and written as ONNX: 8 s on a busy 2-core machine
 def test_export_refuses_a_stage_that_computes_something_else(tmp_path, monkeypatch):
-    class Perturbed(OnnxRunner):
+    class Perturbed(OnnxRuntimeBackend):
         """ONNX Runtime's answers, with the first exit's log-probs of stage 0 moved by 0.01."""
 
-        def run_stage(self, index, feeds, outputs=None):
-            got = super().run_stage(index, feeds, outputs)
+        def run_stage(self, index, feeds):
+            got = super().run_stage(index, feeds)
             if index == 0:
                 got["exit_logp_0"] = got["exit_logp_0"] + 0.01
             return got
 
-    monkeypatch.setattr(_bundle, "OnnxRunner", Perturbed)
+    monkeypatch.setattr(_validate, "OnnxRuntimeBackend", Perturbed)
     out = tmp_path / "bundle"
     with pytest.raises(
         ExportMismatchError,
@@ -99,9 +101,9 @@ def test_pte_export_and_runner_name_the_export_extra(monkeypatch, tmp_path):
     ):
         write_pte([], tmp_path / "model.pte", metadata={})
     with pytest.raises(
-        MissingDependencyError, match=r"running \.pte programs.*pip install 'ponder\[export\]'"
+        MissingDependencyError, match=r"the executorch backend.*pip install 'ponder\[export\]'"
     ):
-        PteRunner(tmp_path / "model.pte")
+        ExecuTorchBackend.from_file(tmp_path / "model.pte", [["logits"]])
 
 
 def test_onnx_export_and_runner_name_the_onnx_extra(monkeypatch, tmp_path):
@@ -112,6 +114,6 @@ def test_onnx_export_and_runner_name_the_onnx_extra(monkeypatch, tmp_path):
         write_onnx_stage(None, None, tmp_path / "stage_0.onnx")  # the import comes first
     with pytest.raises(
         MissingDependencyError,
-        match=r"running ONNX stages.*'onnxruntime'.*pip install 'ponder\[onnx\]'",
+        match=r"the onnxruntime backend.*'onnxruntime'.*pip install 'ponder\[onnx\]'",
     ):
-        OnnxRunner([tmp_path / "stage_0.onnx"])
+        OnnxRuntimeBackend.from_files([tmp_path / "stage_0.onnx"])

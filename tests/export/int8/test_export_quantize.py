@@ -16,8 +16,8 @@ pytest.importorskip("executorch", reason="needs the export extra: pip install 'p
 pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install 'ponder[onnx]'")
 pytest.importorskip("sklearn", reason="the digits data needs the train extra")
 
-from ponder.export._formats.onnx import OnnxRunner, write_onnx_stage
-from ponder.export._formats.pte import PteRunner, write_pte
+from ponder.export._formats.onnx import write_onnx_stage
+from ponder.export._formats.pte import write_pte
 from ponder.export._int8.accuracy import int8_accuracy
 from ponder.export._int8.quantize import (
     calibration_feeds,
@@ -28,6 +28,8 @@ from ponder.export._int8.quantize import (
 )
 from ponder.export._stages.plan import plan_stages, run_stages
 from ponder.export._stages.trace import export_stage
+from ponder.runtime._backends.base import OnnxRuntimeBackend
+from ponder.runtime._backends.executorch import ExecuTorchBackend
 
 pytestmark = [pytest.mark.slow, pytest.mark.executorch, pytest.mark.onnx]
 
@@ -77,20 +79,23 @@ def q(tmp_path_factory) -> SimpleNamespace:
     )
 
 
-def _int8_runner(q, fmt: str):
-    return PteRunner(q.int8_pte) if fmt == "pte" else OnnxRunner(q.int8_onnx)
+def _backend(q, fmt: str, precision: str):
+    """The runtime backend on the fp32 or int8 files of one format."""
+    if fmt == "pte":
+        path = q.int8_pte if precision == "int8" else q.fp32_pte
+        return ExecuTorchBackend.from_file(path, [outputs for _, outputs in q.io])
+    paths = q.int8_onnx if precision == "int8" else q.fp32_onnx
+    return OnnxRuntimeBackend.from_files(paths, providers=["CPUExecutionProvider"])
 
 
-def _run(q, runner, fmt: str, i: int, inputs: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    if fmt == "onnx":
-        return runner.run(i, {k: v.numpy() for k, v in inputs.items()})
-    outs = runner.run(f"stage_{i}", list(inputs.values()))
-    return {name: o.numpy() for name, o in zip(q.plan.stages[i].outputs, outs, strict=True)}
+def _run(backend, i: int, inputs: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    feeds = {k: backend.from_numpy(v.numpy()) for k, v in inputs.items()}
+    return {k: backend.to_numpy(v) for k, v in backend.run_stage(i, feeds).items()}
 
 
 def test_int8_files_have_every_stage_and_are_smaller(q):
-    runner = PteRunner(q.int8_pte)
-    assert {"stage_0", "stage_1", "stage_2"} <= runner.method_names
+    runner = _backend(q, "pte", "int8")  # loads methods stage_0..2, or names the missing ones
+    assert len(runner.methods) == 3
     assert runner.metadata() == {"precision": "int8"}
     assert [p.name for p in q.int8_onnx] == [p.name for p in q.fp32_onnx]
     # 56.6k parameters, 232 kB as fp32; measured int8/fp32: 0.33 (.pte), 0.36 (ONNX)
@@ -103,10 +108,10 @@ def test_int8_files_have_every_stage_and_are_smaller(q):
 @pytest.mark.parametrize("fmt", ["pte", "onnx"])
 @pytest.mark.parametrize("batch", [1, 7, 200])
 def test_int8_stages_run_at_any_batch_close_to_eager(q, fmt, batch):
-    runner = _int8_runner(q, fmt)
+    runner = _backend(q, fmt, "int8")
     runs = run_stages(q.plan, {"x": q.splits.test.x[:batch]})
     for i, run in enumerate(runs):
-        got = _run(q, runner, fmt, i, run["inputs"])
+        got = _run(runner, i, run["inputs"])
         for name, ref in run["outputs"].items():
             ref = ref.numpy().astype(np.float64)
             assert got[name].shape == ref.shape, (fmt, i, name)
@@ -117,8 +122,8 @@ def test_int8_stages_run_at_any_batch_close_to_eager(q, fmt, batch):
 
 @pytest.mark.parametrize("fmt", ["pte", "onnx"])
 def test_int8_keeps_every_exit_accuracy(q, fmt):
-    fp32 = PteRunner(q.fp32_pte) if fmt == "pte" else OnnxRunner(q.fp32_onnx)
-    result = int8_accuracy(q.io, fp32, _int8_runner(q, fmt), q.splits.test.x, q.splits.test.y)
+    fp32, int8 = _backend(q, fmt, "fp32"), _backend(q, fmt, "int8")
+    result = int8_accuracy(q.io, fp32, int8, q.splits.test.x, q.splits.test.y)
     assert result["samples"] == len(q.splits.test) == 360
     assert [row["output"] for row in result["exits"]] == ["exit_logp_0", "exit_logp_1", "logits"]
     assert result["exits"][-1]["fp32"] > 0.95  # the model learned the task
@@ -200,10 +205,13 @@ def test_moe_layers_stay_fp32(tmp_path):
     assert _quantized(program)  # the last stage's Linear head is int8
     fp32 = [write_onnx_stage(s, export_stage(s, r[0]), tmp_path / f"stage_{i}.onnx")
             for i, (s, r) in enumerate(zip(plan.stages, runs, strict=True))]  # fmt: skip
-    int8 = OnnxRunner(quantize_stages_onnx(fp32, tmp_path / "int8", calibration_feeds(plan, runs)))
+    int8 = OnnxRuntimeBackend.from_files(
+        quantize_stages_onnx(fp32, tmp_path / "int8", calibration_feeds(plan, runs)),
+        providers=["CPUExecutionProvider"],
+    )
     x = torch.randn(200, 12, generator=torch.Generator().manual_seed(1))
     for i, run in enumerate(run_stages(plan, {"x": x})):
-        got = int8.run(i, {k: v.numpy() for k, v in run["inputs"].items()})
+        got = _run(int8, i, run["inputs"])
         for name, ref in run["outputs"].items():
             # stage 0 is MoE layers and an exit head: all fp32; stage 1 ends in an int8 Linear
             atol = 1e-5 if i == 0 else ATOL
