@@ -18,7 +18,7 @@ from ponder.runtime._bundle.bundle import Bundle
 from ponder.runtime._bundle.costs import CostTable, cost_table_path
 from ponder.runtime._engine.inputs import check_inputs
 from ponder.runtime._engine.result import Result, concat
-from ponder.runtime._engine.stage_clock import StageClock
+from ponder.runtime._policy.cost_model import CostModel
 from ponder.runtime._policy.points import OperatingPoint, operating_points
 
 __all__ = ["Engine"]
@@ -38,7 +38,8 @@ class Engine:
         self.rule = exit_rule(m.exit_rule.name, ensembled=m.exit_rule.ensembled)
         self.classifier = m.classes is not None
         self.max_batch = m.config.get("export", {}).get("max_batch", DEFAULT_MAX_BATCH)
-        self.clock = StageClock(len(m.stages), costs)
+        # the engine's own estimate of each stage call (anytime deadlines, energy without a meter)
+        self.cost_model = CostModel(len(m.stages), costs, stage_flops=_stage_flops(m.stages))
         self._inputs = [[t.name for t in s.inputs] for s in m.stages]
         self._exit_out = [_exit_output(s) for s in m.stages]
         self._final = m.stages[-1].outputs[0].name
@@ -84,12 +85,12 @@ class Engine:
         table (`ponder profile`) or, without one, from stage FLOPs and the first measurements.
         spec: a PolicySpec (`load_policy(path)`, `PolicySpec.simple(latency_ms=...)`); points:
         what to choose from (default: the bundle's table); power_w: device power for energy
-        estimates where the table has no energy."""
-        from ponder.runtime._policy.cost_model import CostModel
+        estimates where the table has no energy. The policy's CostModel is its own (its alpha
+        and power_w); `run(policy=...)` feeds it the same stage calls as the engine's."""
         from ponder.runtime._policy.policy import Policy
 
         n = len(self.stages)
-        flops = [s.flops for s in self.stages]
+        flops = _stage_flops(self.stages)
         model = CostModel(n, self.costs, stage_flops=flops, power_w=power_w, alpha=alpha)
         return Policy(points or self.points or [self.default_point], model, spec, n)
 
@@ -123,17 +124,18 @@ class Engine:
         result = _join(parts, point, self.backend.name, decision)
         result.total_ms = (time.perf_counter() - started) * 1e3
         result.energy_basis = self.energy_basis
+        # the backend's time per stage (comparable with the cost table) and, apart, the
+        # engine's own time: per step (exit rule, rows) and per request (checks, decision)
+        steps = len(result.step_ms)
+        own = max((sum(result.step_ms) - sum(result.stage_ms)) / max(steps, 1), 0.0)
+        outside = max((time.perf_counter() - entered) * 1e3 - sum(result.step_ms), 0.0)
+        self.cost_model.observe_request(outside, own)
         if policy is not None:
             result.extra["decide_us"] = decide_us
-            # the backend's time per stage (comparable with the cost table) and, apart, the
-            # engine's own time: per step (exit rule, rows) and per request (checks, decision)
             for k, rows, ms, mj in zip(result.stage_index, result.stage_rows, result.stage_ms,
                                        result.extra["stage_mj"], strict=True):  # fmt: skip
                 policy.observe(k, ms, mj, batch=rows)
-            steps = len(result.step_ms)
-            own = (sum(result.step_ms) - sum(result.stage_ms)) / max(steps, 1)
-            outside = (time.perf_counter() - entered) * 1e3 - sum(result.step_ms)
-            policy.observe_request(max(outside, 0.0), max(own, 0.0))
+            policy.observe_request(outside, own)
         return result
 
     def _controls(self, point: OperatingPoint) -> dict[str, Any]:
@@ -163,7 +165,7 @@ class Engine:
         lazy = self.rule.stateless and deadline_ms is None
         for k in range(last + 1):
             if deadline_ms is not None and latest is not None:
-                predicted = self.clock.predict_ms(k, len(rows))
+                predicted = self.cost_model.call_ms(k, len(rows))
                 if (time.perf_counter() - started) * 1e3 + predicted > deadline_ms:
                     out.leave(rows, np.ones(len(rows), bool), latest, k - 1, started, True)
                     break
@@ -205,9 +207,9 @@ class Engine:
 
     def _stepped(self, out: _Outputs, k: int, step: float, rows: int) -> None:
         """Record the step as a request sees it: stage call, exit rule, survivors' rows."""
-        wall = (time.perf_counter() - step) * 1e3
-        self.clock.observe(k, wall, rows)
-        out.walls.append(wall)
+        out.walls.append((time.perf_counter() - step) * 1e3)
+        _, _, ms, mj = out.calls[-1]
+        self.cost_model.observe(k, ms, mj if self.meter is not None else None, batch=rows)
 
     def _call(self, k: int, feeds: dict[str, Any]) -> tuple[dict, float, float | None]:
         before = self.meter.read_joules() if self.meter is not None else None
@@ -216,7 +218,7 @@ class Engine:
         ms = (time.perf_counter() - t0) * 1e3
         if before is not None:
             return got, ms, (self.meter.read_joules() - before) * 1e3
-        return got, ms, self.clock.energy_mj(k, ms)
+        return got, ms, self.cost_model.call_energy_mj(k, ms)
 
     def _logp(self, k: int, got: dict[str, Any]) -> np.ndarray | None:
         """Log-probs [b, C] the exit rule reads at stage k (None for an embedding model)."""
@@ -234,7 +236,14 @@ class Engine:
     def energy_basis(self) -> str:
         if self.meter is not None:
             return f"measured by {type(self.meter).__name__} around each stage call"
-        return self.clock.energy_basis
+        return self.cost_model.call_energy_basis
+
+
+def _stage_flops(stages: Any) -> list[float]:
+    """The manifest's per-stage FLOPs; equal weights where it has none (only the cost model's
+    extrapolation to stages never timed uses them)."""
+    flops = [float(s.flops or 0) for s in stages]
+    return flops if sum(flops) > 0 else [1.0] * len(flops)
 
 
 def _exit_output(stage: Any) -> str | None:

@@ -1,5 +1,6 @@
-"""Per-stage cost predictions for the policy: a device's cost table, corrected online from
-measured stage times (EWMA), and what they imply for one operating point."""
+"""The one latency and energy estimator of the runtime: a device's cost table, corrected online
+from measured stage calls (EWMA); what it implies for an operating point (the policy) and for
+one stage call on a given number of rows (the engine's anytime deadlines and energy)."""
 
 from __future__ import annotations
 
@@ -81,9 +82,11 @@ class CostModel:
     latency (what a latency SLO bounds) adds `tail` times each stage's EW mean absolute
     deviation, and every latency adds the EWMA of the request's time outside its stages.
 
-    Batch model (simple, linear): a call at batch B costs B one-sample calls, so a batch-B
-    time or energy is divided by B. Exact for energy shared by a batch; for latency it ignores
-    per-call overhead, so batch>1 figures understate batch-1 latency. Energy where neither the
+    Batch model of the per-sample figures (simple, linear): a call at batch B costs B one-sample
+    calls, so a batch-B time or energy is divided by B. Exact for energy shared by a batch; for
+    latency it ignores per-call overhead, so batch>1 figures understate batch-1 latency. The
+    time of one whole call (`call_ms`, for deadlines) is kept apart per batch bucket (powers of
+    two), since a call's time is far from proportional to its rows at small batches. Energy where neither the
     table nor observe() measured it: latency × power_w (see `energy_basis`). Throttling
     (DeviceState.speed) scales latency only: a slower clock also draws less power.
     """
@@ -132,6 +135,14 @@ class CostModel:
         if table is not None:
             self._load(table)
         self.observations = [0] * num_stages
+        # per stage: ms of one call at full clock per batch bucket, as if the bucket were full
+        self._calls: list[dict[int, float]] = [{} for _ in range(num_stages)]
+        self._power_w: list[float | None] = [None] * num_stages  # W while stage k runs (table)
+        if table is not None:
+            for s in table.stages:
+                self._calls[s.index][_bucket(table.batch)] = s.latency_ms
+                if s.energy_mj is not None and s.latency_ms > 0:
+                    self._power_w[s.index] = s.energy_mj / s.latency_ms
         self.version = 0  # bumped by every observe(): lets callers cache what they derive
 
     def _check_flops(self, flops: Sequence[float]) -> tuple[float, ...]:
@@ -251,6 +262,10 @@ class CostModel:
         if self._table_ms[stage]:
             self.drift += self.alpha * (per / self._table_ms[stage] - self.drift)
         self._latency[stage] = self._ewma(old, per)
+        b = _bucket(batch)
+        self._calls[stage][b] = self._ewma(
+            self._calls[stage].get(b), latency_ms * speed * b / batch
+        )
         self._count += 1
         self._seen_at[stage] = self._count
         if energy_mj is not None:
@@ -270,6 +285,35 @@ class CostModel:
         if step_overhead_ms is not None:
             self.step_ms += self.alpha * (step_overhead_ms - self.step_ms)
         self.version += 1
+
+    def call_ms(self, stage: int, rows: int, speed: float = 1.0) -> float:
+        """Expected ms of one step of `stage` on `rows` rows at clock `speed`: the call (its
+        batch bucket, else the nearest measured bucket scaled rows to rows, pessimistic going
+        up) plus the engine's per-step time; 0.0 while the stage was never timed and the cost
+        table has no figure for it (nothing is known)."""
+        known = self._calls[stage]
+        if not known:
+            return 0.0
+        b = _bucket(rows)
+        near = b if b in known else min(known, key=lambda x: abs(math.log2(x) - math.log2(b)))
+        return known[near] * rows / near / speed + self.step_ms
+
+    def call_energy_mj(self, stage: int, ms: float) -> float | None:
+        """Energy of a call of `stage` that took `ms`: the stage's power in the cost table x
+        `ms` (None where the table has no energy for it)."""
+        power = self._power_w[stage]
+        return None if power is None else power * ms
+
+    @property
+    def call_energy_basis(self) -> str:
+        """Where `call_energy_mj` comes from, in words."""
+        if self.table is None or all(p is None for p in self._power_w):
+            return "not estimated: no energy probe and no cost table with energy (ponder profile)"
+        label = "simulated " if self.table.simulated else ""
+        return (
+            f"{label}stage power from the cost table ({self.table.energy_source}) x the "
+            "measured stage time"
+        )
 
     def stepped(self, lat: list[float]) -> list[float]:
         """Per-stage latencies with the engine's per-step time added."""
@@ -330,3 +374,8 @@ def _cumulative(values: Sequence[float]) -> list[float]:
         total += v
         out.append(total)
     return out
+
+
+def _bucket(rows: int) -> int:
+    """The power of two at or above `rows`."""
+    return 1 << (max(rows, 1) - 1).bit_length()
