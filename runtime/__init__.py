@@ -17,7 +17,7 @@ from ponder.runtime._engine.requests import ServeReport, serve
 from ponder.runtime._engine.result import Result
 from ponder.runtime._policy.cost_model import CostModel, Prediction
 from ponder.runtime._policy.decision import Decision
-from ponder.runtime._policy.points import OperatingPoint, operating_points
+from ponder.runtime._policy.points import ExitDistribution, OperatingPoint, operating_points
 from ponder.runtime._policy.policy import Policy
 from ponder.runtime._policy.spec import PolicyRule, PolicySpec, load_policy
 from ponder.runtime._sim.device import Battery, SimulatedDevice, StageRun, ThermalModel
@@ -53,6 +53,7 @@ __all__ = [
     "Decision",
     "DeviceState",
     "Engine",
+    "ExitDistribution",
     "ExitRuleSpec",
     "FileCheck",
     "FileEntry",

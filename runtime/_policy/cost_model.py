@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass
 
 from ponder._core.errors import ConfigError
 from ponder.runtime._bundle.costs import CostTable
-from ponder.runtime._policy.points import OperatingPoint
+from ponder.runtime._policy.points import ExitDistribution, OperatingPoint
 
-__all__ = ["CostModel", "Prediction", "exit_distribution"]
+__all__ = ["CostModel", "Prediction"]
 
 _NO_COSTS = (
     "no stage latency is known yet: measure a cost table with `ponder profile BUNDLE` and pass "
@@ -34,34 +34,6 @@ class Prediction:
 
     def to_dict(self) -> dict[str, float | None]:
         return asdict(self)
-
-
-def exit_distribution(point: OperatingPoint, num_stages: int) -> tuple[float, ...]:
-    """Share of samples leaving at each stage: the point's exit_fractions (mass past its last
-    stage moved onto the last stage), or everyone at the last stage when it has none."""
-    last = point.last_stage(num_stages)
-    if not point.exit_fractions:
-        return tuple(1.0 if k == last else 0.0 for k in range(num_stages))
-    fr = point.exit_fractions
-    if len(fr) != num_stages or any(f < 0 for f in fr) or abs(sum(fr) - 1.0) > 0.01:
-        raise ConfigError(
-            f"operating point {point.name!r}: exit_fractions {list(fr)} must be {num_stages} "
-            "non-negative shares summing to 1 (one per stage); re-export the bundle"
-        )
-    out = list(fr[: last + 1]) + [0.0] * (num_stages - last - 1)
-    out[last] += sum(fr[last + 1 :])
-    return tuple(out)
-
-
-def quantile_stage(point: OperatingPoint, num_stages: int, quantile: float = 1.0) -> int:
-    """The stage by which `quantile` of the samples have left (1.0: the point's last stage): a
-    latency budget for that share of requests must cover the time to reach it."""
-    total = 0.0
-    for k, f in enumerate(exit_distribution(point, num_stages)):
-        total += f
-        if total >= quantile - 1e-9:
-            return k
-    return point.last_stage(num_stages)
 
 
 def _positive(name: str, value: float | None) -> None:
@@ -343,37 +315,19 @@ class CostModel:
         worst-case latency at `quantile` of the requests (1.0: every one)."""
         if not speed > 0:
             raise ConfigError(f"speed must be > 0 (1.0 = full clock), got {speed!r}")
-        fr = exit_distribution(point, self.num_stages)
+        dist = ExitDistribution.of(point, self.num_stages)
         lat, en = self.stage_latency_ms(), self.stage_energy_mj()
-        cum_lat = _cumulative(self.stepped(lat))
-        mean_en = (
-            None if en is None else sum(f * c for f, c in zip(fr, _cumulative(en), strict=True))
-        )
         flops = point.flops_fraction
         if flops is None and self.stage_flops is not None:
-            flops = sum(
-                f * c for f, c in zip(fr, _cumulative(self.stage_flops), strict=True)
-            ) / sum(self.stage_flops)
+            flops = dist.expected(self.stage_flops) / sum(self.stage_flops)
+        tail = self.stepped(self.stage_tail_ms(lat))
         return Prediction(
             accuracy=point.accuracy,
-            mean_latency_ms=sum(f * c for f, c in zip(fr, cum_lat, strict=True)) / speed
-            + self.request_ms,
-            worst_latency_ms=_cumulative(self.stepped(self.stage_tail_ms(lat)))[
-                quantile_stage(point, self.num_stages, quantile)
-            ]
-            / speed
-            + self.request_ms,
-            mean_energy_mj=mean_en,
+            mean_latency_ms=dist.expected(self.stepped(lat)) / speed + self.request_ms,
+            worst_latency_ms=dist.cost_to_quantile(tail, quantile) / speed + self.request_ms,
+            mean_energy_mj=None if en is None else dist.expected(en),
             flops_fraction=flops,
         )
-
-
-def _cumulative(values: Sequence[float]) -> list[float]:
-    out, total = [], 0.0
-    for v in values:
-        total += v
-        out.append(total)
-    return out
 
 
 def _bucket(rows: int) -> int:

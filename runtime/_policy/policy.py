@@ -11,14 +11,9 @@ from functools import cached_property
 import numpy as np
 
 from ponder._core.errors import ConfigError
-from ponder.runtime._policy.cost_model import (
-    CostModel,
-    Prediction,
-    exit_distribution,
-    quantile_stage,
-)
+from ponder.runtime._policy.cost_model import CostModel, Prediction
 from ponder.runtime._policy.decision import Decision, Why
-from ponder.runtime._policy.points import OperatingPoint
+from ponder.runtime._policy.points import ExitDistribution, OperatingPoint
 from ponder.runtime._policy.spec import PolicyRule, PolicySpec
 from ponder.runtime._telemetry.state import DeviceState
 
@@ -106,12 +101,12 @@ class Policy:
         self._cached: Decision | None = None
 
     def _precompute(self, n: int) -> None:
-        # P=points, S=stages
-        exits = np.array([exit_distribution(p, n) for p in self.points])  # [P, S]
-        # reach[p, k]: share of samples that run stage k = sum of exit shares at stages >= k
-        self._reach = np.cumsum(exits[:, ::-1], axis=1)[:, ::-1].copy()
+        # P=points, S=stages; every point's mean cost is ExitDistribution.expected, done for all
+        # points at once: reach @ stage costs
+        dists = [ExitDistribution.of(p, n) for p in self.points]
+        self._reach = np.array([d.reach for d in dists])  # [P, S]
         q = self.spec.latency_quantile
-        last = np.array([quantile_stage(p, n, q) for p in self.points])  # [P]
+        last = np.array([d.quantile_stage(q) for d in dists])  # [P]
         worst = (np.arange(n)[None, :] <= last[:, None]).astype(float)  # [P, S]
         m = len(self.points)
         self._reach_and_worst = np.zeros((2 * m, 2 * n))  # [2P, 2S] = blockdiag(reach, worst)

@@ -12,7 +12,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from ponder.runtime._policy.decision import Decision
-    from ponder.runtime._policy.points import OperatingPoint
+    from ponder.runtime._policy.points import ExitDistribution, OperatingPoint
     from ponder.runtime._policy.spec import PolicySpec
     from ponder.runtime._sim.device import RequestsRun, SimulatedDevice
     from ponder.runtime._sim.simulate import Scenario
@@ -55,9 +55,10 @@ class StrategyRun:
         self.switch_count = 0
 
     def add(self, t0: float, dt: float, state: DeviceState, point: OperatingPoint | None,
-            decision: Decision | None, requests: float, done: RequestsRun, reach: list[float],
-            device: SimulatedDevice) -> None:  # fmt: skip
-        """Record one step (`state` from its start, `device` at its end)."""
+            decision: Decision | None, requests: float, done: RequestsRun,
+            dist: ExitDistribution | None, device: SimulatedDevice) -> None:  # fmt: skip
+        """Record one step (`state` from its start, `device` at its end); `dist`: where the
+        point's requests leave (None: nothing was run)."""
         if done.alive_s < dt and self.lifetime_s is None:
             self.lifetime_s = t0 + done.alive_s - self.start_s
         served = requests * done.served_fraction
@@ -66,15 +67,15 @@ class StrategyRun:
         self.dead_s += dt - done.alive_s
         self.dropped_busy += max(0.0, requests * done.alive_s / dt - served)
         cum = list(accumulate(done.stage_latency_ms))
-        exits = [r - nxt for r, nxt in zip(reach, [*reach[1:], 0.0], strict=True)]
-        mean_lat = sum(e * c for e, c in zip(exits, cum, strict=True))
-        energy = sum(r * e for r, e in zip(reach, done.stage_energy_mj, strict=True))
+        exits = [0.0] * len(cum) if dist is None else list(dist.shares)
+        mean_lat = 0.0 if dist is None else dist.expected(done.stage_latency_ms)
+        energy = 0.0 if dist is None else dist.expected(done.stage_energy_mj)
         acc = None if point is None else point.accuracy
         if served > 0:
             self._count(served, acc, energy, exits, cum)
         if decision is not None and decision.changed:
             self._switch(t0, state, decision)
-        nan, worst = math.nan, cum[point.last_stage(len(cum))] if point else math.nan
+        nan, worst = math.nan, cum[dist.last_stage] if dist else math.nan
         row = (
             (t0 + dt - self.start_s) / 3600,
             device.battery.percent,

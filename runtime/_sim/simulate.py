@@ -11,9 +11,9 @@ from typing import Any
 
 from ponder._core.errors import ConfigError
 from ponder.runtime._bundle.costs import CostTable, StageCost
-from ponder.runtime._policy.cost_model import CostModel, exit_distribution
+from ponder.runtime._policy.cost_model import CostModel
 from ponder.runtime._policy.decision import Decision
-from ponder.runtime._policy.points import OperatingPoint, operating_points
+from ponder.runtime._policy.points import ExitDistribution, OperatingPoint, operating_points
 from ponder.runtime._policy.policy import Policy
 from ponder.runtime._policy.spec import PolicyRule, PolicySpec
 from ponder.runtime._sim.device import Battery, SimulatedDevice, ThermalModel
@@ -202,7 +202,8 @@ def _replay(run: StrategyRun, device: SimulatedDevice, trace: Trace, step_s: flo
         state = device.state()
         off = device.battery.empty and not device.charging
         point, decision = (None, None) if off else choose(state)
-        reach = [0.0] * n if point is None else _reach(exit_distribution(point, n))
+        dist = None if point is None else ExitDistribution.of(point, n)
+        reach = [0.0] * n if dist is None else list(dist.reach)
         requests = row.requests_per_s * dt
         done = device.run_requests([requests * r for r in reach], dt)
         if policy is not None and done.served_fraction > 0:
@@ -210,13 +211,8 @@ def _replay(run: StrategyRun, device: SimulatedDevice, trace: Trace, step_s: flo
                 lat = done.sampled_latency_ms[k]  # one timed call, as on a device
                 policy.observe(k, lat, done.stage_energy_mj[k] * lat / done.stage_latency_ms[k],
                                speed=done.speed)  # fmt: skip
-        run.add(t0, dt, state, point, decision, requests, done, reach, device)
+        run.add(t0, dt, state, point, decision, requests, done, dist, device)
     return run
-
-
-def _reach(exits: tuple[float, ...]) -> list[float]:
-    """Share of requests that run stage k: those leaving at k or later."""
-    return [sum(exits[k:]) for k in range(len(exits))]
 
 
 def _device(target: CostTable, scenario: Scenario, start: TracePoint, seed: int) -> SimulatedDevice:
