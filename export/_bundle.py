@@ -19,7 +19,7 @@ from ponder._core.errors import ConfigError
 from ponder._moe.config import moe_layers
 from ponder.export._formats.onnx import OPSET, write_onnx_stage
 from ponder.export._formats.pte import write_pte
-from ponder.export._int8.bundle import INT8_DIR, INT8_PTE, write_int8
+from ponder.export._int8.bundle import write_int8
 from ponder.export._stages.plan import MOE_TAU, Stage, StageIO, StagePlan, plan_stages, run_stages
 from ponder.export._stages.trace import MAX_BATCH, export_stage, symbolic_shapes
 from ponder.export._validate import (
@@ -31,12 +31,21 @@ from ponder.export._validate import (
     numpy_arrays,
 )
 from ponder.runtime import FORMAT, SCHEMA_VERSION, write_manifest
-from ponder.runtime._bundle.bundle import PTE, SAMPLES
+from ponder.runtime._bundle.layout import (
+    INT8_ONNX_DIR,
+    INT8_PTE,
+    MANIFEST,
+    ONNX_DIR,
+    PTE,
+    REPORT,
+    SAMPLES,
+    onnx_file,
+    stage_method,
+)
 
 __all__ = ["TARGETS", "export_bundle"]
 
 TARGETS = ("xnnpack", "portable", "onnx", "all")
-REPORT = "validation.json"
 Echo = Callable[[str], None]
 
 
@@ -95,7 +104,7 @@ def export_bundle(
              f"({time.perf_counter() - started:.1f} s, {(out / PTE).stat().st_size / 1e6:.2f} MB)")  # fmt: skip
         rows += check_pte(out / PTE, plan_io(plan), runs)
         files.append(PTE)
-    onnx_files = [f"onnx/stage_{i}.onnx" for i in range(len(plan.stages))]
+    onnx_files = [onnx_file(i) for i in range(len(plan.stages))]
     if "onnx" in targets:
         if "pte" in targets:  # lowering to ExecuTorch consumed the programs: trace again
             programs = _trace(plan, runs, lambda line: None)
@@ -126,9 +135,9 @@ def export_bundle(
 def _clear_previous_export(out: Path) -> None:
     """Remove what an earlier export wrote into `out` (and nothing else), so that a re-export
     without int8 or ONNX leaves no stale files of the earlier one behind."""
-    for name in ("manifest.json", PTE, INT8_PTE, SAMPLES, REPORT):
+    for name in (MANIFEST, PTE, INT8_PTE, SAMPLES, REPORT):
         (out / name).unlink(missing_ok=True)
-    for folder in ("onnx", INT8_DIR):
+    for folder in (ONNX_DIR, INT8_ONNX_DIR):
         shutil.rmtree(out / folder, ignore_errors=True)
 
 
@@ -214,7 +223,7 @@ def _device_metadata(plan: StagePlan, specs: list[dict], model_id: str) -> dict[
         "schema_version": SCHEMA_VERSION,
         "model_id": model_id,
         "classes": plan.classes,
-        "methods": [f"stage_{i}" for i in range(len(plan.stages))],
+        "methods": [stage_method(i) for i in range(len(plan.stages))],
         "task": plan.task,
         "inputs": _model_inputs(specs, plan.model_inputs),
         "outputs": [s.outputs for s in plan.stages],
@@ -230,7 +239,7 @@ def _manifest(
         flops = _stage_costs(stage.module, tuple(run["inputs"].values()))
         total += flops
         stages.append({
-            "index": i, "method": f"stage_{i}",
+            "index": i, "method": stage_method(i),
             "onnx": onnx_files[i] if onnx_files else None,
             "inputs": spec["inputs"], "outputs": spec["outputs"],
             "blocks": stage.blocks, "flops": flops, "cumulative_flops": total,

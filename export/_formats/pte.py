@@ -13,6 +13,7 @@ import torch
 from ponder._core.errors import MissingDependencyError
 from ponder.export._stages.trace import portable_conv_shapes
 from ponder.runtime._backends.executorch import METADATA_METHOD, quiet_imports
+from ponder.runtime._bundle.layout import stage_method
 
 __all__ = ["METADATA_METHOD", "executorch_exporter", "write_pte"]
 
@@ -45,7 +46,7 @@ def write_pte(
         # torch's pytree warns about a deprecated LeafSpec check inside executorch's passes
         warnings.filterwarnings("ignore", message=r".*LeafSpec", category=FutureWarning)
         edge = exir.to_edge_transform_and_lower(
-            {f"stage_{i}": p for i, p in enumerate(programs)},
+            {stage_method(i): p for i, p in enumerate(programs)},
             partitioner=partitioner,
             constant_methods={METADATA_METHOD: json.dumps(metadata, sort_keys=True)},
         )

@@ -28,10 +28,10 @@ from ponder.export._validate import (
     pte_backend,
     torch_threads_kept,
 )
+from ponder.runtime._bundle.layout import INT8_ONNX_DIR, INT8_PTE, PTE, int8_onnx
 
-__all__ = ["INT8_DIR", "INT8_PTE", "write_int8"]
+__all__ = ["write_int8"]
 
-INT8_PTE, INT8_DIR = "model_int8.pte", "onnx_int8"
 Inputs = dict[str, torch.Tensor]
 
 
@@ -64,10 +64,10 @@ def write_int8(
         section["pte"] = INT8_PTE
     if "onnx" in targets:
         quantize_stages_onnx(
-            [out / f for f in onnx_files], out / INT8_DIR, calibration_feeds(plan, runs)
+            [out / f for f in onnx_files], out / INT8_ONNX_DIR, calibration_feeds(plan, runs)
         )
-        files += [f"{INT8_DIR}/{Path(f).name}" for f in onnx_files]
-        section["onnx_dir"] = INT8_DIR
+        files += [int8_onnx(INT8_ONNX_DIR, f) for f in onnx_files]
+        section["onnx_dir"] = INT8_ONNX_DIR
     echo(f"  int8: {', '.join(files)} ({time.perf_counter() - started:.1f} s, calibrated on "
          f"{sum(next(iter(b.values())).shape[0] for b in calibration)} samples)")  # fmt: skip
     if held_out is not None:
@@ -78,7 +78,7 @@ def write_int8(
         if "pte" in section:
             rows += check_pte(out / INT8_PTE, io, stage_runs, "int8")
         if "onnx_dir" in section:
-            paths = [out / INT8_DIR / Path(f).name for f in onnx_files]
+            paths = [out / int8_onnx(INT8_ONNX_DIR, f) for f in onnx_files]
             rows += check_onnx(paths, io, stage_runs, "int8")
         return rows
 
@@ -92,10 +92,10 @@ def _accuracy(plan, out, section, onnx_files, held_out) -> dict[str, Any]:
     result = {}
     if "pte" in section:
         with torch_threads_kept():
-            fp32, int8 = pte_backend(out / "model.pte", io), pte_backend(out / INT8_PTE, io, "int8")
+            fp32, int8 = pte_backend(out / PTE, io), pte_backend(out / INT8_PTE, io, "int8")
             result["pte"] = int8_accuracy(io, fp32, int8, x, y)
     if "onnx_dir" in section:
         fp32 = onnx_backend([out / f for f in onnx_files])
-        int8 = onnx_backend([out / INT8_DIR / Path(f).name for f in onnx_files], "int8")
+        int8 = onnx_backend([out / int8_onnx(INT8_ONNX_DIR, f) for f in onnx_files], "int8")
         result["onnx"] = int8_accuracy(io, fp32, int8, x, y)
     return result

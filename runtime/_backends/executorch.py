@@ -14,6 +14,7 @@ import numpy as np
 
 from ponder._core.errors import BundleError, MissingDependencyError
 from ponder.runtime._backends.base import Backend
+from ponder.runtime._bundle.layout import stage_method
 
 __all__ = ["METADATA_METHOD", "ExecuTorchBackend", "quiet_imports"]
 
@@ -79,7 +80,7 @@ class ExecuTorchBackend(Backend):
         backend = cls.__new__(cls)
         backend._load(path)
         names = (
-            list(methods) if methods is not None else [f"stage_{i}" for i in range(len(outputs))]
+            list(methods) if methods is not None else [stage_method(i) for i in range(len(outputs))]
         )
         missing = backend._load_methods(names, [list(o) for o in outputs])
         if missing:

@@ -12,12 +12,10 @@ from ponder import __version__
 from ponder._core.errors import BundleError, ConfigError
 from ponder.runtime._bundle.digest import check_relative, manifest_digest, sha256_file
 from ponder.runtime._bundle.files import FileCheck, check_files
+from ponder.runtime._bundle.layout import MANIFEST, PTE, SAMPLES, int8_onnx
 from ponder.runtime._bundle.manifest import Manifest, utc_now
-from ponder.runtime._bundle.validate import FORMAT, SCHEMA_VERSION, int8_onnx, validate_manifest
+from ponder.runtime._bundle.validate import FORMAT, SCHEMA_VERSION, validate_manifest
 
-MANIFEST = "manifest.json"
-PTE = "model.pte"
-SAMPLES = "samples.npz"  # the export's default; a manifest names its own in config.export
 _REEXPORT = "re-export the bundle (ponder export)"
 
 
@@ -40,7 +38,7 @@ class Bundle:
         digest = manifest_digest(raw)
         if digest != raw["manifest_sha256"]:
             raise BundleError(
-                f"manifest.json was edited after export: it records manifest_sha256 "
+                f"{MANIFEST} was edited after export: it records manifest_sha256 "
                 f"{raw['manifest_sha256'][:12]}... but its content hashes to {digest[:12]}...; "
                 f"undo the edit or {_REEXPORT}. To seal a deliberate edit, rewrite it with "
                 "ponder.runtime.write_manifest."

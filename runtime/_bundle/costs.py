@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ponder._core.errors import BundleError
+from ponder.runtime._bundle.layout import cost_table
 
 __all__ = ["CostTable", "StageCost", "cost_table_path"]
 
@@ -21,7 +22,7 @@ COSTS_VERSION = 1
 def cost_table_path(bundle_root: str | Path, backend: str) -> Path:
     """Where the cost table of `backend` lives: `<bundle>/costs.<backend>.json` (not listed in
     the manifest: it is measured on the device, after export)."""
-    return Path(bundle_root) / f"costs.{backend}.json"
+    return Path(bundle_root) / cost_table(backend)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from ponder.runtime._bundle.digest import check_relative, sha256_file
+from ponder.runtime._bundle.layout import MANIFEST
 from ponder.runtime._bundle.manifest import FileEntry
 
 Status = Literal["ok", "missing", "size", "sha256"]
@@ -32,7 +33,7 @@ class FileCheck:
     def problem(self) -> str:
         """One line saying what is wrong with the file ('' when nothing is)."""
         if self.status == "missing":
-            return f"{self.path}: listed in manifest.json but missing"
+            return f"{self.path}: listed in {MANIFEST} but missing"
         if self.status == "size":
             return (
                 f"{self.path}: {self.actual_bytes} bytes, manifest says {self.expected.bytes} "

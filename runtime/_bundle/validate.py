@@ -11,6 +11,7 @@ from typing import Any
 
 from ponder._core.errors import BundleError
 from ponder.runtime._bundle.digest import check_relative
+from ponder.runtime._bundle.layout import MANIFEST, int8_onnx
 
 FORMAT = "ponder-bundle"
 SCHEMA_VERSION = "1.0"
@@ -24,7 +25,7 @@ def parse_version(version: object) -> tuple[int, int]:
     m = re.fullmatch(r"(\d+)\.(\d+)", version) if isinstance(version, str) else None
     if m is None:
         raise BundleError(
-            f"manifest.json has schema_version {version!r}, expected a string 'MAJOR.MINOR' "
+            f"{MANIFEST} has schema_version {version!r}, expected a string 'MAJOR.MINOR' "
             f"such as {SCHEMA_VERSION!r}. {_REEXPORT}"
         )
     return int(m[1]), int(m[2])
@@ -68,12 +69,10 @@ def validate_manifest(d: object) -> None:
     they are allowed and ignored. An unknown major version is refused.
     """
     if not isinstance(d, dict):
-        raise BundleError(
-            f"manifest.json holds a JSON {type(d).__name__}, not an object. {_REEXPORT}"
-        )
+        raise BundleError(f"{MANIFEST} holds a JSON {type(d).__name__}, not an object. {_REEXPORT}")
     if d.get("format") != FORMAT:
         raise BundleError(
-            f"manifest.json has format {d.get('format')!r}, not {FORMAT!r}: this is not a "
+            f"{MANIFEST} has format {d.get('format')!r}, not {FORMAT!r}: this is not a "
             "ponder bundle. Point ponder at the folder `ponder export` wrote."
         )
     major, minor = parse_version(d.get("schema_version"))
@@ -90,7 +89,7 @@ def validate_manifest(d: object) -> None:
     problems = _cross_field_problems(d)
     if problems:
         listed = "\n".join(f"  - {p}" for p in problems)
-        raise BundleError(f"manifest.json is inconsistent:\n{listed}\n{_REEXPORT}")
+        raise BundleError(f"{MANIFEST} is inconsistent:\n{listed}\n{_REEXPORT}")
 
 
 def _check_schema(d: dict[str, Any], *, relaxed: bool) -> None:
@@ -102,7 +101,7 @@ def _check_schema(d: dict[str, Any], *, relaxed: bool) -> None:
         lines.append(f"  - ... and {len(errors) - _SHOWN} more")
     listed = "\n".join(lines)
     raise BundleError(
-        f"manifest.json does not match the bundle schema {SCHEMA_VERSION} "
+        f"{MANIFEST} does not match the bundle schema {SCHEMA_VERSION} "
         f"(ponder/runtime/{SCHEMA_FILE}):\n{listed}\n"
         "Fix these keys, or re-export the bundle; hand-edited manifests also fail the "
         "manifest_sha256 check."
@@ -206,11 +205,6 @@ def _file_problems(d: dict[str, Any]) -> list[str]:
     for where, path in referenced:
         if path not in files:
             problems.append(f"{where} names {path!r}, which has no entry in files (no hash)")
-    if "manifest.json" in files:
-        problems.append("files lists manifest.json, which cannot hold its own hash")
+    if MANIFEST in files:
+        problems.append(f"files lists {MANIFEST}, which cannot hold its own hash")
     return problems
-
-
-def int8_onnx(onnx_dir: str, stage_onnx: str) -> str:
-    """Where a stage's int8 ONNX file lives: its fp32 file's name, inside `onnx_dir`."""
-    return f"{onnx_dir.rstrip('/')}/{stage_onnx.rsplit('/', 1)[-1]}"

@@ -13,8 +13,9 @@ import numpy as np
 
 from ponder._core.errors import BundleError, MissingDependencyError
 from ponder.runtime._backends.base import Backend, load_backend
-from ponder.runtime._bundle.bundle import PTE, Bundle
+from ponder.runtime._bundle.bundle import Bundle
 from ponder.runtime._bundle.compare import Comparison, check_comparisons, compare_outputs
+from ponder.runtime._bundle.layout import PTE
 
 __all__ = ["Verification", "verify_bundle"]
 

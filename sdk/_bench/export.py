@@ -21,6 +21,7 @@ from ponder._bench.timing import machine
 from ponder._bench.vit import vit_sequential
 from ponder._convert.convert import convert_
 from ponder._early_exit.config import EarlyExitConfig
+from ponder.runtime._bundle.layout import MANIFEST, ONNX_DIR, PTE
 
 __all__ = ["run_bench_export"]
 
@@ -104,10 +105,7 @@ def _results(config, counts, bundles, timed, staged, plain, int8: bool) -> dict[
         "threads": counts,
     }
     flops = _flops(
-        {
-            k: json.loads((bundles[k] / "manifest.json").read_text())
-            for k in ("staged", "monolithic")
-        }
+        {k: json.loads((bundles[k] / MANIFEST).read_text()) for k in ("staged", "monolithic")}
     )
     timing = summarise(timed, flops["cumulative"], flops["mono"])
     add_goals(timing)
@@ -151,7 +149,7 @@ def _bundle(model, samples, folder: Path, config, reuse: bool, echo) -> Path:
     the same benchmark config is already there."""
     from ponder.export import export_bundle
 
-    manifest = folder / "manifest.json"
+    manifest = folder / MANIFEST
     if reuse and manifest.exists():
         written = json.loads(manifest.read_text())["config"].get("bench_export")
         if written == config_key(config):
@@ -198,8 +196,8 @@ def _sizes(bundles: dict[str, Path], staged_model, plain) -> dict[str, Any]:
     for name in bundles:
         model = models[name]
         weights = sum(p.numel() * p.element_size() for p in model.parameters())
-        pte = (bundles[name] / "model.pte").stat().st_size
-        onnx = sum(f.stat().st_size for f in (bundles[name] / "onnx").glob("*.onnx"))
+        pte = (bundles[name] / PTE).stat().st_size
+        onnx = sum(f.stat().st_size for f in (bundles[name] / ONNX_DIR).glob("*.onnx"))
         sizes[name] = {
             "weights_bytes": weights,
             "pte_bytes": pte,

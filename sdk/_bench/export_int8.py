@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from ponder.runtime._bundle.layout import ONNX_DIR, PTE, onnx_file, stage_method
+
 __all__ = ["int8_bundle"]
 
 MARK = "bench_export.json"  # the config an int8 folder was written with (for --reuse)
@@ -54,18 +56,18 @@ def int8_bundle(
     meta = {
         "model_id": "bench-export-staged-int8",
         "quantization": "int8",
-        "methods": [f"stage_{i}" for i in range(len(plan.stages))],
+        "methods": [stage_method(i) for i in range(len(plan.stages))],
     }
     with warnings.catch_warnings():
         # pytree deprecation inside torch/executorch, once per pickled spec; not ours to fix
         warnings.filterwarnings("ignore", message=r".*LeafSpec", category=FutureWarning)
-        quantize_stages_pte(plan, runs, folder / "model.pte", metadata=meta)
-    echo(f"  model.pte: int8, lowered to XNNPACK ({time.perf_counter() - started:.0f} s)")
-    fp32 = sorted((staged / "onnx").glob("stage_*.onnx"), key=lambda p: int(p.stem[6:]))
+        quantize_stages_pte(plan, runs, folder / PTE, metadata=meta)
+    echo(f"  {PTE}: int8, lowered to XNNPACK ({time.perf_counter() - started:.0f} s)")
+    fp32 = [staged / onnx_file(i) for i in range(len(plan.stages))]
     with _root_log_level(logging.ERROR):
         # onnxruntime.quantization logs advice (pre-processing; per-channel axes of LayerNorm
         # weights, which it then quantizes per tensor) on the root logger, once per file
-        quantize_stages_onnx(fp32, folder / "onnx", calibration_feeds(plan, runs))
+        quantize_stages_onnx(fp32, folder / ONNX_DIR, calibration_feeds(plan, runs))
     echo(f"  onnx: {len(fp32)} int8 stage files ({time.perf_counter() - started:.0f} s in all)")
     mark.write_text(json.dumps(key) + "\n")
     return folder

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ponder._bench.timing import interleaved
+from ponder.runtime._bundle.layout import MANIFEST, PTE
 
 __all__ = ["AGAIN", "BACKENDS", "runtime_threads", "summarise", "time_bundles"]
 
@@ -68,7 +69,7 @@ def _pte_stage(bundle: Path, stages: list[dict]) -> Callable[[int, dict], dict]:
 
     outputs = [[t["name"] for t in s["outputs"]] for s in stages]
     backend = ExecuTorchBackend.from_file(
-        bundle / "model.pte", outputs, methods=[s["method"] for s in stages]
+        bundle / PTE, outputs, methods=[s["method"] for s in stages]
     )
     return _by_name(backend.run_stage, stages)
 
@@ -99,12 +100,12 @@ def time_bundles(
     stage of every call, [repeats, stages]. Every variant runs in one interleaved loop, so
     that load on the machine hits them alike."""
     chains: dict[str, _Chain] = {}
-    manifests = {n: b / "manifest.json" for n, b in bundles.items()}
+    manifests = {n: b / MANIFEST for n, b in bundles.items()}
     # The monolithic bundle is timed twice, from two loaded copies: an A/A control whose ratio
     # shows how far two identical variants drift apart on this machine in this run.
     variants = {**bundles, AGAIN: bundles["monolithic"]}
     for name, bundle in variants.items():
-        manifest = bundle / "manifest.json"
+        manifest = bundle / MANIFEST
         stages = json.loads((manifest if manifest.exists() else manifests["staged"]).read_text())
         stages = stages["stages"]
         chains[f"pte {name}"] = _Chain(_pte_stage(bundle, stages), stages, x)

@@ -14,6 +14,7 @@ import numpy as np
 from ponder._bench.runtime_model import bench_bundle, held_out
 from ponder._bench.runtime_report import write_outputs
 from ponder._bench.vit import VIT_S
+from ponder.runtime._bundle.layout import MANIFEST
 
 __all__ = ["run_bench_runtime"]
 
@@ -44,7 +45,7 @@ def run_bench_runtime(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if reuse and (out / "bundle" / "manifest.json").is_file():
+    if reuse and (out / "bundle" / MANIFEST).is_file():
         path, splits = out / "bundle", load_recipe_data({**DIGITS_RECIPE, "width": width})
         echo(f"reusing {path}")
     else:
@@ -210,7 +211,7 @@ def vit_overhead(path: Path, sizes: dict[str, int], repeats: int, echo) -> dict[
     from ponder.export import export_bundle
     from ponder.runtime import Engine
 
-    if not (path / "manifest.json").is_file():
+    if not (path / MANIFEST).is_file():
         torch.manual_seed(0)
         blocks = sizes["blocks"]
         exits = tuple(sorted({max(1, blocks * q // 4) for q in (1, 2, 3)}))
