@@ -3,34 +3,40 @@ asked for, so that deciding stays cheap)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ponder.runtime._policy.cost_model import Prediction
+from ponder.runtime._policy.cost_model import CostModel, Prediction
 from ponder.runtime._policy.points import OperatingPoint
+from ponder.runtime._policy.snapshot import Limits, Snapshot
+from ponder.runtime._policy.spec import PolicyRule, PolicySpec
 
 if TYPE_CHECKING:
-    from ponder.runtime._policy.policy import Policy, Snapshot
     from ponder.runtime._telemetry.state import DeviceState
 
 __all__ = ["Decision", "Why"]
 
 
 class Why(NamedTuple):
-    """What a decision saw: enough to explain it later."""
+    """What a decision saw: enough to explain it later (the policy's points, rules, spec and
+    cost model, and the snapshot of predictions it chose with)."""
 
-    policy: Policy
+    points: Sequence[OperatingPoint]
+    rules: tuple[PolicyRule, ...]  # the default last
+    spec: PolicySpec
+    cost_model: CostModel
     snap: Snapshot
     state: DeviceState
-    rule: int  # index into policy.rules (the default last)
+    rule: int  # index into rules
     was_active: int
     previous: int | None  # the point before this decision
     best: int  # the best point before hysteresis
     chosen: int
     how: str  # "accuracy", "cost", "floor", "cheapest" or "unknown"
     kept: str | None  # "margin" or "dwell" when hysteresis kept the previous point
-    limits: tuple[float, float, float]  # worst latency at full clock (ms), energy (mJ), floor
+    limits: Limits  # worst latency at full clock (ms), energy (mJ), floor
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,11 +52,11 @@ class Decision:
     constraints: dict[str, float | None]
     feasible: bool
     changed: bool
-    _why: Why | None = field(default=None, repr=False)
+    why: Why | None = field(default=None, repr=False)  # what it saw, for `reasons`
 
     @cached_property
     def reasons(self) -> list[str]:
-        return _reasons(self, self._why) if self._why is not None else []
+        return _reasons(self, self.why) if self.why is not None else []
 
     def explain(self) -> str:
         """A few human-readable lines: rule, budgets against predictions, the choice and why."""
@@ -72,7 +78,7 @@ class Decision:
 def _reasons(d: Decision, w: Why) -> list[str]:
     lines = [_rule_line(w), *_budget_lines(d, w), _choice_line(d, w)]
     lines += [line for line in (_left_line(w), _neighbour_line(d, w)) if line]
-    cm = w.policy.cost_model
+    cm = w.cost_model
     costs = f"costs: {cm.describe()}; {w.snap.version} stage measurements so far"
     return [*lines, costs + (f"; energy: {cm.energy_basis}" if w.snap.has_energy else "")]
 
@@ -89,16 +95,16 @@ def _fig(x: float | None, unit: str) -> str:
 
 
 def _name(w: Why, i: int) -> str:
-    return repr(w.policy.points[i].name)
+    return repr(w.points[i].name)
 
 
 def _acc(w: Why, i: int) -> str:
-    a = w.policy.points[i].accuracy
+    a = w.points[i].accuracy
     return "unknown" if a is None else f"{a:.3f}"
 
 
 def _conditions(w: Why) -> str:
-    r, s = w.policy.rules[w.rule], w.state
+    r, s = w.rules[w.rule], w.state
     words = []
     if r.battery_above is not None:
         words.append(f"battery {s.battery_percent:.3g}% (above {r.battery_above:g})")
@@ -112,17 +118,15 @@ def _conditions(w: Why) -> str:
 
 
 def _rule_line(w: Why) -> str:
-    from ponder.runtime._policy.policy import holds
-
-    rules, s = w.policy.rules, w.state
+    rules, s = w.rules, w.state
     r = rules[w.rule]
     if w.rule == len(rules) - 1:
         if len(rules) == 1:
             return f"[{r.name}] budgets apply (the policy has no rules)"
         return f"no rule holds ({_state_words(s)}): [{r.name}] budgets apply"
-    if holds(r, s.battery_percent, s.charging, s.temperature_c, 0.0, 0.0):
+    if r.holds(s.battery_percent, s.charging, s.temperature_c):
         return f"rule {r.name!r} holds: {_conditions(w)}"
-    spec = w.policy.spec
+    spec = w.spec
     return (
         f"rule {r.name!r} stays active inside its hysteresis band (battery_band "
         f"{spec.battery_band:g}, temperature_band {spec.temperature_band:g}): {_conditions(w)}"
@@ -130,7 +134,7 @@ def _rule_line(w: Why) -> str:
 
 
 def _budget_lines(d: Decision, w: Why) -> list[str]:
-    r, p, speed = w.policy.rules[w.rule], d.prediction, w.state.speed
+    r, p, speed = w.rules[w.rule], d.prediction, w.state.speed
     out = []
     if r.latency_ms is not None:
         at = f" at clock speed {speed:g}" if speed != 1 else ""
@@ -150,26 +154,21 @@ def _budget_lines(d: Decision, w: Why) -> list[str]:
     return out or ["no budgets: the most accurate point runs"]
 
 
-def _feasible(w: Why) -> list[int]:
-    meets = w.policy._meets
-    return [i for i in range(len(w.policy.points)) if meets(w.snap, i, w.limits)]
-
-
 def _choice_line(d: Decision, w: Why) -> str:
-    spec, name, n = w.policy.spec, repr(d.point.name), len(w.policy.points)
+    spec, name, n = w.spec, repr(d.point.name), len(w.points)
     cur = w.previous
     if w.kept == "margin" and w.how == "cost":
         save = 1 - w.snap.cost[w.best] / w.snap.cost[cur]
         return f"kept {name} (hysteresis): {_name(w, w.best)} would save only {save:.1%}, within cost_margin {spec.cost_margin:g}"
     if w.kept == "margin":
-        gain = w.policy._acc[w.best] - w.policy._acc[cur]
+        gain = w.snap.accuracy[w.best] - w.snap.accuracy[cur]
         return f"kept {name} (hysteresis): {_name(w, w.best)} would gain only {gain:+.4f} accuracy, within accuracy_margin {spec.accuracy_margin:g}"
     if w.kept == "dwell":
         return f"kept {name} (hysteresis): {_name(w, w.best)} is better, but min_requests={spec.min_requests} have not passed since the last switch"
     cost = "energy" if w.snap.has_energy else "latency"
     return {
-        "accuracy": f"chose {name}: the most accurate of the {len(_feasible(w))} of {n} points within the budgets (expected accuracy {_acc(w, w.best)})",
-        "cost": f"chose {name}: the least mean {cost} of the {len(_feasible(w))} of {n} points meeting the floor and budgets",
+        "accuracy": f"chose {name}: the most accurate of the {len(w.snap.feasible(w.limits))} of {n} points within the budgets (expected accuracy {_acc(w, w.best)})",
+        "cost": f"chose {name}: the least mean {cost} of the {len(w.snap.feasible(w.limits))} of {n} points meeting the floor and budgets",
         "floor": f"no point within the budgets reaches the accuracy floor: chose the most accurate within them, {name} ({_acc(w, w.best)}); feasible=False",
         "cheapest": f"no point meets the budgets: running the cheapest, {name}; feasible=False",
         "unknown": f"stage costs are not known yet: running the cheapest by FLOPs, {name}, until observe() measures a stage time (or give a cost table from `ponder profile BUNDLE`); feasible=False",
@@ -185,7 +184,7 @@ def _breaks(w: Why, i: int) -> str | None:
         )
     if s.mean_en[i] > en:
         return f"predicted energy {s.mean_en[i]:.3g} mJ > {en:.3g} mJ"
-    if w.policy._acc[i] < floor:
+    if w.snap.accuracy[i] < floor:
         return f"expected accuracy {_acc(w, i)} < floor {floor:g}"
     return None
 
@@ -199,24 +198,24 @@ def _left_line(w: Why) -> str | None:
         return f"left {_name(w, prev)}: it breaks a budget now ({broken})"
     if w.how == "cost":
         save = 1 - w.snap.cost[w.chosen] / w.snap.cost[prev]
-        return f"left {_name(w, prev)}: the new point saves {save:.1%}, more than cost_margin {w.policy.spec.cost_margin:g}"
-    gain = w.policy._acc[w.chosen] - w.policy._acc[prev]
-    return f"left {_name(w, prev)}: the new point gains {gain:+.4f} accuracy, more than accuracy_margin {w.policy.spec.accuracy_margin:g}"
+        return f"left {_name(w, prev)}: the new point saves {save:.1%}, more than cost_margin {w.spec.cost_margin:g}"
+    gain = w.snap.accuracy[w.chosen] - w.snap.accuracy[prev]
+    return f"left {_name(w, prev)}: the new point gains {gain:+.4f} accuracy, more than accuracy_margin {w.spec.accuracy_margin:g}"
 
 
 def _neighbour_line(d: Decision, w: Why) -> str | None:
     """Why not the nearest more accurate point (or, under a floor, the nearest cheaper one)."""
     if w.kept or w.how == "unknown":
         return None
-    p, i = w.policy, w.chosen
+    acc, i = w.snap.accuracy, w.chosen
     if w.how == "cost":
         order = w.snap.by_cost
         cheaper = order[: order.index(i)]
         j = cheaper[-1] if cheaper else None
         label = "cheaper"
     else:
-        above = [k for k in range(len(p.points)) if p._acc[k] > p._acc[i]]
-        j = min(above, key=lambda k: (p._acc[k], w.snap.mean_lat[k])) if above else None
+        above = [k for k in range(len(w.points)) if acc[k] > acc[i]]
+        j = min(above, key=lambda k: (acc[k], w.snap.mean_lat[k])) if above else None
         label = "more accurate"
     if j is None:
         return f"no {label} point exists in the table"
@@ -226,5 +225,5 @@ def _neighbour_line(d: Decision, w: Why) -> str | None:
 
 def _share(w: Why) -> str:
     """The latency the budget bounds: "p99" for latency_quantile 0.99, "worst-case" for 1."""
-    q = w.policy.spec.latency_quantile
+    q = w.spec.latency_quantile
     return "worst-case" if q == 1 else f"p{100 * q:.3g}"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import replace
-from functools import cached_property
 
 import numpy as np
 
@@ -14,6 +13,7 @@ from ponder._core.errors import ConfigError
 from ponder.runtime._policy.cost_model import CostModel, Prediction
 from ponder.runtime._policy.decision import Decision, Why
 from ponder.runtime._policy.points import ExitDistribution, OperatingPoint
+from ponder.runtime._policy.snapshot import Limits, Snapshot
 from ponder.runtime._policy.spec import PolicyRule, PolicySpec
 from ponder.runtime._telemetry.state import DeviceState
 
@@ -26,42 +26,6 @@ _INF = math.inf
 def baseline_points(num_exits: int) -> list[OperatingPoint]:
     """The two static baselines a policy is compared with: the full model, and first exit only."""
     return [OperatingPoint.full(num_exits), OperatingPoint.earliest(num_exits)]
-
-
-class Snapshot:
-    """Per-point predictions at full clock for one cost-model version; never mutated, so a
-    Decision can keep it for its explanation. Latency is in FLOPs while costs are unknown."""
-
-    def __init__(self, policy: Policy, cm: CostModel):
-        self.version, self.known = cm.version, cm.known
-        n = len(policy.points)
-        lat, en = cm.stage_costs() if self.known else (list(cm.stage_flops), None)
-        extra, step = (cm.request_ms, cm.stepped) if self.known else (0.0, list)
-        # the engine's own time per step counts for latency, not for energy
-        times = step(lat) + step(cm.stage_tail_ms(lat) if self.known else lat)
-        # numpy because it is faster here: [2P, S] @ [S] and .tolist() take 2.3 µs for 40 points,
-        # the same sums in pure Python 12 µs (2-core AMD EPYC, Python 3.11, numpy 2.4)
-        if en is None:  # [2P] = blockdiag(reach, worst) @ [2S]
-            out = (policy._reach_and_worst @ np.array(times)).tolist()
-        else:  # [3P] = blockdiag(reach, worst, reach) @ [3S]: one matmul, 1 µs less than two
-            out = (policy._lat_and_energy @ np.array(times + en)).tolist()
-        self.mean_lat = [v + extra for v in out[:n]]
-        self.worst_lat = [v + extra for v in out[n : 2 * n]]
-        self.has_energy = en is not None
-        self.mean_en = out[2 * n :] if en is not None else [0.0] * n
-        self.full_en = sum(en) if en is not None else None
-        self.cost = self.mean_en if self.has_energy else self.mean_lat
-        self._acc = policy._acc
-
-    @cached_property
-    def by_cost(self) -> list[int]:
-        """Indices cheapest first (mean energy, else mean latency), then worst latency, accuracy."""
-        keys = (-np.asarray(self._acc), np.asarray(self.worst_lat), np.asarray(self.cost))
-        return np.lexsort(keys).tolist()
-
-    @cached_property
-    def cheapest(self) -> int:
-        return min(range(len(self.cost)), key=lambda i: (self.worst_lat[i], self.cost[i]))
 
 
 class Policy:
@@ -162,7 +126,9 @@ class Policy:
 
     def _snapshot(self) -> Snapshot:
         if self._snap is None or self._snap.version != self.cost_model.version:
-            self._snap = Snapshot(self, self.cost_model)
+            self._snap = Snapshot(
+                self.cost_model, self._reach_and_worst, self._lat_and_energy, self._acc
+            )
         return self._snap
 
     def _match(self, state: DeviceState) -> int:
@@ -171,7 +137,7 @@ class Policy:
         bb, tb = self.spec.battery_band, self.spec.temperature_band
         for i, r in enumerate(self.rules[:-1]):
             band = i == self._active
-            if holds(r, b, ch, t, bb if band else 0.0, tb if band else 0.0):
+            if r.holds(b, ch, t, bb if band else 0.0, tb if band else 0.0):
                 return i
         return len(self.rules) - 1
 
@@ -184,7 +150,7 @@ class Policy:
         )  # at full clock
         limits = (
             lat_lim,
-            energy_limit(rule, snap.full_en),
+            rule.energy_limit(snap.full_en),
             -_INF if rule.min_accuracy is None else rule.min_accuracy,
         )
         if not snap.known and (limits[0] < _INF or limits[1] < _INF):
@@ -194,7 +160,22 @@ class Policy:
         chosen, kept = self._hysteresis(snap, best, limits, how, dwell_ok)
         changed = chosen != previous
         self._current, self._since = chosen, 1 if changed else self._since + 1
-        why = Why(self, snap, state, ri, was_active, previous, best, chosen, how, kept, limits)
+        why = Why(
+            self.points,
+            self.rules,
+            self.spec,
+            self.cost_model,
+            snap,
+            state,
+            ri,
+            was_active,
+            previous,
+            best,
+            chosen,
+            how,
+            kept,
+            limits,
+        )
         budgets = {
             "latency_ms": rule.latency_ms,
             "energy_mj": None if limits[1] == _INF else limits[1],
@@ -206,17 +187,13 @@ class Policy:
         self._cached = replace(d, changed=False) if changed else d
         return d
 
-    def _meets(self, s: Snapshot, i: int, limits: tuple[float, float, float]) -> bool:
-        lat_lim, en_lim, floor = limits
-        return s.worst_lat[i] <= lat_lim and s.mean_en[i] <= en_lim and self._acc[i] >= floor
-
-    def _best(self, s: Snapshot, limits: tuple[float, float, float]) -> tuple[int, bool, str]:
+    def _best(self, s: Snapshot, limits: Limits) -> tuple[int, bool, str]:
         """(index, feasible, how): how is "accuracy", "cost" (under a floor), "floor" (the
         floor cannot be met within the budgets) or "cheapest" (the budgets cannot be met)."""
         lat_lim, en_lim, floor = limits
         if floor > -_INF:
             for i in s.by_cost:
-                if self._meets(s, i, limits):
+                if s.meets(i, limits):
                     return i, True, "cost"
         best, acc, worst, en, mean = None, self._acc, s.worst_lat, s.mean_en, s.mean_lat
         for i in self._by_accuracy:  # most accurate first; among equals, the cheaper
@@ -230,11 +207,11 @@ class Policy:
         return s.cheapest, False, "cheapest"
 
     def _hysteresis(
-        self, s: Snapshot, best: int, limits: tuple[float, float, float], how: str, dwell_ok: bool
+        self, s: Snapshot, best: int, limits: Limits, how: str, dwell_ok: bool
     ) -> tuple[int, str | None]:
         """Keep the current point unless it breaks a budget or `best` gains more than the margin."""
         cur = self._current
-        if cur is None or cur == best or how == "unknown" or not self._meets(s, cur, limits):
+        if cur is None or cur == best or how == "unknown" or not s.meets(cur, limits):
             return best, None
         if how == "cost":
             gain = s.cost[cur] - s.cost[best]
@@ -260,35 +237,3 @@ def _key(state: DeviceState, version: int, current: int | None, rule: int, dwell
     """Everything a decision depends on: equal keys, equal decisions."""
     b, ch, t, v = state.battery_percent, state.charging, state.temperature_c, state.speed
     return (b, ch, t, v, version, current, rule, dwell)
-
-
-def holds(
-    r: PolicyRule,
-    battery: float | None,
-    charging: bool | None,
-    temperature: float | None,
-    battery_slack: float,
-    temp_slack: float,
-) -> bool:
-    """Whether every condition of `r` holds; an edge moves by its slack (the band) outward."""
-    if r.battery_above is not None and (
-        battery is None or battery <= r.battery_above - battery_slack
-    ):
-        return False
-    if r.battery_below is not None and (
-        battery is None or battery >= r.battery_below + battery_slack
-    ):
-        return False
-    if r.charging is not None and charging is not r.charging:
-        return False
-    return r.temperature_above is None or (
-        temperature is not None and temperature > r.temperature_above - temp_slack
-    )
-
-
-def energy_limit(rule: PolicyRule, full_energy_mj: float | None) -> float:
-    """The rule's energy cap per inference in mJ (the tighter of its two forms), inf if none."""
-    limit = _INF if rule.energy_mj is None else rule.energy_mj
-    if rule.energy_fraction is not None and full_energy_mj is not None:
-        limit = min(limit, rule.energy_fraction * full_energy_mj)
-    return limit

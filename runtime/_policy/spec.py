@@ -108,6 +108,36 @@ class PolicyRule:
                 "for a band write battery_above < battery_below"
             )
 
+    def holds(
+        self,
+        battery: float | None,
+        charging: bool | None,
+        temperature: float | None,
+        battery_slack: float = 0.0,
+        temp_slack: float = 0.0,
+    ) -> bool:
+        """Whether every condition holds; an edge moves by its slack (the band) outward."""
+        if self.battery_above is not None and (
+            battery is None or battery <= self.battery_above - battery_slack
+        ):
+            return False
+        if self.battery_below is not None and (
+            battery is None or battery >= self.battery_below + battery_slack
+        ):
+            return False
+        if self.charging is not None and charging is not self.charging:
+            return False
+        return self.temperature_above is None or (
+            temperature is not None and temperature > self.temperature_above - temp_slack
+        )
+
+    def energy_limit(self, full_energy_mj: float | None) -> float:
+        """The energy cap per inference in mJ (the tighter of the two forms), inf if none."""
+        limit = math.inf if self.energy_mj is None else self.energy_mj
+        if self.energy_fraction is not None and full_energy_mj is not None:
+            limit = min(limit, self.energy_fraction * full_energy_mj)
+        return limit
+
     @property
     def conditions(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in CONDITIONS if getattr(self, k) is not None}
