@@ -8,6 +8,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from ponder._core.checks import positive
 from ponder._core.errors import ConfigError
 from ponder.runtime._bundle.costs import CostTable
 from ponder.runtime._policy.points import ExitDistribution, OperatingPoint
@@ -34,11 +35,6 @@ class Prediction:
 
     def to_dict(self) -> dict[str, float | None]:
         return asdict(self)
-
-
-def _positive(name: str, value: float | None) -> None:
-    if value is not None and not (isinstance(value, (int, float)) and 0 < value < math.inf):
-        raise ConfigError(f"{name} must be a positive finite number, got {value!r}")
 
 
 SPIKE = 3.0  # an observation counts at most this many times the current estimate
@@ -75,7 +71,8 @@ class CostModel:
     ):
         if not isinstance(num_stages, int) or num_stages < 1:
             raise ConfigError(f"num_stages must be a positive int, got {num_stages!r}")
-        _positive("power_w", power_w)
+        if power_w is not None:
+            positive(power_w, "power_w")
         if not 0 < alpha <= 1:
             raise ConfigError(
                 f"alpha (EWMA weight of a new measurement) must be in (0, 1], got {alpha}"

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ponder._core.checks import positive
 from ponder._core.errors import ConfigError
 from ponder._core.rules import per_exit_thresholds
 
@@ -60,13 +61,6 @@ def _as_costs(costs: Any, k: int) -> np.ndarray:
             f"each exit), got {c.tolist()!r}."
         )
     return c
-
-
-def _positive(value: float, name: str) -> float:
-    v = float(value)
-    if not np.isfinite(v) or v <= 0:
-        raise ConfigError(f"{name} must be a positive finite number, got {value!r}.")
-    return v
 
 
 def _json_float(x: float) -> float | str | None:
@@ -190,7 +184,7 @@ def cost_accuracy_curve(
     k, n = s.shape
     c = _as_correct(correct, s.shape).astype(np.float64)  # [K, N]
     cost = _as_costs(costs, k)
-    full = _positive(full_cost, "full_cost")
+    full = positive(full_cost, "full_cost")
     th = _default_grid(s, n_points) if thresholds is None else np.asarray(thresholds, np.float64)
     if th.ndim == 1:
         if np.any(np.isnan(th)):

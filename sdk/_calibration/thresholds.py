@@ -17,10 +17,10 @@ from ponder._calibration.metrics import (
     _as_costs,
     _as_scores,
     _json_float,
-    _positive,
     _shared_threshold_sums,
     exit_outcome,
 )
+from ponder._core.checks import positive
 from ponder._core.errors import ConfigError
 
 __all__ = [
@@ -89,8 +89,8 @@ def thresholds_for_budget(scores: Any, costs: Any, full_cost: float, budget: flo
     s = _as_scores(scores)  # [K, N]
     k = s.shape[0]
     cost = _as_costs(costs, k)
-    full = _positive(full_cost, "full_cost")
-    target = _positive(budget, "budget") * full
+    full = positive(full_cost, "full_cost")
+    target = positive(budget, "budget") * full
     if np.any(np.diff(cost) < 0):
         raise ConfigError(
             f"costs must be non-decreasing (cumulative FLOPs per exit), got {cost.tolist()!r}."
