@@ -4,6 +4,9 @@ a policy, without torch.
 `import ponder.runtime` must not import torch; jsonschema is imported on first validation.
 """
 
+import warnings
+from typing import Any
+
 from ponder.runtime._backends.base import Backend, list_backends
 from ponder.runtime._bundle.bundle import Bundle, write_manifest
 from ponder.runtime._bundle.costs import CostTable, StageCost, cost_table_path
@@ -13,7 +16,7 @@ from ponder.runtime._bundle.manifest import ExitRuleSpec, FileEntry, Manifest, S
 from ponder.runtime._bundle.validate import FORMAT, SCHEMA_VERSION, load_schema, validate_manifest
 from ponder.runtime._engine.engine import Engine
 from ponder.runtime._engine.inputs import InputError
-from ponder.runtime._engine.requests import ServeReport, serve
+from ponder.runtime._engine.requests import ServeReport, run_requests
 from ponder.runtime._engine.result import Result
 from ponder.runtime._policy.cost_model import CostModel, Prediction
 from ponder.runtime._policy.decision import Decision
@@ -94,9 +97,26 @@ __all__ = [
     "manifest_digest",
     "operating_points",
     "read_state",
-    "serve",
+    "run_requests",
     "sha256_file",
     "simulate",
     "validate_manifest",
     "write_manifest",
 ]
+
+# old name -> new name; each warns on access and goes in the release after the one that renamed it
+_DEPRECATED = {
+    "serve": (
+        "run_requests",
+        "ponder.runtime.serve was renamed run_requests (`ponder serve` is the coming offload "
+        "server); the old name goes in the next release",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _DEPRECATED:
+        new, message = _DEPRECATED[name]
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
+        return globals()[new]
+    raise AttributeError(f"module 'ponder.runtime' has no attribute {name!r}")

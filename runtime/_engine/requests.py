@@ -1,5 +1,5 @@
-"""`serve`: a stream of requests through an engine under a policy, reading device state at most
-once a second, with a summary of what happened (exits, latency, energy, the policy's choices)."""
+"""`run_requests`: a stream of requests through an engine under a policy, reading device state at
+most once a second, with a summary of what happened (exits, latency, energy, the policy's choices)."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ import numpy as np
 from ponder._core.errors import ConfigError
 from ponder.runtime._engine.result import concat
 
-__all__ = ["ServeReport", "serve"]
+__all__ = ["ServeReport", "run_requests"]
 
 STATE_EVERY_S = 1.0  # device state changes slowly; reading sysfs per request would cost ~0.1 ms
 
 
 @dataclass
 class ServeReport:
-    """What `serve` did: per-sample arrays in input order, per-request latency, and every
+    """What `run_requests` did: per-sample arrays in input order, per-request latency, and every
     decision that changed the operating point (with its explanation)."""
 
     prediction: np.ndarray | None
@@ -53,7 +53,7 @@ class ServeReport:
         return out
 
 
-def serve(engine: Any, inputs: Any, *, policy: Any = None, point: Any = None, batch: int = 1,
+def run_requests(engine: Any, inputs: Any, *, policy: Any = None, point: Any = None, batch: int = 1,
           deadline_ms: float | None = None, read_state: Callable[[], Any] | None = None,
           on_switch: Callable[[Any], None] | None = None) -> ServeReport:  # fmt: skip
     """Run `inputs` (an array, or a dict of arrays for multi-input bundles) as requests of

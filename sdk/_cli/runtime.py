@@ -138,7 +138,14 @@ def run(bundle, input_path, backend, threads, int8, policy_file, latency_ms, ene
 
 def _run(bundle, input_path, backend, options, policy_file, latency_ms, energy_mj, deadline_ms,
          batch, power_w) -> dict:  # fmt: skip
-    from ponder.runtime import Engine, PolicySpec, detect_probes, load_policy, read_state, serve
+    from ponder.runtime import (
+        Engine,
+        PolicySpec,
+        detect_probes,
+        load_policy,
+        read_state,
+        run_requests,
+    )
 
     engine = Engine.load(bundle, backend, **options)
     click.echo(f"{bundle}: {engine.backend.description}")
@@ -152,8 +159,8 @@ def _run(bundle, input_path, backend, options, policy_file, latency_ms, energy_m
         probes = {k: v for k, v in detect_probes().items() if not isinstance(v, str)}
         click.echo(f"device state from: {sorted(probes) or 'no probe (unknown battery)'}")
         read = lambda: read_state(probes)  # noqa: E731
-    report = serve(engine, inputs, policy=policy, batch=batch, deadline_ms=deadline_ms,
-                   read_state=read, on_switch=_echo_switch)  # fmt: skip
+    report = run_requests(engine, inputs, policy=policy, batch=batch, deadline_ms=deadline_ms,
+                          read_state=read, on_switch=_echo_switch)  # fmt: skip
     summary = report.summary(len(engine.stages), labels)
     _echo_summary(summary, engine)
     return {"bundle": str(bundle), "backend": engine.backend.description, "summary": summary,

@@ -1,4 +1,4 @@
-"""`profile`, `serve` and the `ponder profile` / `ponder run` commands on a real bundle."""
+"""`profile`, `run_requests` and the `ponder profile` / `ponder run` commands on a real bundle."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from ponder.runtime import (
     PolicyRule,
     PolicySpec,
     cost_table_path,
-    serve,
+    run_requests,
 )
 from ponder.runtime._engine.profile import profile
 
@@ -76,7 +76,7 @@ def test_profile_and_cost_table_errors(bundle, tmp_path):
         CostTable.load(tmp_path / "bad.json")
 
 
-def test_serve_follows_the_policy_and_reads_state_sparingly(bundle):
+def test_run_requests_follows_the_policy_and_reads_state_sparingly(bundle):
     engine = Engine.load(bundle, "onnxruntime", costs=profile(Engine.load(bundle), repeats=3))
     spec = PolicySpec(
         default=PolicyRule(),
@@ -91,7 +91,7 @@ def test_serve_follows_the_policy_and_reads_state_sparingly(bundle):
     points = [OperatingPoint("full", (np.inf, np.inf), accuracy=0.9),
               OperatingPoint("first", (np.inf, np.inf), max_stage=0, accuracy=0.6)]  # fmt: skip
     policy = engine.policy(spec, points=points)
-    report = serve(engine, _x(12), policy=policy, batch=3, read_state=read_state)
+    report = run_requests(engine, _x(12), policy=policy, batch=3, read_state=read_state)
     assert len(reads) == 1  # 4 requests within a second: one reading
     assert len(report.request_ms) == 4 and report.exit_stage.shape == (12,)
     # the low-battery rule's impossible budget: the cheapest point, every sample at stage 0
@@ -106,9 +106,9 @@ def test_serve_follows_the_policy_and_reads_state_sparingly(bundle):
     assert summary["accuracy"] == 0.75 and summary["exits_per_stage"] == [12, 0, 0]
 
 
-def test_serve_with_a_fixed_point(bundle):
+def test_run_requests_with_a_fixed_point(bundle):
     engine = Engine.load(bundle, "onnxruntime")
-    report = serve(engine, _x(5), point=OperatingPoint.full(2), batch=2)
+    report = run_requests(engine, _x(5), point=OperatingPoint.full(2), batch=2)
     assert report.points == ["always full"] * 3 and (report.exit_stage == 2).all()
     assert report.switches == []
 
