@@ -1,5 +1,6 @@
-"""`export_bundle`: stages -> model.pte + onnx/stage_<i>.onnx + samples + manifest, each
-format run on sample inputs and compared with eager before the manifest is written."""
+"""`export_bundle`: stages -> samples, then each format of `FORMATS` (model.pte,
+onnx/stage_<i>.onnx) and its int8 copy, each run by its runtime backend on the sample inputs and
+compared with eager before the manifest is written."""
 
 from __future__ import annotations
 
@@ -17,19 +18,12 @@ from torch.utils.flop_counter import FlopCounterMode
 import ponder
 from ponder._core.errors import ConfigError
 from ponder._moe.config import moe_layers
-from ponder.export._formats.onnx import OPSET, write_onnx_stage
-from ponder.export._formats.pte import write_pte
-from ponder.export._int8.bundle import write_int8
+from ponder.export._formats.onnx import OPSET
+from ponder.export._formats.registry import FORMATS
+from ponder.export._int8.bundle import check_int8, write_int8
 from ponder.export._stages.plan import MOE_TAU, Stage, StageIO, StagePlan, plan_stages, run_stages
 from ponder.export._stages.trace import MAX_BATCH, export_stage, symbolic_shapes
-from ponder.export._validate import (
-    TOLERANCES,
-    Comparison,
-    check_comparisons,
-    check_onnx,
-    check_pte,
-    numpy_arrays,
-)
+from ponder.export._validate import TOLERANCES, Comparison, check_comparisons, numpy_arrays
 from ponder.runtime import FORMAT, SCHEMA_VERSION, write_manifest
 from ponder.runtime._bundle.layout import (
     INT8_ONNX_DIR,
@@ -93,42 +87,43 @@ def export_bundle(
     )
     programs = _trace(plan, runs, echo)
     specs = [_stage_specs(s, p, r) for s, p, r in zip(plan.stages, programs, runs, strict=True)]
+    meta = _device_metadata(plan, specs, model_id)
     files, rows = [SAMPLES], []
     _save_samples(out / SAMPLES, {**plan.controls, **inputs}, runs)
-    if "pte" in targets:
-        delegate = targets["pte"]
-        started = time.perf_counter()
-        meta = _device_metadata(plan, specs, model_id)
-        write_pte(programs, out / PTE, delegate=delegate, metadata=meta)
-        echo(f"  {PTE}: {len(plan.stages)} methods lowered to {delegate} "
-             f"({time.perf_counter() - started:.1f} s, {(out / PTE).stat().st_size / 1e6:.2f} MB)")  # fmt: skip
-        rows += check_pte(out / PTE, plan_io(plan), runs)
-        files.append(PTE)
-    onnx_files = [onnx_file(i) for i in range(len(plan.stages))]
-    if "onnx" in targets:
-        if "pte" in targets:  # lowering to ExecuTorch consumed the programs: trace again
+    fresh = True  # no format has written the programs traced above yet
+    for name, option in targets.items():
+        fmt = FORMATS.get(name)
+        if not fresh:  # the previous format's lowering consumed the programs: trace again
             programs = _trace(plan, runs, lambda line: None)
-        for i, (stage, program) in enumerate(zip(plan.stages, programs, strict=True)):
-            started = time.perf_counter()
-            write_onnx_stage(stage, program, out / onnx_files[i])
-            echo(f"  {onnx_files[i]}: written ({time.perf_counter() - started:.1f} s)")
-        rows += check_onnx([out / f for f in onnx_files], plan_io(plan), runs)
-        files += onnx_files
+        written = fmt.write(plan, programs, out, option, meta, echo)
+        fresh = not fmt.consumes_programs
+        rows += fmt.check([out / f for f in written], plan_io(plan), runs, "fp32")
+        files += written
+    onnx_files = [onnx_file(i) for i in range(len(plan.stages))]
     quantization = None
     if quantize == "int8":
-        meta = _device_metadata(plan, specs, model_id)
-        written, check, quantization = write_int8(
+        written, quantization = write_int8(
             plan, out, targets, onnx_files, calibration, held_out, meta, echo
         )
-        rows += check(plan_io(plan), runs)
+        rows += check_int8(out, quantization, onnx_files, plan_io(plan), runs)
         files += written
     report = _report(rows, targets)
     (out / REPORT).write_text(json.dumps(report, indent=2) + "\n")
     files.append(REPORT)
     check_comparisons(rows)
-    manifest = _manifest(plan, specs, runs, model_id, exit_rule, operating_points, config,
-                         targets, onnx_files if "onnx" in targets else None, moe,
-                         quantization)  # fmt: skip
+    manifest = _manifest(
+        plan,
+        specs,
+        runs,
+        model_id=model_id,
+        exit_rule=exit_rule,
+        points=operating_points,
+        config=config,
+        targets=targets,
+        onnx_files=onnx_files if "onnx" in targets else None,
+        moe=moe,
+        quantization=quantization,
+    )
     return write_manifest(out, manifest, files)
 
 
@@ -232,8 +227,20 @@ def _device_metadata(plan: StagePlan, specs: list[dict], model_id: str) -> dict[
 
 
 def _manifest(
-    plan, specs, runs, model_id, exit_rule, points, config, targets, onnx_files, moe, quantization
-):
+    plan: StagePlan,
+    specs: list[dict],
+    runs: list[dict],
+    *,
+    model_id: str,
+    exit_rule: dict[str, Any] | None,
+    points: Sequence[dict[str, Any]],
+    config: dict[str, Any] | None,
+    targets: dict[str, str],
+    onnx_files: list[str] | None,
+    moe: str,
+    quantization: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The manifest's content (write_manifest adds the files table and digests)."""
     stages, total = [], 0
     for i, (stage, spec, run) in enumerate(zip(plan.stages, specs, runs, strict=True)):
         flops = _stage_costs(stage.module, tuple(run["inputs"].values()))

@@ -18,7 +18,7 @@ from ponder.export._int8.quantize import (
     quantize_stages_pte,
     stage_calibration_inputs,
 )
-from ponder.export._stages.plan import StagePlan
+from ponder.export._stages.plan import StageIO, StagePlan
 from ponder.export._validate import (
     TOLERANCES,
     Comparison,
@@ -30,7 +30,7 @@ from ponder.export._validate import (
 )
 from ponder.runtime._bundle.layout import INT8_ONNX_DIR, INT8_PTE, PTE, int8_onnx
 
-__all__ = ["write_int8"]
+__all__ = ["check_int8", "write_int8"]
 
 Inputs = dict[str, torch.Tensor]
 
@@ -44,9 +44,9 @@ def write_int8(
     held_out: tuple[Inputs, torch.Tensor] | None,
     metadata: dict[str, Any],
     echo: Callable[[str], None],
-) -> tuple[list[str], Any, dict[str, Any]]:
-    """Quantize every stage, write the int8 files of each target; returns (files written,
-    a checker `check(io, runs) -> [Comparison]`, the manifest's `quantization` section)."""
+) -> tuple[list[str], dict[str, Any]]:
+    """Quantize every stage, write the int8 files of each target; returns (files written, the
+    manifest's `quantization` section). `check_int8` then runs them against eager."""
     if not calibration or next(iter(calibration[0].values())).shape[0] < 2:
         raise ConfigError(
             "int8 export needs calibration data (a list of input batches, the first of >= 2 "
@@ -72,20 +72,30 @@ def write_int8(
          f"{sum(next(iter(b.values())).shape[0] for b in calibration)} samples)")  # fmt: skip
     if held_out is not None:
         section["accuracy"] = _accuracy(plan, out, section, onnx_files, held_out)
-
-    def check(io, stage_runs) -> list[Comparison]:
-        rows = []
-        if "pte" in section:
-            rows += check_pte(out / INT8_PTE, io, stage_runs, "int8")
-        if "onnx_dir" in section:
-            paths = [out / int8_onnx(INT8_ONNX_DIR, f) for f in onnx_files]
-            rows += check_onnx(paths, io, stage_runs, "int8")
-        return rows
-
-    return files, check, section
+    return files, section
 
 
-def _accuracy(plan, out, section, onnx_files, held_out) -> dict[str, Any]:
+def check_int8(
+    out: Path, section: dict[str, Any], onnx_files: list[str], io: StageIO, runs: list[dict]
+) -> list[Comparison]:
+    """The int8 files that `section` names, each stage on its stored eager inputs, against eager
+    at the int8 tolerance (the fp32 check with another tolerance)."""
+    rows = []
+    if "pte" in section:
+        rows += check_pte(out / section["pte"], io, runs, "int8")
+    if "onnx_dir" in section:
+        paths = [out / int8_onnx(section["onnx_dir"], f) for f in onnx_files]
+        rows += check_onnx(paths, io, runs, "int8")
+    return rows
+
+
+def _accuracy(
+    plan: StagePlan,
+    out: Path,
+    section: dict[str, Any],
+    onnx_files: list[str],
+    held_out: tuple[Inputs, torch.Tensor],
+) -> dict[str, Any]:
     """Per format: every exit's accuracy in fp32 and int8 on the held-out data."""
     io = [(s.inputs, s.outputs) for s in plan.stages]
     x, y = held_out
