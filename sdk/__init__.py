@@ -60,6 +60,7 @@ _LAZY = {
     "evaluate": "_calibration.evaluate",
     "calibrate": "_calibration.evaluate",
     "operating_points": "_calibration.points",
+    "OperatingPoint": "_core",
     "thresholds_for_budget": "_calibration.thresholds",
     "RiskControlResult": "_calibration.thresholds",
     # checkpoints

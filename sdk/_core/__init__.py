@@ -1,6 +1,7 @@
 """The torch-free core every layer may import: the error family, registries, configs, exit
-rules, result tables and plotting helpers."""
+rules, operating points, argument checks, result tables and plotting helpers."""
 
+from ponder._core.checks import positive
 from ponder._core.config import Config
 from ponder._core.errors import (
     BundleError,
@@ -13,6 +14,7 @@ from ponder._core.errors import (
     PonderError,
     UnsupportedModelError,
 )
+from ponder._core.points import OperatingPoint
 from ponder._core.registry import Registry
 from ponder._core.rules import ExitRule, exit_rule, list_exit_rules
 
@@ -26,9 +28,11 @@ __all__ = [
     "InternalError",
     "MissingDependencyError",
     "NoEffectWarning",
+    "OperatingPoint",
     "PonderError",
     "Registry",
     "UnsupportedModelError",
     "exit_rule",
     "list_exit_rules",
+    "positive",
 ]

@@ -4,13 +4,14 @@ import math
 
 import pytest
 
+import ponder
 import ponder.runtime
 from ponder._core.errors import ConfigError
 from ponder._core.points import OperatingPoint
 
 
-def test_the_runtime_re_exports_the_core_type():
-    assert ponder.runtime.OperatingPoint is OperatingPoint
+def test_the_sdk_and_the_runtime_re_export_the_core_type():
+    assert ponder.runtime.OperatingPoint is OperatingPoint is ponder.OperatingPoint
 
 
 def test_accuracy_drop_is_written_only_when_known_and_unknown_keys_survive():
