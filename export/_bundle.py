@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 import ponder
 from ponder._core.errors import ConfigError
+from ponder._early_exit.flops import module_flops
 from ponder._moe.config import moe_layers
 from ponder.export._formats.onnx import OPSET
 from ponder.export._formats.registry import FORMATS
@@ -204,13 +204,6 @@ def _model_inputs(specs: list[dict[str, list]], names: list[str]) -> list[dict[s
     return [first[name] for name in names]
 
 
-def _stage_costs(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> int:
-    """FLOPs of one sample through `module` (matmuls and convolutions)."""
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        module(*(a[:1] for a in args))
-    return int(counter.get_total_flops())
-
-
 def _device_metadata(plan: StagePlan, specs: list[dict], model_id: str) -> dict[str, Any]:
     """What the device can read from the program itself (the manifest has the rest)."""
     return {
@@ -243,7 +236,7 @@ def _manifest(
     """The manifest's content (write_manifest adds the files table and digests)."""
     stages, total = [], 0
     for i, (stage, spec, run) in enumerate(zip(plan.stages, specs, runs, strict=True)):
-        flops = _stage_costs(stage.module, tuple(run["inputs"].values()))
+        flops = module_flops(stage.module, tuple(run["inputs"].values()))
         total += flops
         stages.append({
             "index": i, "method": stage_method(i),
