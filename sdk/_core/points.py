@@ -5,6 +5,7 @@ calibration, the export's manifest and the runtime's policy."""
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -86,3 +87,31 @@ class OperatingPoint:
             "exit_fractions": list(self.exit_fractions),
             **self.extra,
         }
+
+    def __getitem__(self, key: str) -> Any:
+        """The dict access of earlier releases (`point["threshold"]`, `point["accuracy"]`),
+        kept for one release with a DeprecationWarning; use the attributes."""
+        warnings.warn(
+            f"operating points are OperatingPoint objects now: use point.{_ATTRIBUTE.get(key, key)} "
+            f"instead of point[{key!r}]",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        if key == "threshold":
+            if len(set(self.thresholds)) > 1:
+                raise KeyError(f"{self.name!r} has one threshold per exit: use point.thresholds")
+            return self.thresholds[0] if self.thresholds else math.inf
+        if key not in _ATTRIBUTE.values() or key == "thresholds":
+            raise KeyError(key)
+        value = getattr(self, key)
+        return list(value) if key == "exit_fractions" else value
+
+
+# the keys of the dicts `ponder.operating_points` returned before it returned OperatingPoints
+_ATTRIBUTE = {
+    "threshold": "thresholds",
+    "accuracy": "accuracy",
+    "flops_fraction": "flops_fraction",
+    "accuracy_drop": "accuracy_drop",
+    "exit_fractions": "exit_fractions",
+}

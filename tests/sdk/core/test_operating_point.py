@@ -32,3 +32,25 @@ def test_bad_points_are_refused():
         OperatingPoint("a", (0.5,), max_stage=-1)
     with pytest.raises(ConfigError, match="NaN"):
         OperatingPoint("a", (math.nan,))
+
+
+def test_dict_access_of_earlier_releases_still_works_with_a_warning():
+    point = OperatingPoint(
+        "shared threshold 0.9",
+        (0.9, 0.9),
+        accuracy=0.97,
+        flops_fraction=0.4,
+        exit_fractions=(0.5, 0.3, 0.2),
+        accuracy_drop=0.01,
+    )
+    with pytest.warns(
+        DeprecationWarning, match=r"point.thresholds instead of point\['threshold'\]"
+    ):
+        assert point["threshold"] == 0.9
+    with pytest.warns(DeprecationWarning):
+        assert point["accuracy"] == 0.97 and point["exit_fractions"] == [0.5, 0.3, 0.2]
+    with pytest.warns(DeprecationWarning), pytest.raises(KeyError):
+        point["name"]
+    per_exit = OperatingPoint("per exit", (0.8, 0.9))
+    with pytest.warns(DeprecationWarning), pytest.raises(KeyError, match="one threshold per exit"):
+        per_exit["threshold"]
