@@ -13,16 +13,21 @@ import ponder
 from ponder._calibration.checkpoint import evaluate_checkpoint
 from ponder._cli.demo import run_demo
 from ponder._cli.main import main
+from ponder._cli.runtime import BACKENDS
 from ponder._sparsity.critical import MODES
 from ponder._sparsity.report import run_sparsity
 from ponder.export import TARGETS, export_checkpoint
 from ponder.export._stages.plan import MOE_MODES
+from ponder.runtime import list_backends, run_requests
+from ponder.runtime._engine.profile import profile
 
 CALLS = {
     "demo": run_demo,
     "evaluate": evaluate_checkpoint,
     "sparsity": run_sparsity,
     "export": export_checkpoint,
+    "profile": profile,
+    "run": run_requests,
 }
 
 
@@ -61,3 +66,6 @@ def test_choices_are_the_registries_and_constants():
     assert sorted(_choices("export", "moe")) == sorted(MOE_MODES)
     assert _choices("sparsity", "mode") == list(MODES)
     assert _choices("evaluate", "rule") == sorted(ponder.list_exit_rules())
+    assert sorted(BACKENDS) == sorted(list_backends())
+    for command in ("profile", "run", "simulate"):
+        assert _choices(command, "backend") == BACKENDS
