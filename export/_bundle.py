@@ -190,10 +190,12 @@ def _stage_specs(stage: Stage, program: Any, run: dict) -> dict[str, list[dict[s
     """Name, dtype and shape (dynamic dimensions by name) of a stage's inputs and outputs."""
     shapes = dict(zip(("inputs", "outputs"), symbolic_shapes(program, stage), strict=True))
     return {
-        side: [{"name": name, "dtype": str(value.dtype).removeprefix("torch."), "shape": shape}
-               for (name, value), shape in zip(run[side].items(), shapes[side], strict=True)]
+        side: [
+            {"name": name, "dtype": str(value.dtype).removeprefix("torch."), "shape": shape}
+            for (name, value), shape in zip(run[side].items(), shapes[side], strict=True)
+        ]
         for side in ("inputs", "outputs")
-    }  # fmt: skip
+    }
 
 
 def _model_inputs(specs: list[dict[str, list]], names: list[str]) -> list[dict[str, Any]]:
@@ -238,26 +240,49 @@ def _manifest(
     for i, (stage, spec, run) in enumerate(zip(plan.stages, specs, runs, strict=True)):
         flops = module_flops(stage.module, tuple(run["inputs"].values()))
         total += flops
-        stages.append({
-            "index": i, "method": stage_method(i),
-            "onnx": onnx_files[i] if onnx_files else None,
-            "inputs": spec["inputs"], "outputs": spec["outputs"],
-            "blocks": stage.blocks, "flops": flops, "cumulative_flops": total,
-            "params": sum(p.numel() for p in stage.module.parameters()), "exit": stage.exit,
-        })  # fmt: skip
+        stages.append(
+            {
+                "index": i,
+                "method": stage_method(i),
+                "onnx": onnx_files[i] if onnx_files else None,
+                "inputs": spec["inputs"],
+                "outputs": spec["outputs"],
+                "blocks": stage.blocks,
+                "flops": flops,
+                "cumulative_flops": total,
+                "params": sum(p.numel() for p in stage.module.parameters()),
+                "exit": stage.exit,
+            }
+        )
     early = any(stage.exit for stage in plan.stages)
-    rule = exit_rule or {"name": "max_prob" if early else "none", "ensembled": False,
-                         "thresholds": None}  # fmt: skip
-    export_config = {"targets": targets, "onnx_opset": OPSET, "max_batch": MAX_BATCH,
-                     "tolerances": TOLERANCES, "samples": SAMPLES, "validation": REPORT}  # fmt: skip
+    rule = exit_rule or {
+        "name": "max_prob" if early else "none",
+        "ensembled": False,
+        "thresholds": None,
+    }
+    export_config = {
+        "targets": targets,
+        "onnx_opset": OPSET,
+        "max_batch": MAX_BATCH,
+        "tolerances": TOLERANCES,
+        "samples": SAMPLES,
+        "validation": REPORT,
+    }
     return {
-        "format": FORMAT, "schema_version": SCHEMA_VERSION, "ponder_version": ponder.__version__,
-        "model_id": model_id, "task": plan.task, "classes": plan.classes,
-        "inputs": _model_inputs(specs, plan.model_inputs), "stages": stages,
-        "exit_rule": rule, "operating_points": list(points), "moe": _moe(plan, moe),
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "ponder_version": ponder.__version__,
+        "model_id": model_id,
+        "task": plan.task,
+        "classes": plan.classes,
+        "inputs": _model_inputs(specs, plan.model_inputs),
+        "stages": stages,
+        "exit_rule": rule,
+        "operating_points": list(points),
+        "moe": _moe(plan, moe),
         "quantization": quantization,
         "config": {**(config or {}), "export": export_config},
-    }  # fmt: skip
+    }
 
 
 # How MoE layers run in the exported files, in words for the manifest and the CLI.
@@ -270,19 +295,32 @@ MOE_EXECUTION = {
 
 
 def _moe(plan: StagePlan, mode: str) -> dict[str, Any] | None:
-    layers = [(i, layer) for i, stage in enumerate(plan.stages)
-              for layer in moe_layers(stage.module).values()]  # fmt: skip
+    layers = [
+        (i, layer)
+        for i, stage in enumerate(plan.stages)
+        for layer in moe_layers(stage.module).values()
+    ]
     if not layers:
         return None
     first = layers[0][1]
     return {
-        "gate": first.gate, "gate_params": dict(first.gate_params),
-        "layers": [{"path": plan.moe_paths[id(layer)], "stage": i, "experts": layer.num_experts,
-                    "expert_size": layer.w1.shape[-1], "width": layer.w1.shape[1],
-                    "activation": layer.activation} for i, layer in layers],
-        "mode": mode, "execution": {"pte": MOE_EXECUTION[mode], "onnx": MOE_EXECUTION[mode]},
+        "gate": first.gate,
+        "gate_params": dict(first.gate_params),
+        "layers": [
+            {
+                "path": plan.moe_paths[id(layer)],
+                "stage": i,
+                "experts": layer.num_experts,
+                "expert_size": layer.w1.shape[-1],
+                "width": layer.w1.shape[1],
+                "activation": layer.activation,
+            }
+            for i, layer in layers
+        ],
+        "mode": mode,
+        "execution": {"pte": MOE_EXECUTION[mode], "onnx": MOE_EXECUTION[mode]},
         "tau_input": MOE_TAU if MOE_TAU in plan.controls else None,
-    }  # fmt: skip
+    }
 
 
 def _report(rows: list[Comparison], targets: dict[str, str]) -> dict[str, Any]:

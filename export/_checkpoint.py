@@ -56,15 +56,26 @@ def export_checkpoint(
         )
     model = load(path).eval()
     splits = load_dataset(spec.pop("name"), **spec)
-    echo(f"{path}: exporting with samples and operating points from {splits.name} "
-         f"({len(splits.calib)} calibration samples)")  # fmt: skip
+    echo(
+        f"{path}: exporting with samples and operating points from {splits.name} "
+        f"({len(splits.calib)} calibration samples)"
+    )
     rule, points = _exits(model, splits, extra)
     manifest = export_bundle(
-        model, splits.calib.x[:SAMPLE_ROWS], out, target=target, model_id=Path(path).name,
-        exit_rule=rule, operating_points=points, config=_config(path, meta), moe=moe, echo=echo,
-        quantize=quantize, calibration=[{"x": b} for b in splits.calib.x.split(CALIB_BATCH)],
+        model,
+        splits.calib.x[:SAMPLE_ROWS],
+        out,
+        target=target,
+        model_id=Path(path).name,
+        exit_rule=rule,
+        operating_points=points,
+        config=_config(path, meta),
+        moe=moe,
+        echo=echo,
+        quantize=quantize,
+        calibration=[{"x": b} for b in splits.calib.x.split(CALIB_BATCH)],
         held_out=({"x": splits.test.x}, splits.test.y),
-    )  # fmt: skip
+    )
     return _summary(manifest, Path(out), echo)
 
 
@@ -78,8 +89,16 @@ def _export_text(path, out, meta: dict[str, Any], target: str, moe: str, echo) -
     batch = tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     echo(f"{path}: exporting a text encoder with {len(texts)} docstrings as sample inputs")
-    manifest = export_bundle(model, inputs, out, target=target, model_id=Path(path).name,
-                             config=_config(path, meta), moe=moe, echo=echo)  # fmt: skip
+    manifest = export_bundle(
+        model,
+        inputs,
+        out,
+        target=target,
+        model_id=Path(path).name,
+        config=_config(path, meta),
+        moe=moe,
+        echo=echo,
+    )
     return _summary(manifest, Path(out), echo)
 
 
@@ -98,8 +117,11 @@ def _exits(model: torch.nn.Module, splits: Any, extra: dict[str, Any]):
     early = stack.num_exits - 1
     name = extra.get("rule", "max_prob")
     risk = (extra.get("risk_control") or {}).get("threshold")
-    rule = {"name": name, "ensembled": stack.ensembled,
-            "thresholds": None if risk is None else [float(risk)] * early}  # fmt: skip
+    rule = {
+        "name": name,
+        "ensembled": stack.ensembled,
+        "thresholds": None if risk is None else [float(risk)] * early,
+    }
     own, points, reference = _own_tau(model), [], None
     for tau in _taus(own):
         with _gate_tau(model, tau):
@@ -158,16 +180,25 @@ def _mean_costs(model: torch.nn.Module, x: torch.Tensor) -> ExitCosts:
     layers run a different number of experts for each)."""
     each = [count_costs(model, x[i : i + 1]) for i in range(len(x))]
     mean = lambda values: tuple(float(np.mean(v)) for v in zip(*values, strict=True))  # noqa: E731
-    return ExitCosts(mean(c.backbone for c in each), each[0].heads,
-                     float(np.mean([c.full for c in each])))  # fmt: skip
+    return ExitCosts(
+        mean(c.backbone for c in each), each[0].heads, float(np.mean([c.full for c in each]))
+    )
 
 
 def _summary(manifest: dict[str, Any], out: Path, echo) -> dict[str, Any]:
     echo(stage_table(manifest, out))
     accuracy = (manifest["quantization"] or {}).get("accuracy") or {}
     for fmt, result in accuracy.items():
-        rows = [[r["output"], f"{r['fp32']:.2%}", f"{r['int8']:.2%}", f"{100 * r['change']:+.2f}",
-                 f"{r['agreement']:.1%}"] for r in result["exits"]]  # fmt: skip
+        rows = [
+            [
+                r["output"],
+                f"{r['fp32']:.2%}",
+                f"{r['int8']:.2%}",
+                f"{100 * r['change']:+.2f}",
+                f"{r['agreement']:.1%}",
+            ]
+            for r in result["exits"]
+        ]
         echo(
             f"int8 vs fp32 ({fmt}, {result['samples']} held-out samples, every sample through every exit):"
         )
@@ -182,8 +213,11 @@ def stage_table(manifest: dict[str, Any], root: Path) -> str:
     """stage, blocks, FLOPs (share of the whole model), parameters, ONNX size, max error."""
     report = json.loads((root / manifest["config"]["export"]["validation"]).read_text())
     total = manifest["stages"][-1]["cumulative_flops"] or 1
-    formats = [f for f in ("pte", "onnx", "pte-int8", "onnx-int8")
-               if any(c["format"] == f for c in report["comparisons"])]  # fmt: skip
+    formats = [
+        f
+        for f in ("pte", "onnx", "pte-int8", "onnx-int8")
+        if any(c["format"] == f for c in report["comparisons"])
+    ]
     rows = []
     for s in manifest["stages"]:
         errors = {
@@ -192,10 +226,24 @@ def stage_table(manifest: dict[str, Any], root: Path) -> str:
             if c["stage"] == s["index"]
         }
         size = manifest["files"].get(s["onnx"] or "", {}).get("bytes")
-        rows.append([s["index"], ",".join(map(str, s["blocks"])) or "-", s["flops"],
-                     f"{s['cumulative_flops'] / total:.1%}", s["params"],
-                     "-" if size is None else f"{size / 1e3:.1f} kB",
-                     *(f"{errors[f]:.1e}" if f in errors else "-" for f in formats)])  # fmt: skip
-    headers = ["stage", "blocks", "FLOPs", "cumulative", "params", "ONNX size",
-               *(f"max err {f}" for f in formats)]  # fmt: skip
+        rows.append(
+            [
+                s["index"],
+                ",".join(map(str, s["blocks"])) or "-",
+                s["flops"],
+                f"{s['cumulative_flops'] / total:.1%}",
+                s["params"],
+                "-" if size is None else f"{size / 1e3:.1f} kB",
+                *(f"{errors[f]:.1e}" if f in errors else "-" for f in formats),
+            ]
+        )
+    headers = [
+        "stage",
+        "blocks",
+        "FLOPs",
+        "cumulative",
+        "params",
+        "ONNX size",
+        *(f"max err {f}" for f in formats),
+    ]
     return format_table(headers, rows)

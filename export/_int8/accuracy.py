@@ -53,15 +53,27 @@ def int8_accuracy(
     for name in exits:
         pred = {key: out[key][name].argmax(-1) for key in out}
         acc = {key: float((p == labels).mean()) for key, p in pred.items()}
-        rows.append({"output": name, "fp32": acc["fp32"], "int8": acc["int8"],
-                     "change": acc["int8"] - acc["fp32"],
-                     "agreement": float((pred["fp32"] == pred["int8"]).mean())})  # fmt: skip
+        rows.append(
+            {
+                "output": name,
+                "fp32": acc["fp32"],
+                "int8": acc["int8"],
+                "change": acc["int8"] - acc["fp32"],
+                "agreement": float((pred["fp32"] == pred["int8"]).mean()),
+            }
+        )
     errors = []
     for i, (_, names) in enumerate(io):
         for name in names:
             ref = out["fp32"][name].astype(np.float64)
             diff = np.abs(out["int8"][name] - ref)
-            errors.append({"stage": i, "output": name, "max_abs": float(diff.max()),
-                           "mean_abs": float(diff.mean()),
-                           "max_abs_fp32": float(np.abs(ref).max())})  # fmt: skip
+            errors.append(
+                {
+                    "stage": i,
+                    "output": name,
+                    "max_abs": float(diff.max()),
+                    "mean_abs": float(diff.mean()),
+                    "max_abs_fp32": float(np.abs(ref).max()),
+                }
+            )
     return {"samples": len(labels), "exits": rows, "errors": errors}

@@ -55,9 +55,12 @@ def write_int8(
     started = time.perf_counter()
     runs = stage_calibration_inputs(plan, calibration)
     files: list[str] = []
-    section: dict[str, Any] = {"scheme": "int8", "tolerance": TOLERANCES["int8"],
-                               "calibration_batches": len(calibration),
-                               "kept_fp32": "exit heads (pooling, norm, head, ensemble) and MoE layers"}  # fmt: skip
+    section: dict[str, Any] = {
+        "scheme": "int8",
+        "tolerance": TOLERANCES["int8"],
+        "calibration_batches": len(calibration),
+        "kept_fp32": "exit heads (pooling, norm, head, ensemble) and MoE layers",
+    }
     if "pte" in targets:
         quantize_stages_pte(plan, runs, out / INT8_PTE, metadata={**metadata, "precision": "int8"})
         files.append(INT8_PTE)
@@ -68,8 +71,10 @@ def write_int8(
         )
         files += [int8_onnx(INT8_ONNX_DIR, f) for f in onnx_files]
         section["onnx_dir"] = INT8_ONNX_DIR
-    echo(f"  int8: {', '.join(files)} ({time.perf_counter() - started:.1f} s, calibrated on "
-         f"{sum(next(iter(b.values())).shape[0] for b in calibration)} samples)")  # fmt: skip
+    echo(
+        f"  int8: {', '.join(files)} ({time.perf_counter() - started:.1f} s, calibrated on "
+        f"{sum(next(iter(b.values())).shape[0] for b in calibration)} samples)"
+    )
     if held_out is not None:
         section["accuracy"] = _accuracy(plan, out, section, onnx_files, held_out)
     return files, section

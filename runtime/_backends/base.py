@@ -85,8 +85,14 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnxruntime"
 
-    def __init__(self, bundle: Any, *, providers: list[str] | None = None,
-                 threads: int | None = None, int8: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        bundle: Any,
+        *,
+        providers: list[str] | None = None,
+        threads: int | None = None,
+        int8: bool = False,
+    ):
         ort = _import_onnxruntime()
         paths = [bundle.onnx_path(stage.index, int8=int8) for stage in bundle.manifest.stages]
         self._load(ort, paths, providers, threads, "int8" if int8 else "fp32")

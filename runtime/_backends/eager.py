@@ -20,8 +20,14 @@ class TorchBackend(Backend):
 
     name = "torch"
 
-    def __init__(self, bundle: Any, *, checkpoint: str | Path | None = None,
-                 model: Any = None, threads: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        bundle: Any,
+        *,
+        checkpoint: str | Path | None = None,
+        model: Any = None,
+        threads: int | None = None,
+    ):
         try:
             import torch
         except ImportError as e:

@@ -46,8 +46,10 @@ def verify_bundle(
     """
     bundle = Bundle.open(path)  # sizes, sha256, schema, manifest digest, stage wiring
     manifest = bundle.manifest
-    echo(f"{bundle.root}: manifest {manifest.schema_version} valid, {len(manifest.files)} files "
-         "match their sha256")  # fmt: skip
+    echo(
+        f"{bundle.root}: manifest {manifest.schema_version} valid, {len(manifest.files)} files "
+        "match their sha256"
+    )
     targets = _targets(bundle)
     if not targets:
         raise BundleError(f"bundle {bundle.root} has neither {PTE} nor ONNX files to run")
@@ -63,19 +65,25 @@ def verify_bundle(
             not_executed[label] = e
             echo(f"{label}: NOT executed here, only its sha256 was checked: {e}")
             continue
-        ran = [*_run(backend, bundle, samples, None, fmt, precision),
-               *_run(backend, bundle, samples, 1, fmt, precision)]  # fmt: skip
+        ran = [
+            *_run(backend, bundle, samples, None, fmt, precision),
+            *_run(backend, bundle, samples, 1, fmt, precision),
+        ]
         where = "onnxruntime, CPU provider" if backend_name == "onnxruntime" else backend_name
-        echo(f"{label}: {len(manifest.stages)} stages run ({where}), max |error| "
-             f"{max(r.max_abs_error for r in ran):.2g}")  # fmt: skip
+        echo(
+            f"{label}: {len(manifest.stages)} stages run ({where}), max |error| "
+            f"{max(r.max_abs_error for r in ran):.2g}"
+        )
         rows += ran
     if not rows:  # nothing could run: a check that executed nothing is no check
         raise next(iter(not_executed.values()))
     check_comparisons(rows)
     formats = sorted({r.format for r in rows})
     batch = len(samples[manifest.inputs[0].name])
-    echo(f"ran {len(manifest.stages)} stages of {', '.join(formats)} at batch {batch} and 1: all "
-         f"outputs within tolerance (max |error| {max(r.max_abs_error for r in rows):.2g})")  # fmt: skip
+    echo(
+        f"ran {len(manifest.stages)} stages of {', '.join(formats)} at batch {batch} and 1: all "
+        f"outputs within tolerance (max |error| {max(r.max_abs_error for r in rows):.2g})"
+    )
     return Verification(bundle.root, rows, {k: str(v) for k, v in not_executed.items()})
 
 
@@ -93,13 +101,26 @@ def _targets(bundle: Bundle) -> list[tuple[str, str, dict[str, Any], str, str]]:
     if "pte" in quantization:
         targets.append((quantization["pte"], "executorch", {"int8": True}, "pte-int8", "int8"))
     if "onnx_dir" in quantization:
-        targets.append((quantization["onnx_dir"].rstrip("/") + "/", "onnxruntime",
-                        {**_ONNX_CPU, "int8": True}, "onnx-int8", "int8"))  # fmt: skip
+        targets.append(
+            (
+                quantization["onnx_dir"].rstrip("/") + "/",
+                "onnxruntime",
+                {**_ONNX_CPU, "int8": True},
+                "onnx-int8",
+                "int8",
+            )
+        )
     return targets
 
 
-def _run(backend: Backend, bundle: Bundle, samples: dict[str, np.ndarray], batch: int | None,
-         fmt: str, precision: str) -> list[Comparison]:  # fmt: skip
+def _run(
+    backend: Backend,
+    bundle: Bundle,
+    samples: dict[str, np.ndarray],
+    batch: int | None,
+    fmt: str,
+    precision: str,
+) -> list[Comparison]:
     """Each stage on its own stored inputs (not chained), every output against eager's; `batch`
     None takes the stored batch, 1 its first row (the batch dimension is dynamic)."""
     rows = []

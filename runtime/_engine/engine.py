@@ -29,8 +29,9 @@ DEFAULT_MAX_BATCH = 256
 class Engine:
     """Runs a `Bundle` on a `Backend`. Build it with `Engine.load`."""
 
-    def __init__(self, bundle: Bundle, backend: Backend, costs: CostTable | None = None,
-                 meter: Any = None):  # fmt: skip
+    def __init__(
+        self, bundle: Bundle, backend: Backend, costs: CostTable | None = None, meter: Any = None
+    ):
         m = bundle.manifest
         self.bundle, self.backend, self.costs, self.meter = bundle, backend, costs, meter
         self.stages = m.stages
@@ -43,8 +44,10 @@ class Engine:
         self._inputs = [[t.name for t in s.inputs] for s in m.stages]
         self._exit_out = [_exit_output(s) for s in m.stages]
         self._final = m.stages[-1].outputs[0].name
-        self._experts = [next((t.name for t in s.outputs if t.name.startswith("experts_")), None)
-                         for s in m.stages]  # fmt: skip
+        self._experts = [
+            next((t.name for t in s.outputs if t.name.startswith("experts_")), None)
+            for s in m.stages
+        ]
         moe = m.moe or {}
         self._tau_input = moe.get("tau_input")  # the dynamic_k gate's tau, a stage input
         self.default_tau = (moe.get("gate_params") or {}).get("tau")
@@ -54,9 +57,16 @@ class Engine:
         self._carry = later  # names a stage's survivors must keep for the stages after it
 
     @classmethod
-    def load(cls, bundle: str | Path | Bundle, backend: str = "onnxruntime", *,
-             costs: str | Path | CostTable | None = "auto", meter: Any = None,
-             verify_hashes: bool = True, **options: Any) -> Engine:  # fmt: skip
+    def load(
+        cls,
+        bundle: str | Path | Bundle,
+        backend: str = "onnxruntime",
+        *,
+        costs: str | Path | CostTable | None = "auto",
+        meter: Any = None,
+        verify_hashes: bool = True,
+        **options: Any,
+    ) -> Engine:
         """Open (and verify) `bundle` and load it on `backend` ("onnxruntime", "executorch" or
         "torch"; see `list_backends()`). options go to the backend: onnxruntime takes
         providers (list, best first), threads, int8; executorch takes int8; torch takes
@@ -79,8 +89,14 @@ class Engine:
             return max(self.points, key=lambda p: (p.accuracy or 0.0, -(p.flops_fraction or 0)))
         return OperatingPoint.full(m.num_exits)
 
-    def policy(self, spec: Any = None, *, points: list[OperatingPoint] | None = None,
-               power_w: float | None = None, alpha: float = 0.2) -> Any:  # fmt: skip
+    def policy(
+        self,
+        spec: Any = None,
+        *,
+        points: list[OperatingPoint] | None = None,
+        power_w: float | None = None,
+        alpha: float = 0.2,
+    ) -> Any:
         """A `Policy` over this bundle's operating points, predicting from the engine's cost
         table (`ponder profile`) or, without one, from stage FLOPs and the first measurements.
         spec: a PolicySpec (`load_policy(path)`, `PolicySpec.simple(latency_ms=...)`); points:
@@ -94,8 +110,15 @@ class Engine:
         model = CostModel(n, self.costs, stage_flops=flops, power_w=power_w, alpha=alpha)
         return Policy(points or self.points or [self.default_point], model, spec, n)
 
-    def run(self, inputs: Any, *, point: OperatingPoint | None = None,
-            deadline_ms: float | None = None, policy: Any = None, state: Any = None) -> Result:  # fmt: skip
+    def run(
+        self,
+        inputs: Any,
+        *,
+        point: OperatingPoint | None = None,
+        deadline_ms: float | None = None,
+        policy: Any = None,
+        state: Any = None,
+    ) -> Result:
         """Run a batch. point: the thresholds to use (default `default_point`); policy: a
         `Policy` that chooses the point from `state` (a DeviceState) and learns from the stage
         times measured here; deadline_ms: anytime mode, a sample still running when the next
@@ -118,8 +141,10 @@ class Engine:
         controls = self._controls(point)
         n = next(iter(arrays.values())).shape[0]
         started = time.perf_counter()
-        chunks = [{k: v[i : i + self.max_batch] for k, v in arrays.items()}
-                  for i in range(0, n, self.max_batch)]  # fmt: skip
+        chunks = [
+            {k: v[i : i + self.max_batch] for k, v in arrays.items()}
+            for i in range(0, n, self.max_batch)
+        ]
         parts = [self._run_rows(chunk, controls, point, deadline_ms, started) for chunk in chunks]
         result = _join(parts, point, self.backend.name, decision)
         result.total_ms = (time.perf_counter() - started) * 1e3
@@ -132,8 +157,13 @@ class Engine:
         self.cost_model.observe_request(outside, own)
         if policy is not None:
             result.extra["decide_us"] = decide_us
-            for k, rows, ms, mj in zip(result.stage_index, result.stage_rows, result.stage_ms,
-                                       result.extra["stage_mj"], strict=True):  # fmt: skip
+            for k, rows, ms, mj in zip(
+                result.stage_index,
+                result.stage_rows,
+                result.stage_ms,
+                result.extra["stage_mj"],
+                strict=True,
+            ):
                 policy.observe(k, ms, mj, batch=rows)
             policy.observe_request(outside, own)
         return result
@@ -152,9 +182,14 @@ class Engine:
             raise ConfigError(f"moe_tau must be in [0, 1] (0 keeps every expert), got {tau}")
         return {self._tau_input: self.backend.from_numpy(np.array([tau], np.float32))}
 
-    def _run_rows(self, arrays: dict[str, np.ndarray], controls: dict[str, Any],
-                  point: OperatingPoint, deadline_ms: float | None,
-                  started: float) -> dict[str, Any]:  # fmt: skip
+    def _run_rows(
+        self,
+        arrays: dict[str, np.ndarray],
+        controls: dict[str, Any],
+        point: OperatingPoint,
+        deadline_ms: float | None,
+        started: float,
+    ) -> dict[str, Any]:
         """One chunk of at most max_batch rows: stages in order, survivors only."""
         n, last = next(iter(arrays.values())).shape[0], point.last_stage(len(self.stages))
         rows = np.arange(n)  # positions (in this chunk) of the samples still running
@@ -170,8 +205,9 @@ class Engine:
                     out.leave(rows, np.ones(len(rows), bool), latest, k - 1, started, True)
                     break
             step = time.perf_counter()
-            feeds = {name: known[name] if name in known else controls[name]
-                     for name in self._inputs[k]}  # fmt: skip
+            feeds = {
+                name: known[name] if name in known else controls[name] for name in self._inputs[k]
+            }
             got, ms, mj = self._call(k, feeds)
             out.stage(k, len(rows), ms, mj, self._experts_of(k, got), self._moe_layers[k])
             final = k == last or not self.stages[k].exit
@@ -275,8 +311,9 @@ class _Outputs:
         self.walls: list[float] = []  # per call: stage + exit rule + row selection, ms
         self._running = np.arange(n)
 
-    def stage(self, k: int, rows: int, ms: float, mj: float | None, experts: Any,
-              layers: int) -> None:  # fmt: skip
+    def stage(
+        self, k: int, rows: int, ms: float, mj: float | None, experts: Any, layers: int
+    ) -> None:
         self.calls.append((k, rows, ms, mj))
         if mj is None:
             self.energy_known = False
@@ -288,8 +325,15 @@ class _Outputs:
             self.experts[self._running] += experts
             self.layers[self._running] += layers
 
-    def leave(self, rows: np.ndarray, leave: np.ndarray, values: Any, k: int, started: float,
-              deadline: bool) -> None:  # fmt: skip
+    def leave(
+        self,
+        rows: np.ndarray,
+        leave: np.ndarray,
+        values: Any,
+        k: int,
+        started: float,
+        deadline: bool,
+    ) -> None:
         values = np.asarray(values)
         if self.output is None:
             self.output = np.zeros((self.n, *values.shape[1:]), values.dtype)
@@ -314,17 +358,28 @@ class _Outputs:
         }
 
 
-def _join(parts: list[dict[str, Any]], point: OperatingPoint, backend: str,
-          decision: Any) -> Result:  # fmt: skip
+def _join(
+    parts: list[dict[str, Any]], point: OperatingPoint, backend: str, decision: Any
+) -> Result:
     def cat(key: str) -> np.ndarray | None:
         return concat([p[key] for p in parts])
 
     calls = [c for p in parts for c in p["calls"]]
     return Result(
-        prediction=cat("prediction"), output=cat("output"), exit_stage=cat("exit_stage"),
-        by_deadline=cat("by_deadline"), latency_ms=cat("latency_ms"), energy_mj=cat("energy_mj"),
-        energy_basis="", experts=cat("experts"), stage_ms=[c[2] for c in calls],
-        stage_rows=[c[1] for c in calls], stage_index=[c[0] for c in calls], point=point,
-        backend=backend, decision=decision, step_ms=[w for p in parts for w in p["walls"]],
+        prediction=cat("prediction"),
+        output=cat("output"),
+        exit_stage=cat("exit_stage"),
+        by_deadline=cat("by_deadline"),
+        latency_ms=cat("latency_ms"),
+        energy_mj=cat("energy_mj"),
+        energy_basis="",
+        experts=cat("experts"),
+        stage_ms=[c[2] for c in calls],
+        stage_rows=[c[1] for c in calls],
+        stage_index=[c[0] for c in calls],
+        point=point,
+        backend=backend,
+        decision=decision,
+        step_ms=[w for p in parts for w in p["walls"]],
         extra={"stage_mj": [c[3] for c in calls]},
-    )  # fmt: skip
+    )

@@ -20,9 +20,16 @@ __all__ = ["cpu_features", "cpu_model", "describe_machine", "int8_dot_product", 
 ENERGY_SECONDS = 0.5  # per stage: RAPL updates about every millisecond, NVML power every ~1 s
 
 
-def profile(engine: Any, *, batch: int = 1, warmup: int = 5, repeats: int = 30,
-            meter: Any = None, energy_source: str | None = None,
-            echo: Callable[[str], None] = lambda line: None) -> CostTable:  # fmt: skip
+def profile(
+    engine: Any,
+    *,
+    batch: int = 1,
+    warmup: int = 5,
+    repeats: int = 30,
+    meter: Any = None,
+    energy_source: str | None = None,
+    echo: Callable[[str], None] = lambda line: None,
+) -> CostTable:
     """Per-stage latency of `engine` at `batch` rows: every stage is fed the inputs it gets in
     a real chained run of the bundle's stored samples; after `warmup` rounds, `repeats` rounds
     call stage 0, 1, ... in turn (interleaved, so a machine-wide slowdown hits every stage
@@ -67,8 +74,9 @@ def _stage_feeds(engine: Any, batch: int) -> list[dict[str, Any]]:
         raise BundleError(f"{path} is missing: the bundle stores no sample inputs to profile with")
     with np.load(path) as stored:
         names = [t.name for t in engine.bundle.manifest.inputs]
-        known = {n: engine.backend.from_numpy(np.repeat(stored[n][:1], batch, axis=0))
-                 for n in names}  # fmt: skip
+        known = {
+            n: engine.backend.from_numpy(np.repeat(stored[n][:1], batch, axis=0)) for n in names
+        }
     feeds = []
     for k, stage in enumerate(engine.bundle.manifest.stages):
         feeds.append({t.name: known[t.name] for t in stage.inputs})
@@ -103,8 +111,21 @@ def cpu_model() -> str:
 # The CPU flags that decide how fast int8 and fp32 kernels can be (x86: /proc/cpuinfo "flags";
 # ARM: "Features"). Without VNNI, x86 int8 matrix products take two instructions per step
 # (VPMADDUBSW + VPMADDWD) instead of one (VPDPBUSD), so an int8 speed-up shrinks or vanishes.
-SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
-              "amx_int8", "asimd", "asimddp", "i8mm", "sve", "bf16")  # fmt: skip
+SIMD_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_int8",
+    "asimd",
+    "asimddp",
+    "i8mm",
+    "sve",
+    "bf16",
+)
 
 
 def cpu_features(cpuinfo: str | None = None) -> list[str]:

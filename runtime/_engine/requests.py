@@ -53,9 +53,17 @@ class ServeReport:
         return out
 
 
-def run_requests(engine: Any, inputs: Any, *, policy: Any = None, point: Any = None, batch: int = 1,
-          deadline_ms: float | None = None, read_state: Callable[[], Any] | None = None,
-          on_switch: Callable[[Any], None] | None = None) -> ServeReport:  # fmt: skip
+def run_requests(
+    engine: Any,
+    inputs: Any,
+    *,
+    policy: Any = None,
+    point: Any = None,
+    batch: int = 1,
+    deadline_ms: float | None = None,
+    read_state: Callable[[], Any] | None = None,
+    on_switch: Callable[[Any], None] | None = None,
+) -> ServeReport:
     """Run `inputs` (an array, or a dict of arrays for multi-input bundles) as requests of
     `batch` rows in order. With `policy`, each request's point is the policy's decision under
     `read_state()` (a DeviceState; called at most once a second), and `on_switch(decision)` is
@@ -97,8 +105,13 @@ def _report(parts: list, request_ms: list[float], names: list[str], switches: li
         return concat([getattr(p, attr) for p in parts]) if parts else None
 
     return ServeReport(
-        prediction=cat("prediction"), exit_stage=cat("exit_stage"),
-        by_deadline=cat("by_deadline"), energy_mj=cat("energy_mj"), experts=cat("experts"),
-        request_ms=np.array(request_ms), points=names, switches=switches,
+        prediction=cat("prediction"),
+        exit_stage=cat("exit_stage"),
+        by_deadline=cat("by_deadline"),
+        energy_mj=cat("energy_mj"),
+        experts=cat("experts"),
+        request_ms=np.array(request_ms),
+        points=names,
+        switches=switches,
         energy_basis=parts[0].energy_basis if parts else "",
-    )  # fmt: skip
+    )

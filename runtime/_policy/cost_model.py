@@ -179,8 +179,10 @@ class CostModel:
     def stage_latency_ms(self) -> list[float]:
         """Latency of each stage for one sample at full speed; ConfigError when unknown."""
         if all(t is not None for t in self._latency):
-            return [self._table_ms[k] * self.drift if self._stale(k) else t
-                    for k, t in enumerate(self._latency)]  # fmt: skip
+            return [
+                self._table_ms[k] * self.drift if self._stale(k) else t
+                for k, t in enumerate(self._latency)
+            ]
         rate = self._ms_per_flop() if self.stage_flops is not None else None
         if rate is None:
             raise ConfigError(_NO_COSTS)

@@ -234,8 +234,9 @@ class PolicySpec:
     def from_dict(cls, d: dict[str, Any]) -> PolicySpec:
         if not isinstance(d, dict):
             raise ConfigError(f"a policy must be a table of keys, got {type(d).__name__}")
-        _unknown("policy", d, ("format", "version", "latency_quantile", "hysteresis", "default",
-                               "rule"))  # fmt: skip
+        _unknown(
+            "policy", d, ("format", "version", "latency_quantile", "hysteresis", "default", "rule")
+        )
         if d.get("format", POLICY_FORMAT) != POLICY_FORMAT or d.get("version", 1) != POLICY_VERSION:
             raise ConfigError(
                 f"not a ponder policy of version {POLICY_VERSION} (format {d.get('format')!r}, "

@@ -219,8 +219,10 @@ class SimulatedDevice:
             )
         speed, mean_jitter = self.thermal.speed, math.exp(self.noise**2 / 2)  # lognormal mean
         lat = [t * mean_jitter / speed for t in self.stage_latency_ms]
-        sampled = [t * self.rng.lognormvariate(0.0, self.noise) / speed if self.noise > 0
-                   else t / speed for t in self.stage_latency_ms]  # fmt: skip
+        sampled = [
+            t * self.rng.lognormvariate(0.0, self.noise) / speed if self.noise > 0 else t / speed
+            for t in self.stage_latency_ms
+        ]
         energy = [p * speed * t for p, t in zip(self.stage_power_w, lat, strict=True)]  # W·ms = mJ
         busy = sum(c * t for c, t in zip(stage_calls, lat, strict=True)) / 1000.0
         fit = 1.0 if busy <= seconds else seconds / busy

@@ -54,9 +54,18 @@ class StrategyRun:
         self.switches: list[dict[str, Any]] = []
         self.switch_count = 0
 
-    def add(self, t0: float, dt: float, state: DeviceState, point: OperatingPoint | None,
-            decision: Decision | None, requests: float, done: RequestsRun,
-            dist: ExitDistribution | None, device: SimulatedDevice) -> None:  # fmt: skip
+    def add(
+        self,
+        t0: float,
+        dt: float,
+        state: DeviceState,
+        point: OperatingPoint | None,
+        decision: Decision | None,
+        requests: float,
+        done: RequestsRun,
+        dist: ExitDistribution | None,
+        device: SimulatedDevice,
+    ) -> None:
         """Record one step (`state` from its start, `device` at its end); `dist`: where the
         point's requests leave (None: nothing was run)."""
         if done.alive_s < dt and self.lifetime_s is None:
@@ -93,8 +102,9 @@ class StrategyRun:
         for c, v in zip(COLUMNS, row, strict=True):
             self.series[c].append(v)
 
-    def _count(self, served: float, acc: float | None, energy: float, exits: list[float],
-               cum: list[float]) -> None:  # fmt: skip
+    def _count(
+        self, served: float, acc: float | None, energy: float, exits: list[float], cum: list[float]
+    ) -> None:
         self.accuracy_known &= acc is not None
         self.accuracy_sum += served * (acc or 0.0)
         self.energy_mj_sum += served * energy
@@ -106,11 +116,16 @@ class StrategyRun:
     def _switch(self, t0: float, state: DeviceState, d: Decision) -> None:
         self.switch_count += 1
         if len(self.switches) < MAX_SWITCHES:
-            self.switches.append({
-                "time_h": (t0 - self.start_s) / 3600, "battery_percent": state.battery_percent,
-                "charging": state.charging, "point": d.point.name, "rule": d.rule_name,
-                "reasons": [r for r in d.reasons if not r.startswith("costs:")],
-            })  # fmt: skip
+            self.switches.append(
+                {
+                    "time_h": (t0 - self.start_s) / 3600,
+                    "battery_percent": state.battery_percent,
+                    "charging": state.charging,
+                    "point": d.point.name,
+                    "rule": d.rule_name,
+                    "reasons": [r for r in d.reasons if not r.startswith("costs:")],
+                }
+            )
 
     def latency_quantile(self, q: float) -> float:
         """The q-quantile of per-request latency over every served request (NaN if none)."""
@@ -212,14 +227,18 @@ class SimulationResult:
         tail = f"at an accuracy cost of {cost} percentage points of {ACCURACY_LABEL}, simulated"
         if c["lifetime_gained_h"] is None:
             low = (f["min_battery_percent"], min(self.run("policy").series["battery_percent"]))
-            return (f"always-full survived the trace too (lowest battery: always-full "
-                    f"{low[0]:.1f}%, policy {low[1]:.1f}%): no lifetime to gain; "
-                    f"{tail}")  # fmt: skip
+            return (
+                f"always-full survived the trace too (lowest battery: always-full "
+                f"{low[0]:.1f}%, policy {low[1]:.1f}%): no lifetime to gain; "
+                f"{tail}"
+            )
         bound = c["lifetime_gained_is_lower_bound"]
         at_least = "at least " if bound else ""
         tail += "; the policy's battery never ran out in the trace" if bound else ""
-        return (f"lifetime gained vs always-full: {at_least}+{c['lifetime_gained_h']:.2f} h "
-                f"(+{c['lifetime_gained_percent']:.0f}%) {tail}")  # fmt: skip
+        return (
+            f"lifetime gained vs always-full: {at_least}+{c['lifetime_gained_h']:.2f} h "
+            f"(+{c['lifetime_gained_percent']:.0f}%) {tail}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

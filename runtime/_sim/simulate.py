@@ -142,14 +142,19 @@ def baselines(manifest: Any) -> tuple[OperatingPoint, OperatingPoint, list[str]]
     """(always full, always earliest, notes) with their expected accuracy from the manifest:
     the full model's is a row's accuracy + accuracy_drop; the earliest is a max_stage-0 row's."""
     rows, n, notes = manifest.operating_points, len(manifest.stages), []
-    sums = [r["accuracy"] + r["accuracy_drop"] for r in rows
-            if r.get("accuracy") is not None and r.get("accuracy_drop") is not None]  # fmt: skip
+    sums = [
+        r["accuracy"] + r["accuracy_drop"]
+        for r in rows
+        if r.get("accuracy") is not None and r.get("accuracy_drop") is not None
+    ]
     full_acc = sums[0] if sums else None
     if full_acc is None:
         known = [r["accuracy"] for r in rows if r.get("accuracy") is not None]
         full_acc = max(known, default=None)
-        notes.append("the manifest records no accuracy_drop: the full model's accuracy is taken as "
-                     f"the best operating point's ({_fmt(full_acc)})")  # fmt: skip
+        notes.append(
+            "the manifest records no accuracy_drop: the full model's accuracy is taken as "
+            f"the best operating point's ({_fmt(full_acc)})"
+        )
     first = next((r for r in rows if r.get("max_stage") == 0), None)
     first = first or next((r for r in rows if (r.get("exit_fractions") or [0])[0] == 1), None)
     if first is None:
@@ -157,11 +162,18 @@ def baselines(manifest: Any) -> tuple[OperatingPoint, OperatingPoint, list[str]]
             "no operating point leaves every sample at stage 0: always-earliest accuracy unknown"
         )
     flops = [s.cumulative_flops for s in manifest.stages]
-    full = replace(OperatingPoint.full(n - 1), accuracy=full_acc, flops_fraction=1.0,
-                   exit_fractions=(0.0,) * (n - 1) + (1.0,))  # fmt: skip
-    earliest = replace(OperatingPoint.earliest(n - 1), flops_fraction=flops[0] / flops[-1],
-                       accuracy=None if first is None else first.get("accuracy"),
-                       exit_fractions=(1.0,) + (0.0,) * (n - 1))  # fmt: skip
+    full = replace(
+        OperatingPoint.full(n - 1),
+        accuracy=full_acc,
+        flops_fraction=1.0,
+        exit_fractions=(0.0,) * (n - 1) + (1.0,),
+    )
+    earliest = replace(
+        OperatingPoint.earliest(n - 1),
+        flops_fraction=flops[0] / flops[-1],
+        accuracy=None if first is None else first.get("accuracy"),
+        exit_fractions=(1.0,) + (0.0,) * (n - 1),
+    )
     return full, earliest, notes
 
 
@@ -190,8 +202,14 @@ def _scaled(trace: Trace, factor: float) -> Trace:
 Chooser = Callable[[DeviceState], tuple[OperatingPoint, Decision | None]]
 
 
-def _replay(run: StrategyRun, device: SimulatedDevice, trace: Trace, step_s: float,
-            choose: Chooser, policy: Policy | None) -> StrategyRun:  # fmt: skip
+def _replay(
+    run: StrategyRun,
+    device: SimulatedDevice,
+    trace: Trace,
+    step_s: float,
+    choose: Chooser,
+    policy: Policy | None,
+) -> StrategyRun:
     """Step the device through the trace: decide, serve the step's requests in aggregate,
     let the policy observe one simulated call of each stage that ran, record the step."""
     n = len(device.stage_latency_ms)
@@ -209,8 +227,12 @@ def _replay(run: StrategyRun, device: SimulatedDevice, trace: Trace, step_s: flo
         if policy is not None and done.served_fraction > 0:
             for k in (k for k in range(n) if reach[k] > 0):
                 lat = done.sampled_latency_ms[k]  # one timed call, as on a device
-                policy.observe(k, lat, done.stage_energy_mj[k] * lat / done.stage_latency_ms[k],
-                               speed=done.speed)  # fmt: skip
+                policy.observe(
+                    k,
+                    lat,
+                    done.stage_energy_mj[k] * lat / done.stage_latency_ms[k],
+                    speed=done.speed,
+                )
         run.add(t0, dt, state, point, decision, requests, done, dist, device)
     return run
 
@@ -219,10 +241,16 @@ def _device(target: CostTable, scenario: Scenario, start: TracePoint, seed: int)
     """A fresh simulated target device at the trace's first row."""
     percent = scenario.start_percent if start.battery_percent is None else start.battery_percent
     return SimulatedDevice.from_cost_table(
-        target, power_w=scenario.power_w, idle_power_w=scenario.idle_power_w,
-        battery=Battery(scenario.battery_wh, percent), thermal=ThermalModel(),
-        charging=start.charging, charging_power_w=scenario.charging_power_w,
-        noise=scenario.noise, seed=seed)  # fmt: skip
+        target,
+        power_w=scenario.power_w,
+        idle_power_w=scenario.idle_power_w,
+        battery=Battery(scenario.battery_wh, percent),
+        thermal=ThermalModel(),
+        charging=start.charging,
+        charging_power_w=scenario.charging_power_w,
+        noise=scenario.noise,
+        seed=seed,
+    )
 
 
 def _notes(table: CostTable, scenario: Scenario) -> list[str]:
@@ -275,10 +303,19 @@ def simulate(
 
     first, step = trace.points[0], scenario.step_s
     runs = [
-        _replay(StrategyRun(name, first.time_s), _device(target, scenario, first, seed), trace,
-                step, choose, policy if name == "policy" else None)
-        for name, choose in [("policy", decide), ("always full", lambda _: (full, None)),
-                             ("always earliest", lambda _: (earliest, None))]
-    ]  # fmt: skip
+        _replay(
+            StrategyRun(name, first.time_s),
+            _device(target, scenario, first, seed),
+            trace,
+            step,
+            choose,
+            policy if name == "policy" else None,
+        )
+        for name, choose in [
+            ("policy", decide),
+            ("always full", lambda _: (full, None)),
+            ("always earliest", lambda _: (earliest, None)),
+        ]
+    ]
     notes += _notes(table, scenario)
     return SimulationResult(scenario, trace.describe(), trace.synthetic, spec, runs, notes)

@@ -40,8 +40,11 @@ def runtime_threads(threads: int) -> Iterator[dict[str, int]]:
     portable_lib._unsafe_reset_threadpool(threads)
     torch.set_num_threads(1)
     try:
-        yield {"executorch": portable_lib._threadpool_get_thread_count(),
-               "onnxruntime": threads, "torch": torch.get_num_threads()}  # fmt: skip
+        yield {
+            "executorch": portable_lib._threadpool_get_thread_count(),
+            "onnxruntime": threads,
+            "torch": torch.get_num_threads(),
+        }
     finally:
         portable_lib._unsafe_reset_threadpool(before[0])
         torch.set_num_threads(before[1])
@@ -131,8 +134,10 @@ def summarise(
     out = {}
     for backend, t in timed.items():
         mono, staged = t["monolithic"][:, -1], t["staged"]  # [R], [R, S]
-        rows = [{"stage": s, "flops_fraction": flops / mono_flops, **_fraction(staged[:, s], mono)}
-                for s, flops in enumerate(cumulative_flops)]  # fmt: skip
+        rows = [
+            {"stage": s, "flops_fraction": flops / mono_flops, **_fraction(staged[:, s], mono)}
+            for s, flops in enumerate(cumulative_flops)
+        ]
         out[backend] = {
             "median_ms_mono": _ms(mono),
             "iqr_ms_mono": 1e3 * float(np.subtract(*np.percentile(mono, [75, 25]))),
@@ -146,9 +151,14 @@ def summarise(
             out[backend]["aa_ratio_paired"] = float(np.median(again / mono))
         if "staged_int8" in t:
             int8 = t["staged_int8"]  # [R, S]
-            out[backend]["int8"] = [{"stage": s, "median_ms_fp32": _ms(staged[:, s]),
-                                     **_fraction(int8[:, s], staged[:, s], "int8_over_fp32")}
-                                    for s in range(staged.shape[1])]  # fmt: skip
+            out[backend]["int8"] = [
+                {
+                    "stage": s,
+                    "median_ms_fp32": _ms(staged[:, s]),
+                    **_fraction(int8[:, s], staged[:, s], "int8_over_fp32"),
+                }
+                for s in range(staged.shape[1])
+            ]
     return out
 
 

@@ -59,8 +59,9 @@ class ExpertFFN(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # T=tokens, D=width, E=experts; x [T, D], mask [T, E] -> [T, D]
-        return _KERNELS[self.form](x, mask, self.w1, self.w2, b1=self.b1, b2=self.b2,
-                                       activation=self.activation)  # fmt: skip
+        return _KERNELS[self.form](
+            x, mask, self.w1, self.w2, b1=self.b1, b2=self.b2, activation=self.activation
+        )
 
 
 def _export(module: nn.Module, example: tuple[torch.Tensor, ...], max_tokens: int):
@@ -68,8 +69,9 @@ def _export(module: nn.Module, example: tuple[torch.Tensor, ...], max_tokens: in
     for whole sequences; one layer sees every token of a batch)."""
     tokens = torch.export.Dim("tokens", min=1, max=max_tokens)
     with torch.no_grad():
-        return torch.export.export(module.eval(), example,
-                                   dynamic_shapes=({0: tokens}, {0: tokens}), strict=False)  # fmt: skip
+        return torch.export.export(
+            module.eval(), example, dynamic_shapes=({0: tokens}, {0: tokens}), strict=False
+        )
 
 
 def _onnx(module: nn.Module, example, max_tokens: int, path: Path, threads: int):
@@ -84,8 +86,9 @@ def _onnx(module: nn.Module, example, max_tokens: int, path: Path, threads: int)
 
     stage = Stage(module, ["x", "mask"], ["y"], [], False)
     write_onnx_stage(stage, _export(module, example, max_tokens), path)
-    session = ort.InferenceSession(str(path), session_options(threads),
-                                   providers=["CPUExecutionProvider"])  # fmt: skip
+    session = ort.InferenceSession(
+        str(path), session_options(threads), providers=["CPUExecutionProvider"]
+    )
     names = [i.name for i in session.get_inputs()]  # the dense graph may drop the unused mask
 
     def make(x: torch.Tensor, mask: torch.Tensor) -> Callable[[], Any]:
@@ -176,8 +179,10 @@ def export_variants(
 def _require(backends: tuple[str, ...]) -> None:
     import importlib.util
 
-    needs = {"onnx": [("onnx", "onnx"), ("onnxruntime", "onnx"), ("onnxscript", "onnx")],
-             "pte": [("executorch", "export")]}  # fmt: skip
+    needs = {
+        "onnx": [("onnx", "onnx"), ("onnxruntime", "onnx"), ("onnxscript", "onnx")],
+        "pte": [("executorch", "export")],
+    }
     for backend in backends:
         if backend not in needs:
             raise ConfigError(f"unknown backend {backend!r}; known: {list(needs)}")

@@ -33,8 +33,10 @@ def evaluate_checkpoint(
     rule = rule or extra.get("rule", "max_prob")
     model = load(path)
     splits = load_dataset(data_spec.pop("name"), **data_spec)
-    echo(f"{path}: {model.ponder_exits.num_exits} exits, evaluated on {splits.name} "
-         f"({len(splits.calib)} calibration / {len(splits.test)} test samples)")  # fmt: skip
+    echo(
+        f"{path}: {model.ponder_exits.num_exits} exits, evaluated on {splits.name} "
+        f"({len(splits.calib)} calibration / {len(splits.test)} test samples)"
+    )
     result = assess(
         model, splits, rule=rule, delta=delta, epsilon=epsilon, echo=echo, budget=budget
     )

@@ -39,8 +39,12 @@ def plot_exits(
         right.bar(k + (2 * i + 1) * width, eefp, width, label=f"{label} EEFP", alpha=0.7)
         lowest = min(lowest, *stats["accuracy"], *eefp[eefp > 0])
     # zoomed: the interesting differences are a few points near the top
-    right.set(xlabel="exit (the last is the model's own head)", ylabel="score", title="per exit",
-              ylim=(max(0.0, lowest - 0.05), 1.0))  # fmt: skip
+    right.set(
+        xlabel="exit (the last is the model's own head)",
+        ylabel="score",
+        title="per exit",
+        ylim=(max(0.0, lowest - 0.05), 1.0),
+    )
     right.grid(alpha=0.3, axis="y")
     right.legend(fontsize=8, loc="lower right")
     return save_figure(fig, path, title)

@@ -49,22 +49,41 @@ def assess(
         per_exit = thresholds_for_budget(calib.scores, calib.exit_costs, costs.full, budget)
         result["budget"] = {"budget": budget, "thresholds": per_exit, **test.outcome(per_exit)}
         rows.append(_row(f"per exit, for {budget:.0%} FLOPs", result["budget"]))
-    echo(f"operating points of the {rule!r} rule: thresholds chosen on the calibration split, "
-         f"measured on the test split (full model {report['full_accuracy']:.2%}):")  # fmt: skip
+    echo(
+        f"operating points of the {rule!r} rule: thresholds chosen on the calibration split, "
+        f"measured on the test split (full model {report['full_accuracy']:.2%}):"
+    )
     echo(format_table(["threshold", "FLOPs", "accuracy", "drop vs full", "exits per head"], rows))
-    echo("(FLOPs: mean per sample against the original model, heads included; drop vs full: "
-         "accuracy lost against the original model; exits per head: where the samples left)")  # fmt: skip
-    echo(f"risk control: accuracy drop <= {delta:.0%} with probability >= {1 - epsilon:.0%} "
-         f"(Learn-then-Test, {risk.bound} bound, n={risk.n}): {risk.reason}")  # fmt: skip
-    return result | {"costs": costs, "test": report, "risk_control": risk, "risk_control_test": chosen,
-                     "operating_points": points, "test_data": test}  # fmt: skip
+    echo(
+        "(FLOPs: mean per sample against the original model, heads included; drop vs full: "
+        "accuracy lost against the original model; exits per head: where the samples left)"
+    )
+    echo(
+        f"risk control: accuracy drop <= {delta:.0%} with probability >= {1 - epsilon:.0%} "
+        f"(Learn-then-Test, {risk.bound} bound, n={risk.n}): {risk.reason}"
+    )
+    return result | {
+        "costs": costs,
+        "test": report,
+        "risk_control": risk,
+        "risk_control_test": chosen,
+        "operating_points": points,
+        "test_data": test,
+    }
 
 
 def echo_exits(report: dict[str, Any], echo: Echo) -> None:
-    echo("each exit on the test split (ECE: calibration error; EEFP: AUROC of the exit's "
-         "confidence against 'stopping here is right', 0.5 = chance):")  # fmt: skip
-    columns = zip(report["exit_flops_fraction"], report["exit_accuracy"], report["exit_ece"],
-                  report["eefp"], strict=True)  # fmt: skip
+    echo(
+        "each exit on the test split (ECE: calibration error; EEFP: AUROC of the exit's "
+        "confidence against 'stopping here is right', 0.5 = chance):"
+    )
+    columns = zip(
+        report["exit_flops_fraction"],
+        report["exit_accuracy"],
+        report["exit_ece"],
+        report["eefp"],
+        strict=True,
+    )
     rows = [[k, f"{f:.0%}", f"{a:.2%}", e, p] for k, (f, a, e, p) in enumerate(columns)]
     echo(format_table(["exit", "FLOPs", "accuracy", "ECE", "EEFP"], rows))
 
@@ -86,5 +105,10 @@ def write_assessment(out: Path, result: dict[str, Any], title: str) -> tuple[Pat
 
 def _row(label: str, outcome: dict[str, Any]) -> list[Any]:
     fractions = " ".join(f"{f:.0%}" for f in outcome["exit_fractions"])
-    return [label, f"{outcome['flops_fraction']:.1%}", f"{outcome['accuracy']:.2%}",
-            f"{outcome['accuracy_drop']:+.2%}", fractions]  # fmt: skip
+    return [
+        label,
+        f"{outcome['flops_fraction']:.1%}",
+        f"{outcome['accuracy']:.2%}",
+        f"{outcome['accuracy_drop']:+.2%}",
+        fractions,
+    ]

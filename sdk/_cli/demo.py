@@ -36,8 +36,10 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     splits = load_recipe_data(DIGITS_RECIPE)
-    echo(f"[1/6] digits (scikit-learn, 8x8 images): {len(splits.train)} train / {len(splits.calib)} "
-         f"calibration / {len(splits.test)} test")  # fmt: skip
+    echo(
+        f"[1/6] digits (scikit-learn, 8x8 images): {len(splits.train)} train / {len(splits.calib)} "
+        f"calibration / {len(splits.test)} test"
+    )
     model, stats = fit_recipe(DIGITS_RECIPE, splits, progress)
     echo(
         f"      base CNN trained in {stats['seconds']:.1f} s: test accuracy {stats['test_acc']:.2%}"
@@ -46,8 +48,10 @@ def run_demo(
     convert_(model, EarlyExitConfig(num_exits=3, style="ztw"))
     history = train_exits(model, splits.train.x, splits.train.y, TrainConfig(progress=progress))
     costs = count_costs(model, splits.test.x)
-    echo(f"[2/6] added 3 ZTW exit heads (cascading, with a learned ensemble; backbone frozen) in "
-         f"{history['seconds']:.1f} s; together they cost {costs.head_overhead:.2%} of the model's FLOPs")  # fmt: skip
+    echo(
+        f"[2/6] added 3 ZTW exit heads (cascading, with a learned ensemble; backbone frozen) in "
+        f"{history['seconds']:.1f} s; together they cost {costs.head_overhead:.2%} of the model's FLOPs"
+    )
 
     echo("[3/6] evaluation and calibration")
     result = assess(
@@ -57,12 +61,17 @@ def run_demo(
     online = infer(model, splits.test.x, rule=RULE, thresholds=threshold)
     offline = simulate_exits(result["test_data"].scores, threshold)
     agree = bool(np.array_equal(online.exit_index.numpy(), offline))
-    echo(f"[4/6] one batched adaptive run over the {len(splits.test)} test images at the "
-         f"risk-controlled threshold: samples per exit {online.exit_counts()} (exited samples leave "
-         f"the batch); {'matches' if agree else 'DOES NOT match'} the offline table")  # fmt: skip
+    echo(
+        f"[4/6] one batched adaptive run over the {len(splits.test)} test images at the "
+        f"risk-controlled threshold: samples per exit {online.exit_counts()} (exited samples leave "
+        f"the batch); {'matches' if agree else 'DOES NOT match'} the offline table"
+    )
 
-    extra = {"data": {"name": "digits", "seed": DIGITS_RECIPE.get("seed", 0)}, "rule": RULE,
-             "risk_control": result["risk_control"].to_dict()}  # fmt: skip
+    extra = {
+        "data": {"name": "digits", "seed": DIGITS_RECIPE.get("seed", 0)},
+        "rule": RULE,
+        "risk_control": result["risk_control"].to_dict(),
+    }
     save(model, out / "checkpoint", extra=extra)
     result |= {"base": stats, "online_matches_offline": agree}
     report, plot = write_assessment(out, result, "ponder demo: digits CNN with ZTW exits")
@@ -72,8 +81,9 @@ def run_demo(
         from ponder._cli.demo_policy import policy_drain
 
         echo("[6/6] the bundle under a battery-dependent policy, on a SIMULATED device")
-        result["policy"] = policy_drain(out / "bundle", splits.test.x.numpy(),
-                                        splits.test.y.numpy(), echo)  # fmt: skip
+        result["policy"] = policy_drain(
+            out / "bundle", splits.test.x.numpy(), splits.test.y.numpy(), echo
+        )
     echo(f"next: ponder evaluate {out / 'checkpoint'} --delta 0.01")
     return result
 
@@ -102,11 +112,15 @@ def _export_and_run(out: Path, x: torch.Tensor, threshold: float, online: Any, e
     scores, preds = offline_scores(exit_rule(RULE, ensembled=True), logp)
     exits = simulate_exits(scores, threshold)
     prediction = preds[exits, np.arange(len(exits))]
-    same = bool(np.array_equal(exits, online.exit_index.numpy())
-                and np.array_equal(prediction, online.prediction.numpy()))  # fmt: skip
-    echo(f"      ran the exported stages on the {len(x)} test images: exits per stage "
-         f"{np.bincount(exits, minlength=logp.shape[0]).tolist()}; exits and predictions "
-         f"{'match' if same else 'DO NOT match'} the eager run")  # fmt: skip
+    same = bool(
+        np.array_equal(exits, online.exit_index.numpy())
+        and np.array_equal(prediction, online.prediction.numpy())
+    )
+    echo(
+        f"      ran the exported stages on the {len(x)} test images: exits per stage "
+        f"{np.bincount(exits, minlength=logp.shape[0]).tolist()}; exits and predictions "
+        f"{'match' if same else 'DO NOT match'} the eager run"
+    )
     return {"bundle": str(out / "bundle"), "matches_eager": same}
 
 

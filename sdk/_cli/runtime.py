@@ -11,8 +11,13 @@ BACKENDS = ["onnxruntime", "executorch", "torch"]
 def _backend_options(f):
     f = click.option("--int8", is_flag=True, help="Run the bundle's int8 files.")(f)
     f = click.option("--threads", type=int, help="Intra-op threads (onnxruntime, torch).")(f)
-    return click.option("--backend", default="onnxruntime", show_default=True,
-                        type=click.Choice(BACKENDS), help="Runtime that runs the stages.")(f)  # fmt: skip
+    return click.option(
+        "--backend",
+        default="onnxruntime",
+        show_default=True,
+        type=click.Choice(BACKENDS),
+        help="Runtime that runs the stages.",
+    )(f)
 
 
 def backend_options(backend: str, threads: int | None, int8: bool) -> dict:
@@ -61,8 +66,15 @@ def profile(bundle, backend, threads, int8, batch, warmup, repeats, no_energy) -
     engine = Engine.load(bundle, backend, costs=None, **backend_options(backend, threads, int8))
     click.echo(f"{bundle}: {engine.backend.description}")
     meter, source = (None, None) if no_energy else energy_meter(click.echo)
-    table = measure(engine, batch=batch, warmup=warmup, repeats=repeats, meter=meter,
-                    energy_source=source, echo=click.echo)  # fmt: skip
+    table = measure(
+        engine,
+        batch=batch,
+        warmup=warmup,
+        repeats=repeats,
+        meter=meter,
+        energy_source=source,
+        echo=click.echo,
+    )
     path = table.save(cost_table_path(bundle, backend))
     click.echo(format_table(*cost_rows(engine.bundle.manifest, table)))
     click.echo(f"wrote {path} ({table.device}; batch {batch}, {repeats} rounds after {warmup})")
@@ -75,9 +87,17 @@ def cost_rows(manifest, table) -> tuple[list[str], list[list]]:
     rows = []
     for s, cum in zip(table.stages, table.cumulative_latency_ms(), strict=True):
         spec = manifest.stages[s.index]
-        rows.append([s.index, f"{s.latency_ms:.3f}", f"{s.latency_p90_ms:.3f}", f"{cum:.3f}",
-                     f"{cum / total_ms:.1%}", f"{spec.cumulative_flops / total_flops:.1%}",
-                     "-" if s.energy_mj is None else f"{s.energy_mj:.3f}"])  # fmt: skip
+        rows.append(
+            [
+                s.index,
+                f"{s.latency_ms:.3f}",
+                f"{s.latency_p90_ms:.3f}",
+                f"{cum:.3f}",
+                f"{cum / total_ms:.1%}",
+                f"{spec.cumulative_flops / total_flops:.1%}",
+                "-" if s.energy_mj is None else f"{s.energy_mj:.3f}",
+            ]
+        )
     head = ["stage", "median ms", "p90 ms", "cumulative ms", "time %", "FLOPs %", "energy mJ"]
     return head, rows
 
@@ -94,8 +114,12 @@ def cost_rows(manifest, table) -> tuple[list[str], list[list]]:
 @click.option(
     "--repeats", default=20, show_default=True, help="Rounds for overhead and throughput."
 )
-@click.option("--vit/--no-vit", default=True, show_default=True,
-              help="Also measure the engine's overhead on a ViT-S-sized bundle (random weights).")  # fmt: skip
+@click.option(
+    "--vit/--no-vit",
+    default=True,
+    show_default=True,
+    help="Also measure the engine's overhead on a ViT-S-sized bundle (random weights).",
+)
 @click.option("--reuse", is_flag=True, help="Reuse the bundles already under --out.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def bench_runtime(out, width, budgets, rounds, repeats, vit, reuse, quiet) -> None:
@@ -103,41 +127,90 @@ def bench_runtime(out, width, budgets, rounds, repeats, vit, reuse, quiet) -> No
     accuracy vs the best point with hindsight, overheads, batch-64 throughput."""
     from ponder._bench.runtime import VIT_S, run_bench_runtime
 
-    run_bench_runtime(out, width=width, budgets=budgets, rounds=rounds, repeats=repeats,
-                      vit=VIT_S if vit else None, reuse=reuse, progress=not quiet,
-                      echo=click.echo)  # fmt: skip
+    run_bench_runtime(
+        out,
+        width=width,
+        budgets=budgets,
+        rounds=rounds,
+        repeats=repeats,
+        vit=VIT_S if vit else None,
+        reuse=reuse,
+        progress=not quiet,
+        echo=click.echo,
+    )
 
 
 @click.command()
 @click.argument("bundle", type=click.Path(file_okay=False))
-@click.option("--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False),
-              help=".npy (one input) or .npz (arrays named as the bundle's inputs; an array "
-                   "named y or labels is used to report accuracy).")  # fmt: skip
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help=".npy (one input) or .npz (arrays named as the bundle's inputs; an array "
+    "named y or labels is used to report accuracy).",
+)
 @_backend_options
-@click.option("--policy", "policy_file", type=click.Path(exists=True, dir_okay=False),
-              help="Policy file (TOML or JSON): battery-dependent budgets.")  # fmt: skip
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Policy file (TOML or JSON): battery-dependent budgets.",
+)
 @click.option("--latency-ms", type=float, help="Latency budget per request (worst case).")
 @click.option("--energy-mj", type=float, help="Energy budget per inference (mean).")
 @click.option("--deadline-ms", type=float, help="Anytime mode: answer every request by then.")
 @click.option("--batch", default=1, show_default=True, help="Rows per request.")
 @click.option("--power-w", type=float, help="Device power for energy estimates without a probe.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Write results as JSON.")
-def run(bundle, input_path, backend, threads, int8, policy_file, latency_ms, energy_mj,
-        deadline_ms, batch, power_w, out_path) -> None:  # fmt: skip
+def run(
+    bundle,
+    input_path,
+    backend,
+    threads,
+    int8,
+    policy_file,
+    latency_ms,
+    energy_mj,
+    deadline_ms,
+    batch,
+    power_w,
+    out_path,
+) -> None:
     """Run a bundle on inputs, request by request, under a policy (or the bundle's own exit
     rule): prints exits per stage, latency percentiles, energy and what the policy chose."""
     if policy_file and (latency_ms or energy_mj):
         raise click.UsageError("give --policy or --latency-ms/--energy-mj, not both")
-    summary = _run(bundle, input_path, backend, backend_options(backend, threads, int8),
-                   policy_file, latency_ms, energy_mj, deadline_ms, batch, power_w)  # fmt: skip
+    summary = _run(
+        bundle,
+        input_path,
+        backend,
+        backend_options(backend, threads, int8),
+        policy_file,
+        latency_ms,
+        energy_mj,
+        deadline_ms,
+        batch,
+        power_w,
+    )
     if out_path:
         from ponder._core.report import write_json
 
         click.echo(f"wrote {write_json(out_path, summary)}")
 
 
-def _run(bundle, input_path, backend, options, policy_file, latency_ms, energy_mj, deadline_ms,
-         batch, power_w) -> dict:  # fmt: skip
+def _run(
+    bundle,
+    input_path,
+    backend,
+    options,
+    policy_file,
+    latency_ms,
+    energy_mj,
+    deadline_ms,
+    batch,
+    power_w,
+) -> dict:
     from ponder.runtime import (
         Engine,
         PolicySpec,
@@ -149,8 +222,14 @@ def _run(bundle, input_path, backend, options, policy_file, latency_ms, energy_m
 
     engine = Engine.load(bundle, backend, **options)
     click.echo(f"{bundle}: {engine.backend.description}")
-    click.echo("costs: " + (f"{engine.costs.device} (ponder profile)" if engine.costs else
-                            "no cost table; run `ponder profile` for latency-aware policies"))  # fmt: skip
+    click.echo(
+        "costs: "
+        + (
+            f"{engine.costs.device} (ponder profile)"
+            if engine.costs
+            else "no cost table; run `ponder profile` for latency-aware policies"
+        )
+    )
     inputs, labels = load_inputs(input_path, [t.name for t in engine.bundle.manifest.inputs])
     policy, read = None, None
     if policy_file or latency_ms or energy_mj:
@@ -159,13 +238,25 @@ def _run(bundle, input_path, backend, options, policy_file, latency_ms, energy_m
         probes = {k: v for k, v in detect_probes().items() if not isinstance(v, str)}
         click.echo(f"device state from: {sorted(probes) or 'no probe (unknown battery)'}")
         read = lambda: read_state(probes)  # noqa: E731
-    report = run_requests(engine, inputs, policy=policy, batch=batch, deadline_ms=deadline_ms,
-                          read_state=read, on_switch=_echo_switch)  # fmt: skip
+    report = run_requests(
+        engine,
+        inputs,
+        policy=policy,
+        batch=batch,
+        deadline_ms=deadline_ms,
+        read_state=read,
+        on_switch=_echo_switch,
+    )
     summary = report.summary(len(engine.stages), labels)
     _echo_summary(summary, engine)
-    return {"bundle": str(bundle), "backend": engine.backend.description, "summary": summary,
-            "switches": report.switches, "exit_stage": report.exit_stage.tolist(),
-            "prediction": None if report.prediction is None else report.prediction.tolist()}  # fmt: skip
+    return {
+        "bundle": str(bundle),
+        "backend": engine.backend.description,
+        "summary": summary,
+        "switches": report.switches,
+        "exit_stage": report.exit_stage.tolist(),
+        "prediction": None if report.prediction is None else report.prediction.tolist(),
+    }
 
 
 def _echo_switch(decision) -> None:
@@ -176,14 +267,28 @@ def _echo_switch(decision) -> None:
 
 def _echo_summary(s: dict, engine) -> None:
     lat = s["latency_ms"]
-    click.echo(f"{s['requests']} requests, {s['samples']} samples; exits per stage "
-               f"{s['exits_per_stage']}" + (f"; {s['answered_by_deadline']} answered at the "
-               "deadline" if s["answered_by_deadline"] else ""))  # fmt: skip
-    click.echo(f"latency per request: p50 {lat['p50']:.3f} ms, p95 {lat['p95']:.3f} ms, "
-               f"p99 {lat['p99']:.3f} ms, max {lat['max']:.3f} ms")  # fmt: skip
+    click.echo(
+        f"{s['requests']} requests, {s['samples']} samples; exits per stage "
+        f"{s['exits_per_stage']}"
+        + (
+            f"; {s['answered_by_deadline']} answered at the deadline"
+            if s["answered_by_deadline"]
+            else ""
+        )
+    )
+    click.echo(
+        f"latency per request: p50 {lat['p50']:.3f} ms, p95 {lat['p95']:.3f} ms, "
+        f"p99 {lat['p99']:.3f} ms, max {lat['max']:.3f} ms"
+    )
     energy = s["energy_mj_per_sample"]
-    click.echo("energy: " + (s["energy_basis"] if energy is None else
-                             f"{energy:.3f} mJ per sample ({s['energy_basis']})"))  # fmt: skip
+    click.echo(
+        "energy: "
+        + (
+            s["energy_basis"]
+            if energy is None
+            else f"{energy:.3f} mJ per sample ({s['energy_basis']})"
+        )
+    )
     if s["experts_per_token_layer"] is not None:
         click.echo(f"experts per token and MoE layer: {s['experts_per_token_layer']:.2f}")
     if "accuracy" in s:

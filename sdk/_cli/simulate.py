@@ -44,8 +44,9 @@ def run_simulate(
         scenario = Scenario(load_scale=1.0 if trace else SYNTHETIC_LOAD_SCALE)
     replay = Trace.load(trace) if trace else synthetic_day(seed=seed)
     spec = load_policy(policy) if policy else None
-    result = simulate(opened.manifest, CostTable.load(table_path), replay, scenario,
-                      policy_spec=spec, seed=seed)  # fmt: skip
+    result = simulate(
+        opened.manifest, CostTable.load(table_path), replay, scenario, policy_spec=spec, seed=seed
+    )
     out = Path(out) if out else Path(bundle).resolve().parent / "simulate"
     out.mkdir(parents=True, exist_ok=True)
     json_path = write_json(
@@ -69,8 +70,10 @@ def _plot(path: Path, result: Any, xlabel: str, echo: Callable[[str], None]) -> 
     simulate (an older PNG in the folder is removed, so it cannot pass for this run's)."""
     if importlib.util.find_spec("matplotlib") is None:
         path.unlink(missing_ok=True)
-        echo(f"{path.name} not drawn: matplotlib is not installed (pip install matplotlib); "
-             f"{path.with_suffix('.json').name} holds every figure")  # fmt: skip
+        echo(
+            f"{path.name} not drawn: matplotlib is not installed (pip install matplotlib); "
+            f"{path.with_suffix('.json').name} holds every figure"
+        )
         return None
     from ponder._cli.simulate_plot import plot_simulation
 
@@ -122,8 +125,16 @@ def _rule_words(rule: Any) -> str:
 
 
 def summary_rows(result: Any) -> tuple[list[str], list[list]]:
-    head = ["strategy (simulated)", "lifetime h", "mean exp. accuracy", "energy/inf mJ",
-            "p50 ms", "p95 ms", "served", "dropped"]  # fmt: skip
+    head = [
+        "strategy (simulated)",
+        "lifetime h",
+        "mean exp. accuracy",
+        "energy/inf mJ",
+        "p50 ms",
+        "p95 ms",
+        "served",
+        "dropped",
+    ]
     rows = []
     for run in result.runs:
         s = run.summary()
@@ -163,23 +174,36 @@ def switches(run: Any, echo: Callable[[str], None]) -> None:
         + (f", first {SHOWN_SWITCHES}:" if run.switch_count > SHOWN_SWITCHES else ":")
     )
     for s in run.switches[:SHOWN_SWITCHES]:
-        echo(f"  {s['time_h']:5.2f} h, battery {s['battery_percent']:.1f}% -> {s['point']!r} "
-             f"(rule {s['rule']!r})")  # fmt: skip
+        echo(
+            f"  {s['time_h']:5.2f} h, battery {s['battery_percent']:.1f}% -> {s['point']!r} "
+            f"(rule {s['rule']!r})"
+        )
         for line in s["reasons"][:5]:
             echo(f"        {line}")
 
 
 @click.command()
 @click.argument("bundle", type=click.Path(exists=True, file_okay=False))
-@click.option("--trace", type=click.Path(exists=True, dir_okay=False),
-              help="Trace CSV (time_s,requests_per_s,charging[,ambient_c][,battery_percent]); "
-                   "default: a synthetic day from 07:00.")  # fmt: skip
-@click.option("--policy", type=click.Path(exists=True, dir_okay=False),
-              help="Policy file (.toml/.json); default: most accurate when charging or above 50% "
-                   "battery, least energy within 1 point of the full model at 20-50%, at most "
-                   "half its energy below 20%.")  # fmt: skip
-@click.option("--backend", default="onnxruntime", show_default=True, type=click.Choice(BACKENDS),
-              help="Whose cost table (costs.<backend>.json beside the bundle) to use.")  # fmt: skip
+@click.option(
+    "--trace",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Trace CSV (time_s,requests_per_s,charging[,ambient_c][,battery_percent]); "
+    "default: a synthetic day from 07:00.",
+)
+@click.option(
+    "--policy",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Policy file (.toml/.json); default: most accurate when charging or above 50% "
+    "battery, least energy within 1 point of the full model at 20-50%, at most "
+    "half its energy below 20%.",
+)
+@click.option(
+    "--backend",
+    default="onnxruntime",
+    show_default=True,
+    type=click.Choice(BACKENDS),
+    help="Whose cost table (costs.<backend>.json beside the bundle) to use.",
+)
 @click.option(
     "--costs", type=click.Path(exists=True, dir_okay=False), help="A cost table file instead."
 )
@@ -191,13 +215,20 @@ def switches(run: Any, echo: Callable[[str], None]) -> None:
 @click.option(
     "--battery-wh", type=click.FloatRange(0, min_open=True), help="Battery capacity in Wh."
 )
-@click.option("--power-w", type=click.FloatRange(0, min_open=True),
-              help="Device power while a stage runs.")  # fmt: skip
-@click.option("--load-scale", type=click.FloatRange(0, min_open=True),
-              help=f"Multiply the trace's requests/s [default {SYNTHETIC_LOAD_SCALE:g} for the "
-                   "synthetic day, 1 for --trace].")  # fmt: skip
-@click.option("--step-s", type=click.FloatRange(0, min_open=True),
-              help="The policy decides at least every N simulated seconds.")  # fmt: skip
+@click.option(
+    "--power-w", type=click.FloatRange(0, min_open=True), help="Device power while a stage runs."
+)
+@click.option(
+    "--load-scale",
+    type=click.FloatRange(0, min_open=True),
+    help=f"Multiply the trace's requests/s [default {SYNTHETIC_LOAD_SCALE:g} for the "
+    "synthetic day, 1 for --trace].",
+)
+@click.option(
+    "--step-s",
+    type=click.FloatRange(0, min_open=True),
+    help="The policy decides at least every N simulated seconds.",
+)
 @click.option("--seed", default=0, show_default=True, help="Seed of the synthetic day and jitter.")
 @click.option(
     "--out",
@@ -205,8 +236,20 @@ def switches(run: Any, echo: Callable[[str], None]) -> None:
     help="Folder for simulate.json and simulate.png (drawn with matplotlib) "
     "[default: BUNDLE/../simulate].",
 )
-def simulate(bundle, trace, policy, backend, costs, slowdown, battery_wh, power_w, load_scale,
-             step_s, seed, out) -> None:  # fmt: skip
+def simulate(
+    bundle,
+    trace,
+    policy,
+    backend,
+    costs,
+    slowdown,
+    battery_wh,
+    power_w,
+    load_scale,
+    step_s,
+    seed,
+    out,
+) -> None:
     """Replay a day of battery and load on a SIMULATED device: the policy against always-full
     and always-earliest; battery lifetime gained at what accuracy cost (simulated).
 
@@ -214,10 +257,25 @@ def simulate(bundle, trace, policy, backend, costs, slowdown, battery_wh, power_
     camera wearable); every assumption is printed with the results and stored in the JSON."""
     from ponder.runtime._sim.simulate import Scenario
 
-    given = {"slowdown": slowdown, "battery_wh": battery_wh, "power_w": power_w,
-             "load_scale": load_scale, "step_s": step_s}  # fmt: skip
+    given = {
+        "slowdown": slowdown,
+        "battery_wh": battery_wh,
+        "power_w": power_w,
+        "load_scale": load_scale,
+        "step_s": step_s,
+    }
     default_load = 1.0 if trace else SYNTHETIC_LOAD_SCALE
-    scenario = replace(Scenario(load_scale=default_load),
-                       **{k: v for k, v in given.items() if v is not None})  # fmt: skip
-    run_simulate(bundle, trace=trace, policy=policy, backend=backend, costs=costs,
-                 scenario=scenario, out=out, seed=seed, echo=click.echo)  # fmt: skip
+    scenario = replace(
+        Scenario(load_scale=default_load), **{k: v for k, v in given.items() if v is not None}
+    )
+    run_simulate(
+        bundle,
+        trace=trace,
+        policy=policy,
+        backend=backend,
+        costs=costs,
+        scenario=scenario,
+        out=out,
+        seed=seed,
+        echo=click.echo,
+    )

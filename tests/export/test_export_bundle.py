@@ -32,8 +32,9 @@ def test_stages_reproduce_the_model_and_its_exits():
     torch.testing.assert_close(runs[-1]["outputs"]["logits"], model(x), rtol=0, atol=0)
     logp = ponder.exit_outputs(model, x, torch.zeros(6, dtype=torch.long)).logp  # [K, B, C]
     for k in range(2):
-        torch.testing.assert_close(runs[k]["outputs"][f"exit_logp_{k}"].numpy(), logp[k],
-                                   rtol=1e-5, atol=1e-6)  # fmt: skip
+        torch.testing.assert_close(
+            runs[k]["outputs"][f"exit_logp_{k}"].numpy(), logp[k], rtol=1e-5, atol=1e-6
+        )
 
 
 def test_bundle_files_and_manifest(ztw_bundle):
@@ -43,8 +44,12 @@ def test_bundle_files_and_manifest(ztw_bundle):
     assert [s.exit for s in m.stages] == [True, True, False]
     assert m.stages[1].inputs[1].name == "head_logits_0"  # ZTW cascade wiring
     assert m.stages[-1].cumulative_flops == sum(s.flops for s in m.stages) > 0
-    assert set(m.files) == {"model.pte", "samples.npz", "validation.json",
-                            *(f"onnx/stage_{i}.onnx" for i in range(3))}  # fmt: skip
+    assert set(m.files) == {
+        "model.pte",
+        "samples.npz",
+        "validation.json",
+        *(f"onnx/stage_{i}.onnx" for i in range(3)),
+    }
     report = json.loads((ztw_bundle / "validation.json").read_text())
     assert report["ok"] and {c["format"] for c in report["comparisons"]} == {"pte", "onnx"}
     assert len(report["comparisons"]) == 2 * (3 + 3 + 1)  # outputs per stage, per format
@@ -74,8 +79,9 @@ def test_onnx_stages_run_with_a_shrinking_batch(ztw_bundle):
     x = inputs("conv2d", batch=8, seed=4).numpy()
     first = runner.run_stage(0, {"x": x})
     keep = np.array([0, 2, 5])
-    second = runner.run_stage(1, {"hidden_0": first["hidden_0"][keep],
-                            "head_logits_0": first["head_logits_0"][keep]})  # fmt: skip
+    second = runner.run_stage(
+        1, {"hidden_0": first["hidden_0"][keep], "head_logits_0": first["head_logits_0"][keep]}
+    )
     alone = runner.run_stage(
         1, {"hidden_0": first["hidden_0"], "head_logits_0": first["head_logits_0"]}
     )
@@ -112,8 +118,14 @@ def test_moe_bundle_runs_grouped_by_default(moe_bundle):
 def test_masked_moe_export_says_no_work_is_skipped(tmp_path):
     from ponder.export import export_bundle
 
-    manifest = export_bundle(moe_mlp(), torch.randn(4, 12), tmp_path / "m", target="onnx",
-                             moe="masked", echo=lambda s: None)  # fmt: skip
+    manifest = export_bundle(
+        moe_mlp(),
+        torch.randn(4, 12),
+        tmp_path / "m",
+        target="onnx",
+        moe="masked",
+        echo=lambda s: None,
+    )
     assert manifest["moe"]["mode"] == "masked"
     assert "no work is skipped" in manifest["moe"]["execution"]["onnx"]
     with pytest.raises(ponder.ConfigError, match="moe="):
@@ -166,8 +178,9 @@ def test_text_encoder_exports_with_dynamic_batch_and_length(tmp_path):
     ids = torch.randint(0, 100, (4, 9), generator=g)
     mask = torch.ones_like(ids)
     mask[1:, 6:] = 0
-    manifest = export_bundle(model, {"input_ids": ids, "attention_mask": mask}, tmp_path / "b",
-                             echo=lambda s: None)  # fmt: skip
+    manifest = export_bundle(
+        model, {"input_ids": ids, "attention_mask": mask}, tmp_path / "b", echo=lambda s: None
+    )
     assert manifest["task"] == "embedding" and manifest["classes"] is None
     assert manifest["inputs"][0]["shape"] == ["batch", "tokens"]
     assert manifest["stages"][0]["outputs"][0]["shape"] == ["batch", 32]

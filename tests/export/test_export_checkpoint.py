@@ -38,8 +38,15 @@ def test_moe_models_get_operating_points_per_tau(tmp_path):
     assert len(first) == len(taus)  # one such row per tau, not one per threshold
     flops = {p["moe_tau"]: p["flops_fraction"] for p in first}
     assert flops[0.0] > flops[0.4] > flops[0.8], flops
-    manifest = export_bundle(model, splits.calib.x[:8], tmp_path / "b", target="onnx",
-                             exit_rule=rule, operating_points=points, echo=lambda s: None)  # fmt: skip
+    manifest = export_bundle(
+        model,
+        splits.calib.x[:8],
+        tmp_path / "b",
+        target="onnx",
+        exit_rule=rule,
+        operating_points=points,
+        echo=lambda s: None,
+    )
     engine = Engine.load(tmp_path / "b", "onnxruntime")
     assert {p.moe_tau for p in engine.points} == set(taus)
     assert manifest["moe"]["tau_input"] == "moe_tau"

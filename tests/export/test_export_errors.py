@@ -80,8 +80,9 @@ def test_export_refuses_a_stage_that_computes_something_else(tmp_path, monkeypat
         ExportMismatchError,
         match=r"onnx stage 0 output 'exit_logp_0': max \|error\| 0\.01 > allowed",
     ) as info:
-        export_bundle(_mlp_with_an_exit(), torch.randn(4, 12), out, target="onnx",
-                      echo=lambda line: None)  # fmt: skip
+        export_bundle(
+            _mlp_with_an_exit(), torch.randn(4, 12), out, target="onnx", echo=lambda line: None
+        )
     assert "stage 1" not in str(info.value)  # only the output that differs is named
     assert not (out / "manifest.json").exists()  # no bundle claims to be valid
     report = json.loads((out / "validation.json").read_text())

@@ -73,9 +73,14 @@ def test_full_range_weights_saturate_and_are_refused(stage, tmp_path):
     dst = tmp_path / "full" / "stage_0.onnx"
     dst.parent.mkdir()
     q.quantize_static(
-        str(src), str(dst), _Reader(feeds), quant_format=q.QuantFormat.QDQ, per_channel=True,
-        activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
-    )  # fmt: skip
+        str(src),
+        str(dst),
+        _Reader(feeds),
+        quant_format=q.QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=q.QuantType.QUInt8,
+        weight_type=q.QuantType.QInt8,
+    )
     w = _int8_weight(dst)
     assert np.abs(w.astype(int)).max() == 127
     a = np.full((1, K), 255, dtype=np.uint8)  # activations at the top of their range

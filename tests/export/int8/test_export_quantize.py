@@ -203,8 +203,10 @@ def test_moe_layers_stay_fp32(tmp_path):
         # the experts and the router read fp32 values and fp32 weights
         assert read and not any("quantized_decomposed.dequantize" in t for t in read)
     assert _quantized(program)  # the last stage's Linear head is int8
-    fp32 = [write_onnx_stage(s, export_stage(s, r[0]), tmp_path / f"stage_{i}.onnx")
-            for i, (s, r) in enumerate(zip(plan.stages, runs, strict=True))]  # fmt: skip
+    fp32 = [
+        write_onnx_stage(s, export_stage(s, r[0]), tmp_path / f"stage_{i}.onnx")
+        for i, (s, r) in enumerate(zip(plan.stages, runs, strict=True))
+    ]
     int8 = OnnxRuntimeBackend.from_files(
         quantize_stages_onnx(fp32, tmp_path / "int8", calibration_feeds(plan, runs)),
         providers=["CPUExecutionProvider"],

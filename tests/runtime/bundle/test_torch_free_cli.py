@@ -29,17 +29,38 @@ LAUNCH = (
     "sys.exit(main())\n"
 )
 POINTS = [
-    {"name": "early", "thresholds": [0.0], "max_stage": 0, "moe_tau": None, "accuracy": 0.80,
-     "accuracy_drop": 0.18, "flops_fraction": 0.5, "exit_fractions": [1.0, 0.0]},
-    {"name": "full", "thresholds": [1.1], "max_stage": None, "moe_tau": None, "accuracy": 0.98,
-     "accuracy_drop": 0.0, "flops_fraction": 1.0, "exit_fractions": [0.0, 1.0]},
-]  # fmt: skip
+    {
+        "name": "early",
+        "thresholds": [0.0],
+        "max_stage": 0,
+        "moe_tau": None,
+        "accuracy": 0.80,
+        "accuracy_drop": 0.18,
+        "flops_fraction": 0.5,
+        "exit_fractions": [1.0, 0.0],
+    },
+    {
+        "name": "full",
+        "thresholds": [1.1],
+        "max_stage": None,
+        "moe_tau": None,
+        "accuracy": 0.98,
+        "accuracy_drop": 0.0,
+        "flops_fraction": 1.0,
+        "exit_fractions": [0.0, 1.0],
+    },
+]
 
 
 def ponder_cli(*args: object, cwd: Path) -> subprocess.CompletedProcess:
     """Run `ponder ARGS` torch-free; the output must hold no traceback, whatever the exit code."""
-    done = subprocess.run([sys.executable, "-c", LAUNCH, *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", LAUNCH, *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "Traceback" not in done.stdout + done.stderr, done.stdout + done.stderr
     return done
 
@@ -63,16 +84,25 @@ def bundle(tmp_path_factory) -> Path:
     ponder.convert_(model, ponder.EarlyExitConfig(num_exits=1))
     out = tmp_path_factory.mktemp("torch_free") / "bundle"
     rule = {"name": "max_prob", "ensembled": False, "thresholds": [0.5]}
-    export_bundle(model.eval(), torch.randn(6, 12), out, target="onnx", model_id="mlp",
-                  exit_rule=rule, operating_points=POINTS, echo=lambda line: None)  # fmt: skip
+    export_bundle(
+        model.eval(),
+        torch.randn(6, 12),
+        out,
+        target="onnx",
+        model_id="mlp",
+        exit_rule=rule,
+        operating_points=POINTS,
+        echo=lambda line: None,
+    )
     return out
 
 
 @pytest.fixture(scope="module")
 def profiled(bundle) -> subprocess.CompletedProcess:
     """`ponder profile` once: it stores the cost table that `run` and `simulate` read."""
-    return ponder_cli("profile", bundle, "--warmup", 1, "--repeats", 3, "--no-energy",
-                      cwd=bundle.parent)  # fmt: skip
+    return ponder_cli(
+        "profile", bundle, "--warmup", 1, "--repeats", 3, "--no-energy", cwd=bundle.parent
+    )
 
 
 @pytest.fixture
@@ -150,8 +180,17 @@ def test_run_serves_requests_under_a_policy_without_torch(bundle, profiled, tmp_
     x = np.load(bundle / "samples.npz")["x"]
     np.savez(tmp_path / "inputs.npz", x=x, y=np.zeros(len(x), dtype=np.int64))
     out = tmp_path / "run.json"
-    done = ponder_cli("run", bundle, "--input", tmp_path / "inputs.npz", "--latency-ms", 1000,
-                      "--out", out, cwd=tmp_path)  # fmt: skip
+    done = ponder_cli(
+        "run",
+        bundle,
+        "--input",
+        tmp_path / "inputs.npz",
+        "--latency-ms",
+        1000,
+        "--out",
+        out,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "costs: " in done.stdout and "(ponder profile)" in done.stdout
     assert f"{len(x)} requests, {len(x)} samples" in done.stdout

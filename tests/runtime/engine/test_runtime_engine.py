@@ -169,14 +169,16 @@ def test_torch_backend_needs_the_checkpoint(ztw_bundle):
 
 def test_torch_backend_runs_the_checkpoint_eagerly(ztw_bundle, tmp_path):
     ponder.save(ztw_cnn(), tmp_path / "ckpt")
-    engine = Engine.load(ztw_bundle, backend="torch", checkpoint=tmp_path / "ckpt",
-                         model=make("conv2d"))  # fmt: skip
+    engine = Engine.load(
+        ztw_bundle, backend="torch", checkpoint=tmp_path / "ckpt", model=make("conv2d")
+    )
     onnx = Engine.load(ztw_bundle, backend="onnxruntime")
     x = _x()
     t = _median_threshold(onnx, x)
     point = OperatingPoint("median", (t, t))
-    np.testing.assert_array_equal(engine.run(x, point=point).prediction,
-                                  onnx.run(x, point=point).prediction)  # fmt: skip
+    np.testing.assert_array_equal(
+        engine.run(x, point=point).prediction, onnx.run(x, point=point).prediction
+    )
 
 
 def test_bundle_of_another_major_version_is_refused(ztw_bundle, tmp_path):
@@ -190,8 +192,9 @@ def test_bundle_of_another_major_version_is_refused(ztw_bundle, tmp_path):
 
 
 def _run_isolated(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_onnxruntime_backend_runs_with_torch_unimportable(ztw_bundle):
@@ -206,7 +209,7 @@ def test_onnxruntime_backend_runs_with_torch_unimportable(ztw_bundle):
         engine = Engine.load({str(ztw_bundle)!r}, backend="onnxruntime")
         x = np.load({str(ztw_bundle.parent / "x.npy")!r})
         print(engine.run(x, point=OperatingPoint.full(2)).prediction.tolist())
-        """)  # fmt: skip
+        """)
     assert got.returncode == 0, got.stderr
     assert got.stdout.strip() == str(expected.prediction.tolist())
 
@@ -221,7 +224,7 @@ def test_missing_backend_package_says_what_to_install(ztw_bundle):
             Engine.load({str(ztw_bundle)!r}, backend="onnxruntime")
         except MissingDependencyError as e:
             print(type(e).__name__, e)
-        """)  # fmt: skip
+        """)
     assert got.returncode == 0, got.stderr
     assert got.stdout.startswith("MissingDependencyError"), got.stdout
     assert "pip install 'ponder[onnx]'" in got.stdout, got.stdout

@@ -59,8 +59,9 @@ def test_profile_measures_energy_with_a_meter(bundle):
             self.joules += 1e-3
             return self.joules
 
-    table = profile(Engine.load(bundle, "onnxruntime"), warmup=0, repeats=1, meter=Meter(),
-                    energy_source="fake")  # fmt: skip
+    table = profile(
+        Engine.load(bundle, "onnxruntime"), warmup=0, repeats=1, meter=Meter(), energy_source="fake"
+    )
     assert table.energy_source == "fake"
     assert all(s.energy_mj is not None and 0 < s.energy_mj <= 1.0 for s in table.stages)
 
@@ -88,8 +89,10 @@ def test_run_requests_follows_the_policy_and_reads_state_sparingly(bundle):
         reads.append(1)
         return DeviceState(battery_percent=10.0)
 
-    points = [OperatingPoint("full", (np.inf, np.inf), accuracy=0.9),
-              OperatingPoint("first", (np.inf, np.inf), max_stage=0, accuracy=0.6)]  # fmt: skip
+    points = [
+        OperatingPoint("full", (np.inf, np.inf), accuracy=0.9),
+        OperatingPoint("first", (np.inf, np.inf), max_stage=0, accuracy=0.6),
+    ]
     policy = engine.policy(spec, points=points)
     report = run_requests(engine, _x(12), policy=policy, batch=3, read_state=read_state)
     assert len(reads) == 1  # 4 requests within a second: one reading
@@ -120,8 +123,19 @@ def test_cli_profile_then_run_under_a_latency_budget(bundle, tmp_path):
     assert "median ms" in got.output and cost_table_path(bundle, "onnxruntime").is_file()
     np.savez(tmp_path / "in.npz", x=_x(6), y=np.zeros(6, dtype=np.int64))
     out = tmp_path / "run.json"
-    got = runner.invoke(main, ["run", str(bundle), "--input", str(tmp_path / "in.npz"),
-                               "--latency-ms", "1000", "--out", str(out)])  # fmt: skip
+    got = runner.invoke(
+        main,
+        [
+            "run",
+            str(bundle),
+            "--input",
+            str(tmp_path / "in.npz"),
+            "--latency-ms",
+            "1000",
+            "--out",
+            str(out),
+        ],
+    )
     assert got.exit_code == 0, got.output
     assert "6 requests, 6 samples" in got.output and "accuracy:" in got.output
     assert "policy ->" in got.output  # the first decision is printed with its reasons
@@ -134,11 +148,33 @@ def test_cli_run_errors(bundle, tmp_path):
     np.save(tmp_path / "bad.npy", np.zeros((2, 1, 9, 8), np.float32))
     got = runner.invoke(main, ["run", str(bundle), "--input", str(tmp_path / "bad.npy")])
     assert got.exit_code == 1 and "dimension 2 must be 8, not 9" in got.output
-    got = runner.invoke(main, ["run", str(bundle), "--input", str(tmp_path / "bad.npy"),
-                               "--latency-ms", "5", "--energy-mj", "1"])  # fmt: skip
+    got = runner.invoke(
+        main,
+        [
+            "run",
+            str(bundle),
+            "--input",
+            str(tmp_path / "bad.npy"),
+            "--latency-ms",
+            "5",
+            "--energy-mj",
+            "1",
+        ],
+    )
     assert got.exit_code == 1 and "no energy figures" in got.output
     policy = tmp_path / "p.toml"
     policy.write_text("[default]\nlatency_ms = 5\n")
-    got = runner.invoke(main, ["run", str(bundle), "--input", str(tmp_path / "bad.npy"),
-                               "--policy", str(policy), "--latency-ms", "5"])  # fmt: skip
+    got = runner.invoke(
+        main,
+        [
+            "run",
+            str(bundle),
+            "--input",
+            str(tmp_path / "bad.npy"),
+            "--policy",
+            str(policy),
+            "--latency-ms",
+            "5",
+        ],
+    )
     assert got.exit_code == 2 and "not both" in got.output

@@ -71,7 +71,10 @@ def test_simple_spec_for_the_cli():
 @pytest.mark.parametrize(
     ("policy", "fragment"),
     [
-        ({"rules": []}, "unknown key 'rules' (allowed: default, format, hysteresis, latency_quantile, rule, version); did you mean 'rule'?"),
+        (
+            {"rules": []},
+            "unknown key 'rules' (allowed: default, format, hysteresis, latency_quantile, rule, version); did you mean 'rule'?",
+        ),
         ({"default": {"latency": 30}}, "policy rule 'default': unknown key 'latency'"),
         ({"rule": [{"name": "r", "when": {"battery_abov": 5}}]}, "did you mean 'battery_above'?"),
         ({"hysteresis": {"band": 2}}, "policy [hysteresis]: unknown key 'band'"),
@@ -83,8 +86,14 @@ def test_simple_spec_for_the_cli():
         ({"default": {"latency_ms": "30"}}, "latency_ms must be a number, got '30'"),
         ({"default": {"latency_ms": True}}, "latency_ms must be a number"),
         ({"rule": [{"name": "r", "when": {"charging": "yes"}}]}, "charging must be true or false"),
-        ({"rule": [{"name": "r", "when": {"battery_above": 150}}]}, "battery_above = 150 is outside [0, 100]"),
-        ({"rule": [{"name": "r", "when": {"battery_above": 50, "battery_below": 20}}]}, "never both hold"),
+        (
+            {"rule": [{"name": "r", "when": {"battery_above": 150}}]},
+            "battery_above = 150 is outside [0, 100]",
+        ),
+        (
+            {"rule": [{"name": "r", "when": {"battery_above": 50, "battery_below": 20}}]},
+            "never both hold",
+        ),
         ({"rule": [{"name": "r", "latency_ms": 5}]}, "has no `when` conditions"),
         ({"rule": [{"name": "r", "when": {"charging": True}}] * 2}, "'r' is used twice"),
         ({"default": {"when": {"charging": True}}}, "[default] cannot have conditions"),
@@ -96,7 +105,7 @@ def test_simple_spec_for_the_cli():
         ({"version": 2}, "not a ponder policy of version 1"),
         ({"default": {"name": ""}}, "name must be a non-empty string"),
     ],
-)  # fmt: skip
+)
 def test_validation_errors_name_the_problem(policy, fragment):
     with pytest.raises(ConfigError) as err:
         PolicySpec.from_dict(policy)

@@ -81,8 +81,12 @@ def test_day_trace_shape_and_labels():
 
 
 def test_replay_probe_reads_the_recorded_curve():
-    trace = Trace((TracePoint(0.0, 1.0, False, battery_percent=80.0),
-                   TracePoint(600.0, 1.0, True, battery_percent=75.0)))  # fmt: skip
+    trace = Trace(
+        (
+            TracePoint(0.0, 1.0, False, battery_percent=80.0),
+            TracePoint(600.0, 1.0, True, battery_percent=75.0),
+        )
+    )
     now = [0.0]
     probe = ReplayProbe(trace, clock=lambda: now[0])
     assert probe.read().percent == 80.0 and probe.read().charging is False

@@ -17,9 +17,16 @@ TABLE = CostTable("onnxruntime", "test-cpu", 1, 1, tuple(StageCost(i, 1.0, 1.1) 
 
 
 def _row(name, max_stage, accuracy, drop, flops, exits):
-    return {"name": name, "thresholds": [0.5, 0.5], "max_stage": max_stage, "moe_tau": None,
-            "accuracy": accuracy, "accuracy_drop": drop, "flops_fraction": flops,
-            "exit_fractions": exits}  # fmt: skip
+    return {
+        "name": name,
+        "thresholds": [0.5, 0.5],
+        "max_stage": max_stage,
+        "moe_tau": None,
+        "accuracy": accuracy,
+        "accuracy_drop": drop,
+        "flops_fraction": flops,
+        "exit_fractions": exits,
+    }
 
 
 POINTS = [

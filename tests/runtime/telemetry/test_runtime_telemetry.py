@@ -70,14 +70,17 @@ def test_garbage_value_is_unavailable_not_a_crash(tmp_path):
 
 
 def _rapl(root: Path, energy: int, max_range: int = 262143328850) -> Path:
-    return _tree(root, {
-        "class/powercap/intel-rapl:0/name": "package-0",
-        "class/powercap/intel-rapl:0/energy_uj": str(energy),
-        "class/powercap/intel-rapl:0/max_energy_range_uj": str(max_range),
-        "class/powercap/intel-rapl:0:0/name": "core",  # a subdomain: not counted twice
-        "class/powercap/intel-rapl:0:0/energy_uj": "5",
-        "class/powercap/intel-rapl:0:0/max_energy_range_uj": "100",
-    })  # fmt: skip
+    return _tree(
+        root,
+        {
+            "class/powercap/intel-rapl:0/name": "package-0",
+            "class/powercap/intel-rapl:0/energy_uj": str(energy),
+            "class/powercap/intel-rapl:0/max_energy_range_uj": str(max_range),
+            "class/powercap/intel-rapl:0:0/name": "core",  # a subdomain: not counted twice
+            "class/powercap/intel-rapl:0:0/energy_uj": "5",
+            "class/powercap/intel-rapl:0:0/max_energy_range_uj": "100",
+        },
+    )
 
 
 def test_rapl_counts_joules_across_a_wrap(tmp_path):

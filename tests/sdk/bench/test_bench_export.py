@@ -83,8 +83,9 @@ def test_tiny_benchmark_end_to_end(tmp_path):
 
     lines: list[str] = []
     torch_threads = torch.get_num_threads()
-    run_bench_export(tmp_path, **TINY, exits=(1,), threads=1, repeats=3, warmup=1,
-                     echo=lines.append)  # fmt: skip
+    run_bench_export(
+        tmp_path, **TINY, exits=(1,), threads=1, repeats=3, warmup=1, echo=lines.append
+    )
     assert torch.get_num_threads() == torch_threads  # set to 1 while timing, then restored
     results = json.loads((tmp_path / "export.json").read_text())
     assert (tmp_path / "export.png").stat().st_size > 0

@@ -19,13 +19,27 @@ helpers = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(helpers)  # manifest_without_files() and PAYLOADS, shared with runtime
 
 POINTS = [
-    {"name": "early", "thresholds": [0.5, 0.5], "max_stage": 0, "moe_tau": None,
-     "accuracy": 0.80, "accuracy_drop": 0.18, "flops_fraction": 0.57,
-     "exit_fractions": [1.0, 0.0, 0.0]},
-    {"name": "most", "thresholds": [0.99, 0.99], "max_stage": None, "moe_tau": None,
-     "accuracy": 0.98, "accuracy_drop": 0.0, "flops_fraction": 0.87,
-     "exit_fractions": [0.2, 0.3, 0.5]},
-]  # fmt: skip
+    {
+        "name": "early",
+        "thresholds": [0.5, 0.5],
+        "max_stage": 0,
+        "moe_tau": None,
+        "accuracy": 0.80,
+        "accuracy_drop": 0.18,
+        "flops_fraction": 0.57,
+        "exit_fractions": [1.0, 0.0, 0.0],
+    },
+    {
+        "name": "most",
+        "thresholds": [0.99, 0.99],
+        "max_stage": None,
+        "moe_tau": None,
+        "accuracy": 0.98,
+        "accuracy_drop": 0.0,
+        "flops_fraction": 0.87,
+        "exit_fractions": [0.2, 0.3, 0.5],
+    },
+]
 
 
 @pytest.fixture
@@ -51,8 +65,20 @@ def test_simulate_prints_a_simulated_table_and_writes_json_and_png(bundle, trace
     stages = tuple(StageCost(i, 1.0, 1.1) for i in range(3))
     CostTable("onnxruntime", "test-cpu", 1, 1, stages).save(cost_table_path(bundle, "onnxruntime"))
     out = tmp_path / "out"
-    args = ["simulate", str(bundle), "--trace", str(trace), "--slowdown", "1", "--battery-wh",
-            "0.3", "--step-s", "120", "--out", str(out)]  # fmt: skip
+    args = [
+        "simulate",
+        str(bundle),
+        "--trace",
+        str(trace),
+        "--slowdown",
+        "1",
+        "--battery-wh",
+        "0.3",
+        "--step-s",
+        "120",
+        "--out",
+        str(out),
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "SIMULATED replay" in result.output and "strategy (simulated)" in result.output

@@ -23,8 +23,16 @@ def test_demo_writes_checkpoint_plot_report_and_explains(tmp_path):
     assert (tmp_path / "bundle" / "costs.onnxruntime.json").is_file()
     verified = CliRunner().invoke(main, ["verify", str(tmp_path / "bundle")])
     assert verified.exit_code == 0 and "bundle OK" in verified.output, verified.output
-    args = ["export", str(tmp_path / "checkpoint"), "--target", "onnx", "--quantize", "int8",
-            "--out", str(tmp_path / "int8-bundle")]  # fmt: skip
+    args = [
+        "export",
+        str(tmp_path / "checkpoint"),
+        "--target",
+        "onnx",
+        "--quantize",
+        "int8",
+        "--out",
+        str(tmp_path / "int8-bundle"),
+    ]
     int8 = CliRunner().invoke(main, args)
     assert int8.exit_code == 0, int8.output
     assert "max err onnx-int8" in int8.output and "int8 vs fp32 (onnx" in int8.output
@@ -83,8 +91,23 @@ def test_demo_writes_checkpoint_plot_report_and_explains(tmp_path):
 
 @pytest.mark.slow
 def test_bench_exits_small_run(tmp_path):
-    args = ["bench", "exits", "--out", str(tmp_path), "--samples", "2000", "--epochs", "2",
-            "--seeds", "2", "--width", "16", "--repeats", "2", "--quiet"]  # fmt: skip
+    args = [
+        "bench",
+        "exits",
+        "--out",
+        str(tmp_path),
+        "--samples",
+        "2000",
+        "--epochs",
+        "2",
+        "--seeds",
+        "2",
+        "--width",
+        "16",
+        "--repeats",
+        "2",
+        "--quiet",
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "exits.json").read_text())
