@@ -21,6 +21,7 @@ from torch import nn
 
 from ponder._core.errors import ConfigError, UnsupportedModelError
 from ponder._early_exit.stack import ATTR, ExitStack
+from ponder._early_exit.widths import class_count
 from ponder._moe.config import moe_layers
 from ponder.export._stages.text import TEXT_DIMS, EncoderStage, is_text_encoder
 
@@ -203,7 +204,7 @@ def _plan_sequential(model: nn.Sequential, stack: ExitStack | None) -> StagePlan
     names = [name for name, _ in model.named_children() if name != ATTR]
     children = [model._modules[name] for name in names]
     if stack is None:
-        classes = _out_features(children[-1])
+        classes = class_count(children[-1], "the last child of a Sequential must be its classifier")
         whole = Stage(_SequentialStage(children, None, False), ["x"], ["logits"], [], False)
         return StagePlan([whole], ["x"], classes, "sequential")
     spec = stack.spec
@@ -223,15 +224,6 @@ def _plan_sequential(model: nn.Sequential, stack: ExitStack | None) -> StagePlan
         stages.append(Stage(module, inputs, outputs if early else ["logits"], blocks, early))
         start = stop
     return StagePlan(stages, ["x"], spec["classes"], "sequential")
-
-
-def _out_features(head: nn.Module) -> int:
-    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise UnsupportedModelError(
-            f"cannot tell the class count of {type(head).__name__}: its last child has no Linear"
-        )
-    return linears[-1].out_features
 
 
 @torch.no_grad()

@@ -59,7 +59,8 @@ def _children(model: nn.Module, path: str) -> tuple[str, ...]:
 def _explain(model: nn.Module) -> str:
     found = ", ".join(f"{name} ({type(m).__name__})" for name, m in model.named_children())
     return (
-        f"cannot find the blocks of {type(model).__name__}: it is not an nn.Sequential and has "
+        f"cannot find the blocks of {type(model).__name__}: it is not an nn.Sequential of 3 or more "
+        "children (blocks, then the model's own head), and it has "
         f"none of the containers {', '.join(c[0] for c in _CONTAINERS)}. Its children are: "
         f"{found or 'none'}. Name the blocks by hand: EarlyExitConfig(blocks='path.to.container') "
         f"for a ModuleList/Sequential of blocks, or blocks=('layer1', 'layer2', ...) for "

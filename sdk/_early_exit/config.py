@@ -14,11 +14,11 @@ from ponder._convert.convert import CONVERTERS
 from ponder._convert.modes import kept_modes
 from ponder._convert.surgery import attach_sidecar, get_module
 from ponder._core.config import Config, check_choice
-from ponder._core.errors import ConfigError, UnsupportedModelError
+from ponder._core.errors import ConfigError
 from ponder._early_exit.heads import Pool
 from ponder._early_exit.infer import final_logits
 from ponder._early_exit.stack import ATTR, ExitStack
-from ponder._early_exit.widths import head_width
+from ponder._early_exit.widths import class_count, head_width
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,10 @@ def resolve_spec(model: nn.Module, config: EarlyExitConfig, example_inputs: Any)
         widths, classes = _dry_run(model, paths, Pool(pooling), example_inputs)
     else:
         widths = [head_width(model, p, pooling) for p in paths]
-        classes = _classes(model)
+        classes = class_count(
+            model,
+            "set EarlyExitConfig(num_classes=...) or pass example_inputs=... to ponder.convert_",
+        )
     return {
         "block_paths": list(blocks.paths),
         "family": blocks.family,
@@ -114,16 +117,6 @@ def _exit_positions(config: EarlyExitConfig, n_blocks: int) -> tuple[int, ...]:
         round(j * n_blocks / (config.num_exits + 1)) - 1 for j in range(1, config.num_exits + 1)
     )
     return tuple(sorted({min(max(b, 0), last) for b in spaced}))
-
-
-def _classes(model: nn.Module) -> int:
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise UnsupportedModelError(
-            "cannot find the model's classifier layer; set EarlyExitConfig(num_classes=...) "
-            "or pass example_inputs=... to ponder.convert_"
-        )
-    return linears[-1].out_features
 
 
 @torch.no_grad()

@@ -251,3 +251,14 @@ def _declared_width(block: nn.Module) -> int | None:
             if isinstance(value, int) and value > 0:
                 return value
     return None
+
+
+def class_count(module: nn.Module, hint: str) -> int:
+    """The classes a classifier predicts: its last nn.Linear's output width. `hint` says what
+    the user can do when there is none."""
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise UnsupportedModelError(
+            f"cannot tell the class count of {type(module).__name__}: it holds no nn.Linear; {hint}"
+        )
+    return linears[-1].out_features

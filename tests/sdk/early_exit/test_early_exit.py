@@ -404,3 +404,15 @@ def test_unknowable_width_asks_for_example_inputs(model, block, match, width):
         ponder.convert_(model(), config)
     converted = ponder.convert_(model(), config, example_inputs=torch.randn(IMAGE))
     assert converted.ponder_exits.spec["widths"] == [width]
+
+
+def test_class_count_is_the_last_linear_and_a_model_without_one_is_refused():
+    from ponder._early_exit.widths import class_count
+
+    head = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 7))
+    assert class_count(head, "unused") == 7
+    with pytest.raises(ponder.UnsupportedModelError, match="ReLU: it holds no nn.Linear; set it"):
+        class_count(nn.ReLU(), "set it")
+    no_linear = nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU(), nn.Conv1d(4, 2, 3))
+    with pytest.raises(ponder.UnsupportedModelError, match=r"EarlyExitConfig\(num_classes=...\)"):
+        ponder.convert_(no_linear, ponder.EarlyExitConfig(num_exits=1))
