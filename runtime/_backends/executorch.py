@@ -50,6 +50,7 @@ class ExecuTorchBackend(Backend):
     name = "executorch"
 
     def __init__(self, bundle: Any, *, int8: bool = False):
+        _runtime()  # a missing package is reported before anything about the bundle
         path = bundle.int8_pte_path if int8 else bundle.pte_path
         self._load(path)
         _check_metadata(self.metadata(), path, bundle.manifest)
@@ -91,13 +92,7 @@ class ExecuTorchBackend(Backend):
         return backend
 
     def _load(self, path: Path) -> None:
-        try:
-            with quiet_imports():
-                import torch
-                from executorch.runtime import Runtime
-        except ImportError as e:
-            missing = "torch" if e.name == "torch" else "executorch"  # executorch runs on torch
-            raise MissingDependencyError(missing, "export", "the executorch backend") from e
+        torch, Runtime = _runtime()
         self._torch, self._path = torch, path
         torch.set_num_threads(1)
         try:
@@ -146,3 +141,15 @@ def _check_metadata(meta: dict[str, Any], path: Path, manifest: Any) -> None:
             f"{meta.get('methods')}, the manifest {manifest.model_id!r} with {methods}: the files "
             "come from different exports; copy the whole bundle folder again or re-export"
         )
+
+
+def _runtime() -> tuple[Any, Any]:
+    """(torch, executorch.runtime.Runtime), or a MissingDependencyError naming the extra."""
+    try:
+        with quiet_imports():
+            import torch
+            from executorch.runtime import Runtime
+    except ImportError as e:
+        missing = "torch" if e.name == "torch" else "executorch"  # executorch runs on torch
+        raise MissingDependencyError(missing, "export", "the executorch backend") from e
+    return torch, Runtime

@@ -20,7 +20,13 @@ from ponder._convert.convert import convert_
 from ponder._core.report import format_table, write_json
 from ponder._moe.config import MoEConfig, moe_layers
 from ponder._moe.router import train_routers
-from ponder.models.text import embed, load_minilm, remove_near_duplicates, stdlib_docstrings
+from ponder.models.text import (
+    embed,
+    length_batches,
+    load_minilm,
+    remove_near_duplicates,
+    stdlib_docstrings,
+)
 
 __all__ = ["run_bench_moe"]
 
@@ -126,16 +132,8 @@ def _router_batches(tokenizer, texts: list[str]) -> tuple[list[dict[str, torch.T
 
     `train_routers` leaves padding out (token_mask_key="attention_mask"); texts are still
     grouped by length so little of each forward is spent on padding."""
-    order = sorted(texts, key=len)
     batches = [
-        tokenizer(
-            order[i : i + _ROUTER_BATCH],
-            padding=True,
-            truncation=True,
-            max_length=128,
-            return_tensors="pt",
-        )
-        for i in range(0, len(order), _ROUTER_BATCH)
+        b for _, b in length_batches(tokenizer, texts, _ROUTER_BATCH, 128, torch.device("cpu"))
     ]
     real = sum(int(b["attention_mask"].sum()) for b in batches)
     total = sum(b["attention_mask"].numel() for b in batches)
