@@ -411,7 +411,7 @@ def test_class_count_is_the_last_linear_and_a_model_without_one_is_refused():
 
     head = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 7))
     assert class_count(head, "unused") == 7
-    with pytest.raises(ponder.UnsupportedModelError, match="ReLU: it holds no nn.Linear; set it"):
+    with pytest.raises(ponder.UnsupportedModelError, match=r"ReLU: it holds no nn\.Linear; set it"):
         class_count(nn.ReLU(), "set it")
     no_linear = nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU(), nn.Conv1d(4, 2, 3))
     with pytest.raises(ponder.UnsupportedModelError, match=r"EarlyExitConfig\(num_classes=...\)"):
