@@ -19,8 +19,9 @@ def call_model(model: nn.Module, x: Inputs) -> Any:
     return model(**x) if isinstance(x, Mapping) else model(x)
 
 
-def take(x: Inputs, rows: slice) -> Inputs:
-    """Rows of an input batch (a tensor or a dict of keyword tensors)."""
+def take(x: Inputs, rows: slice | torch.Tensor) -> Inputs:
+    """Rows of an input batch (a tensor or a dict of keyword tensors): a slice or an index
+    tensor."""
     return {k: v[rows] for k, v in x.items()} if isinstance(x, Mapping) else x[rows]
 
 

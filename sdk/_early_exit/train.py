@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ponder._convert.calls import Inputs, num_samples, take
 from ponder._convert.modes import kept_modes
 from ponder._core.config import Config, check_choice
 from ponder._core.errors import ConfigError
@@ -48,10 +49,14 @@ class TrainConfig(Config):
 
 
 def train_exits(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig | None = None
+    model: nn.Module, x: Inputs, y: torch.Tensor, config: TrainConfig | None = None
 ) -> dict[str, Any]:
-    """Train the exit heads of a converted model on (x, y); returns the loss history."""
+    """Train the exit heads of a converted model on (x, y); returns the loss history.
+
+    `x` is a tensor [N, ...] or a dict of keyword tensors with N rows each (tokenizer output)."""
     config = config or TrainConfig()
+    if num_samples(x) != len(y):
+        raise ConfigError(f"x has {num_samples(x)} samples but y has {len(y)} labels")
     stack = get_stack(model)
     torch.manual_seed(config.seed)
     started = time.perf_counter()
@@ -70,11 +75,12 @@ def train_exits(
 
 
 @torch.no_grad()
-def features(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> list[torch.Tensor]:
+def features(model: nn.Module, x: Inputs, batch_size: int = 512) -> list[torch.Tensor]:
     """Pooled block features at every early exit, in eval mode: K-1 tensors [N, D_k]."""
     model.eval()
     parts = [
-        forward_all(model, x[i : i + batch_size], True).feats for i in range(0, len(x), batch_size)
+        forward_all(model, take(x, slice(i, i + batch_size)), True).feats
+        for i in range(0, num_samples(x), batch_size)
     ]
     return [torch.cat(per_exit) for per_exit in zip(*parts, strict=True)]
 
@@ -127,7 +133,7 @@ def _fit_joint(model, stack, x, y, config) -> list[float]:
     model.train()
 
     def loss_of(rows):
-        run = forward_all(model, x[rows])
+        run = forward_all(model, take(x, rows))
         return sum(F.cross_entropy(z, y[rows]) for z in [*run.head_logits, run.final_logits])
 
     return _epochs(opt, loss_of, len(y), config.epochs, config, "joint")

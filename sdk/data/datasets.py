@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ponder._convert.calls import Inputs, take
 from ponder._core.errors import ConfigError, MissingDependencyError
 
 __all__ = [
@@ -33,9 +34,11 @@ _log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Split:
-    """One part of a data set: inputs `x` [N, ...] float32 and labels `y` [N] int64."""
+    """One part of a data set: labels `y` [N] int64 and inputs `x`, a tensor [N, ...] (float32
+    for the built-in sets) or, for transformers models, a dict of keyword tensors with N rows
+    each (tokenized text: input_ids and attention_mask [N, T] int64)."""
 
-    x: torch.Tensor
+    x: Inputs
     y: torch.Tensor
 
     def __len__(self) -> int:
@@ -52,6 +55,7 @@ class Splits:
     name: str
     num_classes: int
     input_shape: tuple
+    classes: tuple[str, ...] = ()  # class names by index, when the data named them
 
 
 def _stratified_indices(y: np.ndarray, seed: int) -> tuple[np.ndarray, ...]:
@@ -183,7 +187,7 @@ def load_dataset(name: str, **kwargs) -> Splits:
 
 def batches(
     split: Split, batch_size: int, shuffle: bool = False, seed: int = 0
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+) -> Iterator[tuple[Inputs, torch.Tensor]]:
     """Iterate over (x, y) minibatches by slicing the tensors (much cheaper than a DataLoader).
 
     The last batch may be smaller. With `shuffle`, the order is a permutation fixed by `seed`.
@@ -193,9 +197,9 @@ def batches(
     n = len(split)
     if not shuffle:
         return (
-            (split.x[i : i + batch_size], split.y[i : i + batch_size])
+            (take(split.x, slice(i, i + batch_size)), split.y[i : i + batch_size])
             for i in range(0, n, batch_size)
         )
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     chunks = (order[i : i + batch_size] for i in range(0, n, batch_size))
-    return ((split.x[idx], split.y[idx]) for idx in chunks)
+    return ((take(split.x, idx), split.y[idx]) for idx in chunks)
