@@ -1,4 +1,5 @@
-"""Offline data sets with fixed train / calibration / test splits (no network needed)."""
+"""Offline data sets with fixed train / calibration / test splits (no network needed), and a
+user's own labelled files (JSONL text, image folders, .npz arrays) split the same way."""
 
 from ponder.data.datasets import (
     Split,
@@ -9,6 +10,7 @@ from ponder.data.datasets import (
     load_digits,
     load_mnist1d,
 )
+from ponder.data.files import load_files, load_image_folder, load_jsonl, load_npz
 
 __all__ = [
     "Split",
@@ -17,5 +19,9 @@ __all__ = [
     "list_datasets",
     "load_dataset",
     "load_digits",
+    "load_files",
+    "load_image_folder",
+    "load_jsonl",
     "load_mnist1d",
+    "load_npz",
 ]

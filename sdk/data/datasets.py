@@ -58,14 +58,17 @@ class Splits:
     classes: tuple[str, ...] = ()  # class names by index, when the data named them
 
 
-def _stratified_indices(y: np.ndarray, seed: int) -> tuple[np.ndarray, ...]:
-    """Split the indices of `y` 60/20/20 within each class; the same seed gives the same split."""
+def _stratified_indices(
+    y: np.ndarray, seed: int, fractions: tuple[float, float, float] = _FRACTIONS
+) -> tuple[np.ndarray, ...]:
+    """Split the indices of `y` (60/20/20 by default) within each class; the same seed gives
+    the same split."""
     rng = np.random.default_rng(seed)
     parts: tuple[list[np.ndarray], ...] = ([], [], [])
     for label in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == label))
-        n_train = round(_FRACTIONS[0] * len(idx))
-        n_calib = round(_FRACTIONS[1] * len(idx))
+        n_train = round(fractions[0] * len(idx))
+        n_calib = round(fractions[1] * len(idx))
         for part, chunk in zip(parts, np.split(idx, [n_train, n_train + n_calib]), strict=True):
             part.append(chunk)
     # sorted, so every split keeps the source order (which already mixes the classes)
