@@ -9,7 +9,8 @@ from typing import Any
 from ponder._calibration.report import assess, write_assessment
 from ponder._convert.checkpoint import load, read_config
 from ponder._core.errors import ConfigError
-from ponder.data.datasets import load_dataset
+from ponder.data.datasets import Splits, load_dataset
+from ponder.models.pretrained import recorded_splits
 
 
 def evaluate_checkpoint(
@@ -25,14 +26,13 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Load a checkpoint, evaluate every exit on the data set's test split and fit a
     risk-controlled threshold on its calibration split. `data` and `rule` default to what the
-    checkpoint recorded when it was saved."""
-    extra = read_config(path)["extra"]
-    data_spec = {"name": data} if data else dict(extra.get("data") or {})
-    if "name" not in data_spec:
-        raise ConfigError(f"{path} does not say which data set it was trained on; pass --data NAME")
+    checkpoint recorded when it was saved: a built-in data set's name, or the data files
+    `ponder convert` trained on (read with the model folder's tokenizer or image processor)."""
+    meta = read_config(path)
+    extra = meta["extra"]
     rule = rule or extra.get("rule", "max_prob")
+    splits = _splits(path, meta, data)
     model = load(path)
-    splits = load_dataset(data_spec.pop("name"), **data_spec)
     echo(
         f"{path}: {model.ponder_exits.num_exits} exits, evaluated on {splits.name} "
         f"({len(splits.calib)} calibration / {len(splits.test)} test samples)"
@@ -45,3 +45,15 @@ def evaluate_checkpoint(
         report, plot = write_assessment(Path(out), result, f"{Path(path).name} on {splits.name}")
         echo(f"wrote {report} and {plot}")
     return result
+
+
+def _splits(path: str | Path, meta: dict[str, Any], data: str | None) -> Splits:
+    """The data set named by `data`, else the recorded data files, else the recorded data set."""
+    if data is None:
+        recorded = recorded_splits(meta)
+        if recorded is not None:
+            return recorded
+    spec = {"name": data} if data else dict(meta["extra"].get("data") or {})
+    if "name" not in spec:
+        raise ConfigError(f"{path} does not say which data set it was trained on; pass --data NAME")
+    return load_dataset(spec.pop("name"), **spec)

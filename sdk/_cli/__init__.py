@@ -2,12 +2,13 @@
 command is registered here, when the package is imported, so `ponder` and `python -m ponder._cli`
 list the same commands."""
 
+from ponder._cli.convert import convert
 from ponder._cli.export import bench_export, export, verify
 from ponder._cli.main import bench, main
 from ponder._cli.runtime import bench_runtime, profile, run
 from ponder._cli.simulate import simulate
 
-for command in (export, verify, profile, simulate, run):
+for command in (convert, export, verify, profile, simulate, run):
     main.add_command(command)
 for command in (bench_export, bench_runtime):
     bench.add_command(command)

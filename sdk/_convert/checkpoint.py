@@ -127,6 +127,10 @@ def _build(source: dict[str, Any], path: Path) -> nn.Module:
         from ponder.models import create_model
 
         return create_model(source["name"], **source.get("kwargs", {}))
+    if source.get("kind") == "transformers" and "auto" in source:  # ponder convert's
+        from ponder.models.pretrained import rebuild
+
+        return rebuild(source, path)
     if source.get("kind") == "transformers":
         from ponder.models.text import load_source_encoder
 

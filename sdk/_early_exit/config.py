@@ -20,6 +20,9 @@ from ponder._early_exit.infer import final_logits
 from ponder._early_exit.stack import ATTR, ExitStack
 from ponder._early_exit.widths import class_count, head_width
 
+HEADS = ("linear", "mlp")
+STYLES = ("sdn", "ztw")
+
 
 @dataclass(frozen=True)
 class EarlyExitConfig(Config):
@@ -43,8 +46,8 @@ class EarlyExitConfig(Config):
     num_classes: int | None = None
 
     def __post_init__(self):
-        check_choice("head", self.head, ("linear", "mlp"))
-        check_choice("style", self.style, ("sdn", "ztw"))
+        check_choice("head", self.head, HEADS)
+        check_choice("style", self.style, STYLES)
         check_choice("pooling", self.pooling, ("auto", "avg", "cls", "mean", "last", "none"))
         if self.num_exits < 0 or self.head_hidden < 0:
             raise ConfigError("num_exits and head_hidden must be >= 0")

@@ -13,7 +13,9 @@ import ponder
 from ponder._calibration.checkpoint import evaluate_checkpoint
 from ponder._cli.demo import run_demo
 from ponder._cli.main import main
+from ponder._cli.pretrained import convert_pretrained
 from ponder._cli.runtime import BACKENDS
+from ponder._early_exit.config import HEADS, STYLES
 from ponder._sparsity.critical import MODES
 from ponder._sparsity.report import run_sparsity
 from ponder.export import TARGETS, export_checkpoint
@@ -22,6 +24,7 @@ from ponder.runtime import list_backends, run_requests
 from ponder.runtime._engine.profile import profile
 
 CALLS = {
+    "convert": convert_pretrained,
     "demo": run_demo,
     "evaluate": evaluate_checkpoint,
     "sparsity": run_sparsity,
@@ -66,6 +69,8 @@ def test_choices_are_the_registries_and_constants():
     assert sorted(_choices("export", "moe")) == sorted(MOE_MODES)
     assert _choices("sparsity", "mode") == list(MODES)
     assert _choices("evaluate", "rule") == sorted(ponder.list_exit_rules())
+    assert sorted(_choices("convert", "style")) == sorted(STYLES)
+    assert sorted(_choices("convert", "head")) == sorted(HEADS)
     assert sorted(BACKENDS) == sorted(list_backends())
     for command in ("profile", "run", "simulate"):
         assert _choices(command, "backend") == BACKENDS

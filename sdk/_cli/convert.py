@@ -1,0 +1,87 @@
+"""`ponder convert`: a thin command over `convert_pretrained` (imported when it runs, so that
+building the CLI loads no torch)."""
+
+from __future__ import annotations
+
+import click
+
+_UNIT = click.FloatRange(0, 1, min_open=True, max_open=True)
+
+
+def _blocks(ctx: click.Context, param: click.Parameter, value: str | None):
+    if value is None:
+        return None
+    try:
+        return tuple(int(b) for b in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected block indices like 1,3; got {value!r}") from None
+
+
+@click.command()
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--train",
+    required=True,
+    type=click.Path(exists=True),
+    help="Labelled data: a .jsonl file (text, label), a folder of images with one sub-folder "
+    "per class, or an .npz file (x, y). Split 60/20/20 unless --calib-data is given.",
+)
+@click.option(
+    "--calib-data",
+    "calib",
+    type=click.Path(exists=True),
+    help="Held-out labelled data in the same format, split half calibration, half test "
+    "(then all of --train trains).",
+)
+@click.option("--exits", type=int, help="Number of exits, evenly spaced (default 4).")
+@click.option(
+    "--exit-blocks",
+    callback=_blocks,
+    help="Exits after these 0-based blocks instead, e.g. 1,3.",
+)
+@click.option("--style", default="ztw", show_default=True, type=click.Choice(["ztw", "sdn"]))
+@click.option("--head", default="linear", show_default=True, type=click.Choice(["linear", "mlp"]))
+@click.option("--joint", is_flag=True, help="Train the backbone with the exits (default: frozen).")
+@click.option("--epochs", default=30, show_default=True, type=click.IntRange(1))
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--max-length", default=128, show_default=True, type=click.IntRange(2), help="Tokens per text."
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of the split and the training.")
+@click.option(
+    "--delta",
+    default=0.01,
+    show_default=True,
+    type=_UNIT,
+    help="Largest accuracy drop against the full model that risk control may allow.",
+)
+@click.option(
+    "--epsilon",
+    default=0.1,
+    show_default=True,
+    type=_UNIT,
+    help="Allowed probability that the drop exceeds delta.",
+)
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False), help="Checkpoint folder to write."
+)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def convert(model_dir, train, calib, exits, exit_blocks, out, quiet, **options) -> None:
+    """Add early exits to the Hugging Face classifier in MODEL_DIR (a from_pretrained folder),
+    train them on your data, calibrate, and save a checkpoint for `ponder evaluate` and
+    `ponder export`."""
+    if exits is not None and exit_blocks is not None:
+        raise click.UsageError("give --exits or --exit-blocks, not both")
+    from ponder._cli.pretrained import convert_pretrained
+
+    convert_pretrained(
+        model_dir,
+        train,
+        out,
+        calib=calib,
+        exits=exits,
+        exit_blocks=exit_blocks,
+        progress=not quiet,
+        echo=click.echo,
+        **options,
+    )
