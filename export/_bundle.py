@@ -78,7 +78,7 @@ def export_bundle(
     out = Path(out)
     _clear_previous_export(out)
     out.mkdir(parents=True, exist_ok=True)
-    plan = plan_stages(model, moe)
+    plan = plan_stages(model, moe, inputs)
     if list(inputs) != plan.model_inputs:
         raise ConfigError(f"the model takes inputs {plan.model_inputs}, got {list(inputs)}")
     runs = run_stages(plan, inputs)
@@ -143,7 +143,7 @@ def _trace(plan: StagePlan, runs: list[dict], echo: Echo) -> list[Any]:
     programs = []
     for i, (stage, run) in enumerate(zip(plan.stages, runs, strict=True)):
         started = time.perf_counter()
-        programs.append(export_stage(stage, tuple(run["inputs"].values())))
+        programs.append(export_stage(stage, tuple(run["inputs"].values()), plan.bounds))
         echo(f"  stage {i}: torch.export ok ({time.perf_counter() - started:.1f} s)")
     return programs
 

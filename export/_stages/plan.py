@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ponder._core.errors import ConfigError, UnsupportedModelError
+from ponder._core.errors import ConfigError
 from ponder._early_exit.stack import ATTR, ExitStack
 from ponder._early_exit.widths import class_count
 from ponder._moe.config import moe_layers
@@ -48,10 +48,13 @@ class ExitTail(nn.Module):
         self.k = k
 
     def forward(
-        self, hidden: torch.Tensor, head_logits: torch.Tensor | None
+        self,
+        hidden: torch.Tensor,
+        head_logits: torch.Tensor | None,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        # B=batch, C=classes, K=heads before this one
-        feats = self.pool(hidden)  # [B, D]
+        # B=batch, C=classes, K=heads before this one, T=tokens
+        feats = self.pool(hidden, mask)  # [B, D]; mask [B, T]: pool real tokens only
         prev = None if head_logits is None else head_logits[:, -1]  # [B, C]
         if self.ensemble is None:
             return F.log_softmax(self.head(feats, None).float(), dim=-1), None
@@ -108,6 +111,8 @@ class StagePlan:
     moe_paths: dict[int, str] = field(default_factory=dict)  # id(MoEFFN) -> path in the model
     # inputs the runtime sets, not the user: name -> default value (not batched)
     controls: dict[str, torch.Tensor] = field(default_factory=dict)
+    # (min, max) of each dynamic dimension by name, where the model narrows the default
+    bounds: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 # The dynamic_k gate's tau as a stage input, shared by every MoE stage of a bundle.
@@ -118,10 +123,15 @@ CONTROLS = (MOE_TAU,)
 MOE_MODES = {"grouped": "traceable", "masked": "reference"}
 
 
-def plan_stages(model: nn.Module, moe: str = "grouped") -> StagePlan:
+def plan_stages(
+    model: nn.Module, moe: str = "grouped", example_inputs: dict[str, torch.Tensor] | None = None
+) -> StagePlan:
     """The stages of a converted (or plain) model, on a deep copy set up for tracing: eval mode,
     exit hooks inert, MoE layers traced as `moe` says: "grouped" (each expert runs on the rows
-    that selected it; data-dependent shapes) or "masked" (every expert on every row, zeroed)."""
+    that selected it; data-dependent shapes) or "masked" (every expert on every row, zeroed).
+    Models with exits other than an nn.Sequential (transformers) are traced whole and cut at
+    their exit blocks, which needs `example_inputs` (input name -> a batch; "x" for a model
+    that takes one tensor)."""
     if moe not in MOE_MODES:
         raise ConfigError(f"moe={moe!r} is not one of {list(MOE_MODES)}")
     model = _prepare(model, MOE_MODES[moe])
@@ -129,16 +139,22 @@ def plan_stages(model: nn.Module, moe: str = "grouped") -> StagePlan:
     family = stack.spec["family"] if stack is not None else _family(model)
     if family == "sequential":
         plan = _plan_sequential(model, stack)
+    elif stack is not None or (not is_text_encoder(model) and example_inputs is not None):
+        if example_inputs is None:
+            raise ConfigError(
+                f"cutting a {family!r} model into stages traces it: pass example_inputs"
+            )
+        from ponder.export._stages.graph import plan_graph
+
+        plan = plan_graph(model, stack, example_inputs)
     elif is_text_encoder(model):
         names = ["input_ids", "attention_mask"]
         stage = Stage(EncoderStage(model), names, ["sentence_embedding"], [], False, TEXT_DIMS)
         plan = StagePlan([stage], names, None, "bert", task="embedding")
     else:
-        raise UnsupportedModelError(
-            f"export of {family!r} models ({type(model).__name__}) is not supported yet; ponder "
-            "exports nn.Sequential backbones (the built-in models, Sequential MLPs/CNNs/ViTs, "
-            "with exits and MoE layers) and BERT-like text encoders (transformers BertModel, "
-            "dense or MoE, without exits)"
+        raise ConfigError(
+            f"cutting a {family!r} model ({type(model).__name__}) into stages traces it: pass "
+            "example_inputs"
         )
     plan.moe_paths = {id(layer): path for path, layer in moe_layers(model).items()}
     for k, stage in enumerate(plan.stages):

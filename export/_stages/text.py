@@ -6,7 +6,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ponder._core.errors import UnsupportedModelError
 from ponder.models.text import mean_pool
 
 __all__ = ["TEXT_DIMS", "EncoderStage", "is_text_encoder"]
@@ -26,11 +25,6 @@ class EncoderStage(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        if hasattr(model, "ponder_exits"):
-            raise UnsupportedModelError(
-                "export of text encoders with early exits is not supported yet; export the "
-                "encoder without exits (MoE conversion is fine)"
-            )
         self.model = model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):

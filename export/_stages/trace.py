@@ -45,10 +45,16 @@ def portable_conv_shapes() -> Iterator[None]:
             yield
 
 
-def export_stage(stage: Stage, example: tuple[torch.Tensor, ...]) -> torch.export.ExportedProgram:
+def export_stage(
+    stage: Stage,
+    example: tuple[torch.Tensor, ...],
+    bounds: dict[str, tuple[int, int]] | None = None,
+) -> torch.export.ExportedProgram:
     """torch.export.export of `stage.module` on `example`, with the batch dimension (and any
-    other the stage declares, such as tokens) dynamic."""
-    dims = {name: Dim(name, min=lo, max=hi) for name, (lo, hi) in DIM_BOUNDS.items()}
+    other the stage declares, such as tokens) dynamic; `bounds` narrows DIM_BOUNDS (a model's
+    position table caps its tokens)."""
+    limits = {**DIM_BOUNDS, **(bounds or {})}
+    dims = {name: Dim(name, min=lo, max=hi) for name, (lo, hi) in limits.items()}
     shapes = tuple(
         {i: dims[d] for i, d in stage.dynamic_dims(name).items()} for name in stage.inputs
     )

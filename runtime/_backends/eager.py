@@ -53,7 +53,10 @@ class TorchBackend(Backend):
                 "or executorch backend"
             )
         moe = (bundle.manifest.moe or {}).get("mode", "grouped")
-        plan = plan_stages(load(path, model=model).eval(), moe)
+        # a transformer is traced whole and cut again: on the bundle's own sample inputs
+        with np.load(bundle.samples_path) as samples:
+            example = {t.name: torch.from_numpy(samples[t.name]) for t in bundle.manifest.inputs}
+        plan = plan_stages(load(path, model=model).eval(), moe, example)
         names = [[t.name for t in s.outputs] for s in bundle.manifest.stages]
         if [s.outputs for s in plan.stages] != names:
             raise BundleError(

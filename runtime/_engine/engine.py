@@ -36,7 +36,10 @@ class Engine:
         self.bundle, self.backend, self.costs, self.meter = bundle, backend, costs, meter
         self.stages = m.stages
         self.points = operating_points(m)
-        self.rule = exit_rule(m.exit_rule.name, ensembled=m.exit_rule.ensembled)
+        # a bundle without early exits names the rule "none": every sample runs to the end
+        # and no rule is asked, so any stateless one stands in
+        name = "max_prob" if m.exit_rule.name == "none" else m.exit_rule.name
+        self.rule = exit_rule(name, ensembled=m.exit_rule.ensembled)
         self.classifier = m.classes is not None
         self.max_batch = m.config.get("export", {}).get("max_batch", DEFAULT_MAX_BATCH)
         # the engine's own estimate of each stage call (anytime deadlines, energy without a meter)

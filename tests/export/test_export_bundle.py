@@ -156,7 +156,9 @@ def test_bad_arguments_are_refused(tmp_path):
         export_bundle(model, torch.randn(1, 12), tmp_path / "a")
     with pytest.raises(ponder.ConfigError, match="target"):
         export_bundle(model, torch.randn(3, 12), tmp_path / "b", target="tflite")
-    with pytest.raises(ponder.UnsupportedModelError, match="not supported yet"):
+    with pytest.raises(
+        ponder.UnsupportedModelError, match=r"could not trace TinyBert on inputs \['x'\]"
+    ):
         export_bundle(make_bert(), torch.randn(3, 12), tmp_path / "c")
 
 

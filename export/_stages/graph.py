@@ -1,0 +1,299 @@
+"""Stages of any model whose blocks ponder found (BERT-, GPT-2- and ViT-like transformers,
+user-named blocks): the whole model is traced once with `torch.export`, and its graph is cut
+after each exit block. Stage 0 holds the model's prefix (embeddings, class token, positions,
+mask building) and its blocks up to the first exit; the last stage holds the model's own tail.
+
+Every value computed in one stage and read in a later one becomes a named stage output (the
+block's output is `hidden_k`; masks and other tensors built once keep their graph names), so a
+device chains stages by name exactly as it does for Sequential models. All of them have the
+batch as dimension 0, so a runtime can drop the rows that left at an exit from every one.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch.export import Dim
+
+from ponder._core.errors import UnsupportedModelError
+from ponder._early_exit.infer import final_logits
+
+__all__ = ["GraphCut", "GraphStage", "cut_graph", "plan_graph"]
+
+
+class _Logits(nn.Module):
+    """The model called on keyword inputs, returning only the class logits (no caches, no
+    hidden states: what the stages do not need is dead code the trace drops)."""
+
+    def __init__(self, model: nn.Module, names: list[str], keyword: bool):
+        super().__init__()
+        self.model, self.names, self.keyword = model, names, keyword
+        self.no_cache = "use_cache" in inspect.signature(model.forward).parameters
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        if not self.keyword:
+            return final_logits(self.model(*args))
+        kwargs = dict(zip(self.names, args, strict=True))
+        if self.no_cache:
+            kwargs["use_cache"] = False  # GPT-2-like models return key/value caches otherwise
+        return final_logits(self.model(**kwargs))
+
+
+@dataclass
+class GraphCut:
+    """Per stage: the fx module, its input names (in call order), its output names (the hidden
+    state first), and the symbolic dims {input name: {dim: symbol}} of its inputs."""
+
+    modules: list[fx.GraphModule]
+    inputs: list[list[str]]
+    outputs: list[list[str]]
+    dims: list[dict[str, dict[int, str]]]
+
+
+def _in_block(node: fx.Node, path: str) -> bool:
+    stack = node.meta.get("nn_module_stack") or {}
+    for fqn, _ in stack.values():
+        fqn = str(fqn).removeprefix("L['self'].").removeprefix("model.")
+        if fqn == path or fqn.startswith(path + "."):
+            return True
+    return False
+
+
+def _symbols(value: Any, names: dict[str, str]) -> dict[int, str] | None:
+    """{dim: name} of a traced tensor's symbolic dims (batch, tokens), None if not a tensor."""
+    if not isinstance(value, torch.Tensor):
+        return None
+    dims = {}
+    for i, size in enumerate(value.shape):
+        if isinstance(size, torch.SymInt):
+            dims[i] = names.get(str(size.node.expr), str(size.node.expr))
+    return dims
+
+
+def cut_graph(
+    model: nn.Module,
+    inputs: dict[str, torch.Tensor],
+    block_paths: list[str],
+    dynamic: dict[str, dict[int, Any]],
+    keyword: bool = True,
+) -> GraphCut:
+    """Trace `model` (exit hooks detached) on keyword `inputs` with `dynamic` shapes and cut it
+    after each of `block_paths` (the exit blocks, in order). keyword=False: the model takes
+    its one input positionally."""
+    names = list(inputs)
+    wrapper = _Logits(model, names, keyword)
+    shapes = tuple(dynamic.get(n, {}) for n in names)
+    try:
+        program = torch.export.export(
+            wrapper, tuple(inputs.values()), dynamic_shapes=(shapes,), strict=False
+        )
+    except Exception as e:  # torch.export raises many types; say what was traced and why
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise UnsupportedModelError(
+            f"torch.export could not trace {type(model).__name__} on inputs {names}: "
+            f"{type(e).__name__}: {first}. Pass the inputs its forward takes (a dict of keyword "
+            "tensors for Hugging Face models)"
+        ) from e
+    gm = program.module()
+    graph_inputs = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(graph_inputs) != len(names):
+        raise UnsupportedModelError(f"traced {len(graph_inputs)} inputs for {names}")
+    given = dict(zip(graph_inputs, names, strict=True))
+    symbol_names = {}
+    for node, name in given.items():
+        for dim, size in enumerate(node.meta["val"].shape):
+            if isinstance(size, torch.SymInt):
+                symbol_names.setdefault(str(size.node.expr), dynamic[name][dim].__name__)
+    _BATCH[0] = next(s for s, name in symbol_names.items() if name == "batch")
+    body = [n for n in gm.graph.nodes if n.op in ("call_function", "call_method", "call_module")]
+    position = {n: i for i, n in enumerate(body)}
+    ends, hiddens = [], []
+    for path in [p.removeprefix("model.") for p in block_paths]:
+        inside = [n for n in body if _in_block(n, "model." + path) or _in_block(n, path)]
+        if not inside:
+            raise UnsupportedModelError(f"the trace has no operation inside block {path!r}")
+        outs = [n for n in inside if any(not (_in_block(u, path)) for u in n.users)]
+        hidden = max(outs or inside, key=position.get)
+        ends.append(position[inside[-1]])
+        hiddens.append(hidden)
+    stage_of = {}
+    for n in body:
+        stage_of[n] = next((k for k, e in enumerate(ends) if position[n] <= e), len(ends))
+    count = len(ends) + 1
+    modules, ins, outs_names, dims = [], [], [], []
+    value_name: dict[fx.Node, str] = dict(given)
+    for k, h in enumerate(hiddens):
+        value_name[h] = f"hidden_{k}"
+    output_node = next(n for n in gm.graph.nodes if n.op == "output")
+    for k in range(count):
+        graph, env = fx.Graph(), {}
+        stage_inputs: list[str] = []
+
+        def arg(node: fx.Node, graph=graph, env=env, stage_inputs=stage_inputs, k=k) -> fx.Node:
+            if node in env:
+                return env[node]
+            if node.op == "get_attr":
+                env[node] = graph.get_attr(node.target)
+                return env[node]
+            if node.op != "placeholder" and stage_of.get(node, k) < k and not _batched(node):
+                # a size or a tensor without the batch first (positions, shapes): computed
+                # again here from what this stage has, so only batched tensors travel
+                env[node] = graph.node_copy(node, lambda a: arg(a))
+                return env[node]
+            if node.op in ("placeholder",) or stage_of.get(node, k) < k:
+                if node not in value_name:
+                    value_name[node] = f"{node.name}_{stage_of[node]}"
+                name = value_name[node]
+                placeholder = graph.placeholder(name)
+                placeholder.meta = dict(node.meta)
+                env[node] = placeholder
+                stage_inputs.append(name)
+                return placeholder
+            raise AssertionError(node)
+
+        for n in body:
+            if stage_of[n] != k:
+                continue
+            env[n] = graph.node_copy(n, lambda a: arg(a))
+        later = [
+            n
+            for n in body
+            if stage_of[n] == k and _batched(n) and _used_after(n, k, stage_of, output_node)
+        ]
+        if k < count - 1:
+            later = [hiddens[k]] + [n for n in later if n is not hiddens[k]]
+            for n in later:
+                value_name.setdefault(n, f"{n.name}_{k}")
+            graph.output(tuple(env[n] for n in later))
+            outs_names.append([value_name[n] for n in later])
+        else:
+            (result,) = (
+                output_node.args[0]
+                if isinstance(output_node.args[0], tuple | list)
+                else (output_node.args[0],)
+            )
+            graph.output((arg(result),))
+            outs_names.append(["logits"])
+        modules.append(fx.GraphModule(gm, graph))
+        ins.append(stage_inputs)
+        dims.append(
+            {
+                name: _symbols(node.meta.get("val"), symbol_names) or {}
+                for node, name in ((p, p.target) for p in graph.nodes if p.op == "placeholder")
+            }
+        )
+    return GraphCut(modules, ins, outs_names, dims)
+
+
+def _batched(node: fx.Node) -> bool:
+    """A tensor whose first dimension is the batch (the first input's dim 0 symbol)."""
+    value = node.meta.get("val")
+    if not isinstance(value, torch.Tensor) or value.dim() == 0:
+        return False
+    size = value.shape[0]
+    return isinstance(size, torch.SymInt) and str(size.node.expr) == _BATCH[0]
+
+
+_BATCH = [""]  # the batch symbol of the trace being cut (set by cut_graph)
+
+
+def _used_after(node: fx.Node, k: int, stage_of: dict, output_node: fx.Node) -> bool:
+    return any(u is not output_node and stage_of.get(u, k) > k for u in node.users)
+
+
+class GraphStage(nn.Module):
+    """One cut of the traced graph, then (for an early stage) exit head k on its block output,
+    pooled over the real tokens when the model takes an `attention_mask`."""
+
+    def __init__(
+        self,
+        body: fx.GraphModule,
+        tail: nn.Module | None,
+        body_inputs: int,
+        mask: int | None,
+        cascade_in: bool,
+    ):
+        super().__init__()
+        self.body, self.tail = body, tail
+        self.body_inputs, self.mask, self.cascade_in = body_inputs, mask, cascade_in
+
+    def forward(self, *args: torch.Tensor):
+        out = tuple(self.body(*args[: self.body_inputs]))  # (hidden [B, ...], carried ...)
+        if self.tail is None:
+            return out  # the model's own head: (logits [B, C],)
+        extra = list(args[self.body_inputs :])
+        mask = args[self.mask] if self.mask is not None else None
+        head_logits = extra[-1] if self.cascade_in else None
+        logp, every = self.tail(out[0], head_logits, mask)
+        return (*out, logp) if every is None else (*out, logp, every)
+
+
+def plan_graph(model: nn.Module, stack: Any, inputs: dict[str, torch.Tensor]) -> Any:
+    """The stages of a non-Sequential model (exit hooks detached; `stack` None: no exits, one
+    stage) on example `inputs` (model input name -> tensor; "x" for one positional tensor)."""
+    from ponder.export._stages.plan import ExitTail, Stage, StagePlan
+    from ponder.export._stages.trace import DIM_BOUNDS
+
+    spec = stack.spec if stack is not None else {"block_paths": [], "exit_blocks": []}
+    keyword = list(inputs) != ["x"]
+    bounds = {**DIM_BOUNDS, "tokens": (DIM_BOUNDS["tokens"][0], _max_tokens(model))}
+    dims = {name: Dim(name, min=lo, max=hi) for name, (lo, hi) in bounds.items()}
+    dynamic = {
+        name: {0: dims["batch"], **({1: dims["tokens"]} if _is_tokens(name, value) else {})}
+        for name, value in inputs.items()
+    }
+    paths = [spec["block_paths"][b] for b in spec["exit_blocks"]]
+    cut = cut_graph(model, inputs, paths, dynamic, keyword=keyword)
+    mask_name = "attention_mask" if "attention_mask" in inputs else None
+    stages = []
+    exits = spec["exit_blocks"]
+    for k, (body, ins, outs, found) in enumerate(
+        zip(cut.modules, cut.inputs, cut.outputs, cut.dims, strict=True)
+    ):
+        early = k < len(exits)
+        cascade_in = early and stack.ensembled and k > 0
+        names, mask = list(ins), None
+        if early and mask_name is not None:
+            if mask_name not in names:
+                names.append(mask_name)
+            mask = names.index(mask_name)
+        names += [f"head_logits_{k - 1}"] if cascade_in else []
+        module = GraphStage(body, ExitTail(stack, k) if early else None, len(ins), mask, cascade_in)
+        outputs = list(outs) + ([f"exit_logp_{k}"] if early else [])
+        outputs += [f"head_logits_{k}"] if early and stack.ensembled else []
+        blocks = list(
+            range(exits[k - 1] + 1 if k else 0, exits[k] + 1 if early else len(spec["block_paths"]))
+        )
+        stage_dims = {n: {i: d for i, d in found.get(n, {}).items() if i} for n in names}
+        if mask_name in names and mask_name not in found:
+            stage_dims[mask_name] = {1: "tokens"}
+        stages.append(Stage(module, names, outputs, blocks, early, stage_dims))
+    if stack is not None:
+        classes, family = spec["classes"], spec["family"]
+    else:  # no exits: one stage, the whole model; its logits say how many classes
+        with torch.no_grad():
+            classes = int(cut.modules[0](*inputs.values())[0].shape[-1])
+        family = type(model).__name__
+    plan = StagePlan(stages, list(inputs), classes, family)
+    plan.bounds = bounds
+    return plan
+
+
+def _is_tokens(name: str, value: torch.Tensor) -> bool:
+    """Token ids and masks [B, T] (integer tensors, or any `*mask`): their dim 1 is dynamic."""
+    integer = not torch.is_floating_point(value)
+    return value.dim() == 2 and (integer or name.endswith("mask"))
+
+
+def _max_tokens(model: nn.Module) -> int:
+    """The longest sequence the model's position table allows (512 when it does not say)."""
+    config = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 512

@@ -1,0 +1,109 @@
+"""Transformers with exits, exported: BERT-, GPT-2- and ViT-like models (hand-written and Hugging
+Face) are traced whole, cut after their exit blocks, written as ONNX (and one as ExecuTorch),
+and the engine's per-sample exits on the bundle equal eager `ponder.infer`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tiny_models
+from tiny_models import hf_alone, hf_classifier, hf_inputs, inputs, make
+
+import ponder
+from ponder.export import export_bundle, verify_bundle
+from ponder.runtime import Engine, OperatingPoint
+
+pytestmark = pytest.mark.slow
+
+# (family, exit style): tiny hand-written models and the Hugging Face wrappers
+FAMILIES = [
+    ("bert", "sdn"),
+    ("gpt", "ztw"),
+    ("vit", "ztw"),
+    ("hf_bert", "ztw"),
+    ("hf_gpt2", "sdn"),
+    ("hf_vit", "sdn"),
+    ("hf_distilbert", "ztw"),
+]
+
+
+def _model(family: str, style: str, padded: bool = True):
+    if family.startswith("hf_"):
+        model, x = hf_classifier(family[3:]), hf_inputs(family[3:], padded=padded)
+    else:
+        model, x = make(family), inputs(family)
+    return ponder.convert_(model, ponder.EarlyExitConfig(num_exits=2, style=style)), x
+
+
+def _points(model, x) -> list[float]:
+    """Thresholds at which samples leave at every stage: 0, the medians of each exit's max
+    probability, and one no sample reaches."""
+    best = np.exp(ponder.exit_outputs(model, x).logp).max(-1)  # [K, N]
+    return [0.0, float(np.median(best[0])), float(np.median(best[1])), 1.1]
+
+
+def _engine_equals_eager(model, x, engine: Engine) -> list[list[int]]:
+    feeds = {k: v.numpy() for k, v in (x.items() if isinstance(x, dict) else {"x": x}.items())}
+    seen = []
+    for t in _points(model, x):
+        got = engine.run(feeds, point=OperatingPoint("t", (t,) * (len(engine.stages) - 1)))
+        eager = ponder.infer(model, x, thresholds=t)
+        np.testing.assert_array_equal(got.exit_stage, eager.exit_index.numpy())
+        np.testing.assert_array_equal(got.prediction, eager.prediction.numpy())
+        seen.append(got.exit_stage.tolist())
+    return seen
+
+
+@pytest.mark.parametrize(("family", "style"), FAMILIES)
+def test_onnx_bundle_runs_per_sample_exits_like_eager(family, style, tmp_path):
+    if family.startswith("hf_"):
+        tiny_models._transformers()
+    model, x = _model(family, style)
+    manifest = export_bundle(model, x, tmp_path / "b", target="onnx", echo=lambda _: None)
+    assert [s["exit"] for s in manifest["stages"]] == [True, True, False]
+    assert manifest["stages"][0]["outputs"][0]["name"] == "hidden_0"
+    seen = _engine_equals_eager(model, x, Engine.load(tmp_path / "b", "onnxruntime"))
+    # at some threshold samples of one batch leave at different stages (the batch shrinks)
+    assert any(len(set(row)) > 1 for row in seen), seen
+    assert verify_bundle(tmp_path / "b", echo=lambda _: None)
+
+
+def test_padded_rows_answer_as_each_row_alone(tmp_path):
+    tiny_models._transformers()
+    model, x = _model("hf_bert", "ztw")
+    export_bundle(model, x, tmp_path / "b", target="onnx", echo=lambda _: None)
+    engine = Engine.load(tmp_path / "b", "onnxruntime")
+    t = _points(model, x)[1]
+    point = OperatingPoint("t", (t, t))
+    batch = engine.run({k: v.numpy() for k, v in x.items()}, point=point)
+    for row in range(len(x["input_ids"])):
+        alone = engine.run({k: v.numpy() for k, v in hf_alone(x, row).items()}, point=point)
+        assert alone.exit_stage[0] == batch.exit_stage[row]
+        assert alone.prediction[0] == batch.prediction[row]
+
+
+def test_executorch_program_of_a_transformer_runs_like_eager(tmp_path):
+    model, x = _model("bert", "ztw")
+    manifest = export_bundle(model, x, tmp_path / "b", target="xnnpack", echo=lambda _: None)
+    assert [s["method"] for s in manifest["stages"]] == ["stage_0", "stage_1", "stage_2"]
+    _engine_equals_eager(model, x, Engine.load(tmp_path / "b", "executorch"))
+    one = {k: v[:1].numpy() for k, v in x.items()}  # the batch is dynamic down to one row
+    got = Engine.load(tmp_path / "b", "executorch").run(one)
+    assert got.prediction.shape == (1,)
+
+
+def test_cutting_a_transformer_needs_example_inputs():
+    from ponder.export._stages.plan import plan_stages
+
+    model, _ = _model("vit", "sdn")
+    with pytest.raises(ponder.ConfigError, match="pass example_inputs"):
+        plan_stages(model)
+
+
+def test_a_transformer_without_exits_is_one_stage(tmp_path):
+    tiny_models._transformers()
+    model, x = hf_classifier("gpt2"), hf_inputs("gpt2", padded=True)
+    manifest = export_bundle(model, x, tmp_path / "b", target="onnx", echo=lambda _: None)
+    assert [s["exit"] for s in manifest["stages"]] == [False]
+    got = Engine.load(tmp_path / "b", "onnxruntime").run({k: v.numpy() for k, v in x.items()})
+    np.testing.assert_array_equal(got.prediction, model(**x).logits.argmax(-1).numpy())
