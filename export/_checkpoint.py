@@ -14,6 +14,7 @@ import torch
 
 from ponder._calibration.evaluate import exit_data
 from ponder._calibration.points import measure_point, operating_points
+from ponder._convert.calls import Inputs, num_samples, take
 from ponder._convert.checkpoint import load, read_config
 from ponder._core.errors import ConfigError
 from ponder._core.report import format_table
@@ -22,6 +23,7 @@ from ponder._early_exit.stack import ATTR
 from ponder._moe.config import moe_layers
 from ponder.data.datasets import load_dataset
 from ponder.export._bundle import export_bundle
+from ponder.models.pretrained import recorded_splits
 
 __all__ = ["export_checkpoint", "stage_table"]
 
@@ -46,7 +48,11 @@ def export_checkpoint(
     extra = meta.get("extra") or {}
     if meta.get("source", {}).get("kind") == "transformers":
         if quantize:
-            raise ConfigError("int8 export of text encoders is not supported yet; drop --quantize")
+            raise ConfigError(
+                "int8 export of transformers models is not supported yet; drop --quantize"
+            )
+        if extra.get("data_files"):
+            return _export_pretrained(path, out, meta, data, target, moe, echo)
         return _export_text(path, out, meta, target, moe, echo)
     spec = {"name": data} if data else dict(extra.get("data") or {})
     if "name" not in spec:
@@ -75,6 +81,36 @@ def export_checkpoint(
         quantize=quantize,
         calibration=[{"x": b} for b in splits.calib.x.split(CALIB_BATCH)],
         held_out=({"x": splits.test.x}, splits.test.y),
+    )
+    return _summary(manifest, Path(out), echo)
+
+
+def _export_pretrained(path, out, meta, data, target: str, moe: str, echo) -> dict[str, Any]:
+    """A classifier `ponder convert` made from a transformers folder: sample inputs are rows of
+    the calibration split of its recorded data files (or of `data`, a file in the same format),
+    tokenized by the folder's tokenizer (keyword inputs); exits from that split as for any
+    checkpoint."""
+    if data is not None:
+        files = {**meta["extra"]["data_files"], "train": str(Path(data).resolve()), "calib": None}
+        meta = {**meta, "extra": {**meta["extra"], "data_files": files}}
+    splits = recorded_splits(meta)
+    model = load(path).eval()
+    echo(
+        f"{path}: exporting with samples and operating points from {splits.name} "
+        f"({len(splits.calib)} calibration samples)"
+    )
+    rule, points = _exits(model, splits, meta["extra"])
+    manifest = export_bundle(
+        model,
+        take(splits.calib.x, slice(0, SAMPLE_ROWS)),
+        out,
+        target=target,
+        model_id=Path(path).name,
+        exit_rule=rule,
+        operating_points=points,
+        config=_config(path, meta),
+        moe=moe,
+        echo=echo,
     )
     return _summary(manifest, Path(out), echo)
 
@@ -125,7 +161,7 @@ def _exits(model: torch.nn.Module, splits: Any, extra: dict[str, Any]):
     own, points, reference = _own_tau(model), [], None
     for tau in _taus(own):
         with _gate_tau(model, tau):
-            x = splits.calib.x[:SAMPLE_ROWS]
+            x = take(splits.calib.x, slice(0, SAMPLE_ROWS))
             costs = count_costs(model, x) if tau is None else _mean_costs(model, x)
             calib = exit_data(model, splits.calib.x, splits.calib.y, costs, rule=name)
         reference = reference or costs.full  # tau 0 first: every expert, the dense FLOPs
@@ -175,10 +211,10 @@ def _gate_tau(model: torch.nn.Module, tau: float | None) -> Iterator[None]:
             layer.gate_params = params
 
 
-def _mean_costs(model: torch.nn.Module, x: torch.Tensor) -> ExitCosts:
+def _mean_costs(model: torch.nn.Module, x: Inputs) -> ExitCosts:
     """Per-exit FLOPs averaged over the rows of `x` (count_costs counts one sample, and MoE
     layers run a different number of experts for each)."""
-    each = [count_costs(model, x[i : i + 1]) for i in range(len(x))]
+    each = [count_costs(model, take(x, slice(i, i + 1))) for i in range(num_samples(x))]
     mean = lambda values: tuple(float(np.mean(v)) for v in zip(*values, strict=True))  # noqa: E731
     return ExitCosts(
         mean(c.backbone for c in each), each[0].heads, float(np.mean([c.full for c in each]))

@@ -4,6 +4,7 @@ and a bundle whose engine and policy take them."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -54,3 +55,32 @@ def test_moe_models_get_operating_points_per_tau(tmp_path):
     sparse = engine.run(splits.test.x.numpy(), point=point)
     dense = engine.run(splits.test.x.numpy(), point=OperatingPoint("all", (np.inf,), moe_tau=0.0))
     assert sparse.experts.mean() < dense.experts.mean() == 8.0  # 64 / 8 experts, all running
+
+
+def test_a_converted_hf_classifier_exports_with_tokenized_rows_of_its_data(tmp_path, monkeypatch):
+    from hf_folders import model_folder, texts, write_jsonl
+
+    from ponder._cli.pretrained import convert_pretrained
+    from ponder.export import _checkpoint
+
+    folder = model_folder(tmp_path, "bert")
+    data = write_jsonl(tmp_path / "d.jsonl", texts(25))
+    convert_pretrained(
+        folder, data, tmp_path / "ckpt", exits=2, epochs=1, progress=False, echo=lambda s: None
+    )
+    seen = {}
+
+    def fake_export(model, sample_inputs, out, **kwargs):  # export_bundle's own tests cover it
+        seen.update(model=model, inputs=sample_inputs, **kwargs)
+        return {"fake": True}
+
+    monkeypatch.setattr(_checkpoint, "export_bundle", fake_export)
+    monkeypatch.setattr(_checkpoint, "_summary", lambda manifest, out, echo: manifest)
+    assert _checkpoint.export_checkpoint(tmp_path / "ckpt", tmp_path / "b", echo=lambda s: None)
+    x = seen["inputs"]
+    assert sorted(x) == ["attention_mask", "input_ids"] and x["input_ids"].shape[0] == 5
+    assert seen["exit_rule"]["name"] == "max_prob" and seen["operating_points"]
+    assert seen["config"]["checkpoint"]["extra"]["data_files"]["train"] == str(data.resolve())
+    assert seen["model"].ponder_exits.num_exits == 3
+    with pytest.raises(ponder.ConfigError, match="int8 export of transformers models"):
+        _checkpoint.export_checkpoint(tmp_path / "ckpt", tmp_path / "c", quantize="int8")
