@@ -84,3 +84,25 @@ def test_a_converted_hf_classifier_exports_with_tokenized_rows_of_its_data(tmp_p
     assert seen["model"].ponder_exits.num_exits == 3
     with pytest.raises(ponder.ConfigError, match="int8 export of transformers models"):
         _checkpoint.export_checkpoint(tmp_path / "ckpt", tmp_path / "c", quantize="int8")
+
+
+@pytest.mark.slow
+@pytest.mark.onnx
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_ponder_convert_then_export_runs_on_the_engine(tmp_path, family):
+    pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install 'ponder[onnx]'")
+    from hf_folders import model_folder, texts, write_jsonl
+
+    from ponder._cli.pretrained import convert_pretrained
+    from ponder.export import export_checkpoint
+
+    folder = model_folder(tmp_path, family)
+    data = write_jsonl(tmp_path / "d.jsonl", texts(25))
+    quiet = lambda s: None  # noqa: E731
+    convert_pretrained(
+        folder, data, tmp_path / "ckpt", exits=2, epochs=1, progress=False, echo=quiet
+    )
+    manifest = export_checkpoint(tmp_path / "ckpt", tmp_path / "b", target="onnx", echo=quiet)
+    assert len(manifest["stages"]) == 3 and manifest["exit_rule"]["name"] == "max_prob"
+    engine = Engine.load(tmp_path / "b", "onnxruntime")
+    assert engine.points  # operating points measured on the recorded calibration split
