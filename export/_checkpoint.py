@@ -90,10 +90,7 @@ def _export_pretrained(path, out, meta, data, target: str, moe: str, echo) -> di
     the calibration split of its recorded data files (or of `data`, a file in the same format),
     tokenized by the folder's tokenizer (keyword inputs); exits from that split as for any
     checkpoint."""
-    if data is not None:
-        files = {**meta["extra"]["data_files"], "train": str(Path(data).resolve()), "calib": None}
-        meta = {**meta, "extra": {**meta["extra"], "data_files": files}}
-    splits = recorded_splits(meta)
+    splits = recorded_splits(meta, data)
     model = load(path).eval()
     echo(
         f"{path}: exporting with samples and operating points from {splits.name} "

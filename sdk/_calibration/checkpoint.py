@@ -48,11 +48,11 @@ def evaluate_checkpoint(
 
 
 def _splits(path: str | Path, meta: dict[str, Any], data: str | None) -> Splits:
-    """The data set named by `data`, else the recorded data files, else the recorded data set."""
-    if data is None:
-        recorded = recorded_splits(meta)
-        if recorded is not None:
-            return recorded
+    """The recorded data files (or the file `data` in their place), else the data set named
+    by `data` or recorded."""
+    recorded = recorded_splits(meta, data)
+    if recorded is not None:
+        return recorded
     spec = {"name": data} if data else dict(meta["extra"].get("data") or {})
     if "name" not in spec:
         raise ConfigError(f"{path} does not say which data set it was trained on; pass --data NAME")

@@ -63,11 +63,11 @@ def train_exits(
     history: dict[str, Any] = {"mode": config.mode}
     with kept_modes(model):
         if config.mode == "frozen":
-            feats = features(model, x, config.batch_size)
+            feats = features(model, x, config.batch_size, config.progress)
             history["heads"] = _fit_heads_frozen(stack, feats, y, config)
         else:
             history["heads"] = _fit_joint(model, stack, x, y, config)
-            feats = features(model, x, config.batch_size)
+            feats = features(model, x, config.batch_size, config.progress)
         if stack.ensembles is not None and config.ensemble_epochs:
             history["ensembles"] = _fit_ensembles(stack, feats, y, config)
     history["seconds"] = time.perf_counter() - started
@@ -75,13 +75,14 @@ def train_exits(
 
 
 @torch.no_grad()
-def features(model: nn.Module, x: Inputs, batch_size: int = 512) -> list[torch.Tensor]:
+def features(
+    model: nn.Module, x: Inputs, batch_size: int = 512, progress: bool = False
+) -> list[torch.Tensor]:
     """Pooled block features at every early exit, in eval mode: K-1 tensors [N, D_k]."""
     model.eval()
-    parts = [
-        forward_all(model, take(x, slice(i, i + batch_size)), True).feats
-        for i in range(0, num_samples(x), batch_size)
-    ]
+    starts = range(0, num_samples(x), batch_size)
+    bar = tqdm(starts, desc="features", disable=None if progress else True, leave=False)
+    parts = [forward_all(model, take(x, slice(i, i + batch_size)), True).feats for i in bar]
     return [torch.cat(per_exit) for per_exit in zip(*parts, strict=True)]
 
 

@@ -134,12 +134,15 @@ def as_keywords(splits: Splits, name: str) -> Splits:
 _PARTS = ("train", "calib", "test")
 
 
-def recorded_splits(meta: dict[str, Any]) -> Splits | None:
-    """The Splits of the data files a checkpoint's `extra["data_files"]` recorded, encoded
-    with its model folder's preprocessor; None when it recorded none."""
+def recorded_splits(meta: dict[str, Any], data: str | Path | None = None) -> Splits | None:
+    """The Splits of the data files a checkpoint's `extra["data_files"]` recorded (or of the
+    file `data` in their place, split 60/20/20), encoded with its model folder's preprocessor;
+    None when it recorded none."""
     spec = (meta.get("extra") or {}).get("data_files")
     if not spec:
         return None
+    if data is not None:
+        spec = {**spec, "train": str(data), "calib": None}
     source = meta.get("source") or {}
     folder = source.get("path")
     if folder is None or not Path(folder).is_dir():

@@ -158,3 +158,11 @@ def test_models_ponder_cannot_use_are_named(tmp_path):
     tf.BertModel(config).save_pretrained(base)
     line = _error_line(_invoke(str(base), "--train", str(data), "--out", "o"))
     assert "holds a BertModel, which has no classification head" in line
+
+
+def test_evaluate_takes_another_data_file_in_place_of_the_recorded_one(tmp_path):
+    folder = model_folder(tmp_path, "bert")
+    _convert(folder, write_jsonl(tmp_path / "d.jsonl", texts(25)), tmp_path / "ckpt")
+    other = write_jsonl(tmp_path / "other.jsonl", texts(50, seed=3))
+    result = evaluate_checkpoint(tmp_path / "ckpt", data=str(other), echo=_quiet)
+    assert result["test"]["samples"] == 10
