@@ -295,7 +295,7 @@ MOE_EXECUTION = {
 
 
 def _moe(plan: StagePlan, mode: str) -> dict[str, Any] | None:
-    layers = [
+    layers = plan.moe_stages or [
         (i, layer)
         for i, stage in enumerate(plan.stages)
         for layer in moe_layers(stage.module).values()

@@ -21,6 +21,7 @@ from torch.export import Dim
 
 from ponder._core.errors import UnsupportedModelError
 from ponder._early_exit.infer import final_logits
+from ponder._moe.config import moe_layers
 
 __all__ = ["GraphCut", "GraphStage", "cut_graph", "plan_graph"]
 
@@ -29,12 +30,25 @@ class _Logits(nn.Module):
     """The model called on keyword inputs, returning only the class logits (no caches, no
     hidden states: what the stages do not need is dead code the trace drops)."""
 
-    def __init__(self, model: nn.Module, names: list[str], keyword: bool):
+    def __init__(self, model: nn.Module, names: list[str], keyword: bool, tau_layers: list):
         super().__init__()
         self.model, self.names, self.keyword = model, names, keyword
         self.no_cache = "use_cache" in inspect.signature(model.forward).parameters
+        self.tau_layers = tau_layers  # MoE layers whose dynamic-k tau is the last input
 
     def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        if not self.tau_layers:
+            return self._logits(*args)
+        *args, tau = args
+        for layer in self.tau_layers:
+            layer.tau_input = tau  # [1]
+        try:
+            return self._logits(*args)
+        finally:
+            for layer in self.tau_layers:
+                layer.tau_input = None
+
+    def _logits(self, *args: torch.Tensor) -> torch.Tensor:
         if not self.keyword:
             return final_logits(self.model(*args))
         kwargs = dict(zip(self.names, args, strict=True))
@@ -80,12 +94,15 @@ def cut_graph(
     block_paths: list[str],
     dynamic: dict[str, dict[int, Any]],
     keyword: bool = True,
+    tau: tuple[str, torch.Tensor, list] | None = None,
 ) -> GraphCut:
     """Trace `model` (exit hooks detached) on keyword `inputs` with `dynamic` shapes and cut it
     after each of `block_paths` (the exit blocks, in order). keyword=False: the model takes
     its one input positionally."""
     names = list(inputs)
-    wrapper = _Logits(model, names, keyword)
+    wrapper = _Logits(model, names, keyword, tau[2] if tau else [])
+    if tau:  # (name, default [1], layers): the dynamic-k gates' tau, a stage input
+        inputs, names = {**inputs, tau[0]: tau[1]}, [*names, tau[0]]
     shapes = tuple(dynamic.get(n, {}) for n in names)
     try:
         program = torch.export.export(
@@ -235,7 +252,7 @@ class GraphStage(nn.Module):
 def plan_graph(model: nn.Module, stack: Any, inputs: dict[str, torch.Tensor]) -> Any:
     """The stages of a non-Sequential model (exit hooks detached; `stack` None: no exits, one
     stage) on example `inputs` (model input name -> tensor; "x" for one positional tensor)."""
-    from ponder.export._stages.plan import ExitTail, Stage, StagePlan
+    from ponder.export._stages.plan import MOE_TAU, ExitTail, Stage, StagePlan
     from ponder.export._stages.trace import DIM_BOUNDS
 
     spec = stack.spec if stack is not None else {"block_paths": [], "exit_blocks": []}
@@ -247,7 +264,11 @@ def plan_graph(model: nn.Module, stack: Any, inputs: dict[str, torch.Tensor]) ->
         for name, value in inputs.items()
     }
     paths = [spec["block_paths"][b] for b in spec["exit_blocks"]]
-    cut = cut_graph(model, inputs, paths, dynamic, keyword=keyword)
+    layers = list(moe_layers(model).values())
+    tau = None
+    if layers and all(layer.gate == "dynamic_k" for layer in layers):
+        tau = (MOE_TAU, torch.tensor([float(layers[0].gate_params["tau"])]), layers)
+    cut = cut_graph(model, inputs, paths, dynamic, keyword=keyword, tau=tau)
     mask_name = "attention_mask" if "attention_mask" in inputs else None
     stages = []
     exits = spec["exit_blocks"]
@@ -276,9 +297,16 @@ def plan_graph(model: nn.Module, stack: Any, inputs: dict[str, torch.Tensor]) ->
         classes, family = spec["classes"], spec["family"]
     else:  # no exits: one stage, the whole model; its logits say how many classes
         with torch.no_grad():
-            classes = int(cut.modules[0](*inputs.values())[0].shape[-1])
+            first = [inputs[n] if n in inputs else tau[1] for n in cut.inputs[0]]
+            classes = int(cut.modules[0](*first)[0].shape[-1])
         family = type(model).__name__
     plan = StagePlan(stages, list(inputs), classes, family)
+    if tau is not None:
+        plan.controls[MOE_TAU] = tau[1]
+    blocks = [(s, b) for s, stage in enumerate(stages) for b in stage.blocks]
+    for path, layer in moe_layers(model).items():
+        owner = [s for s, b in blocks if path.startswith(spec["block_paths"][b] + ".")]
+        plan.moe_stages.append((owner[0] if owner else 0, layer))
     plan.bounds = bounds
     return plan
 

@@ -113,6 +113,8 @@ class StagePlan:
     controls: dict[str, torch.Tensor] = field(default_factory=dict)
     # (min, max) of each dynamic dimension by name, where the model narrows the default
     bounds: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # (stage index, MoE layer) where the layers were traced into the stages' graphs
+    moe_stages: list[tuple[int, nn.Module]] = field(default_factory=list)
 
 
 # The dynamic_k gate's tau as a stage input, shared by every MoE stage of a bundle.

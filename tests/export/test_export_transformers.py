@@ -107,3 +107,25 @@ def test_a_transformer_without_exits_is_one_stage(tmp_path):
     assert [s["exit"] for s in manifest["stages"]] == [False]
     got = Engine.load(tmp_path / "b", "onnxruntime").run({k: v.numpy() for k, v in x.items()})
     np.testing.assert_array_equal(got.prediction, model(**x).logits.argmax(-1).numpy())
+
+
+def test_moe_and_exits_in_one_transformer_take_tau_as_a_stage_input(tmp_path):
+    model, x = make("bert"), inputs("bert")
+    model = ponder.convert_(model, ponder.MoEConfig(expert_size=8), example_inputs=x)
+    model = ponder.convert_(model, ponder.EarlyExitConfig(num_exits=2, style="ztw"))
+    manifest = export_bundle(model, x, tmp_path / "b", target="onnx", echo=lambda _: None)
+    assert manifest["moe"]["tau_input"] == "moe_tau"
+    assert {layer["stage"] for layer in manifest["moe"]["layers"]} == {0, 1, 2}
+    engine = Engine.load(tmp_path / "b", "onnxruntime")
+    feeds = {k: v.numpy() for k, v in x.items()}
+    outputs = []
+    for tau in (0.9, 0.5):  # fewer experts at the lower tau: the answers follow the eager gate
+        ponder.set_gate_(model, "dynamic_k", tau=tau)
+        t = _points(model, x)[1]
+        got = engine.run(feeds, point=OperatingPoint("t", (t, t), moe_tau=tau))
+        eager = ponder.infer(model, x, thresholds=t)
+        np.testing.assert_array_equal(got.exit_stage, eager.exit_index.numpy())
+        np.testing.assert_array_equal(got.prediction, eager.prediction.numpy())
+        np.testing.assert_allclose(got.output, eager.logprobs.numpy(), rtol=1e-4, atol=1e-4)
+        outputs.append(got.output)
+    assert not np.allclose(outputs[0], outputs[1], atol=1e-3)  # tau reached the MoE layers
