@@ -10,15 +10,19 @@ from ponder.data.datasets import (
     load_digits,
     load_mnist1d,
 )
+from ponder.data.docstrings import TextSplit, TextSplits, load_docstrings
 from ponder.data.files import load_files, load_image_folder, load_jsonl, load_npz
 
 __all__ = [
     "Split",
     "Splits",
+    "TextSplit",
+    "TextSplits",
     "batches",
     "list_datasets",
     "load_dataset",
     "load_digits",
+    "load_docstrings",
     "load_files",
     "load_image_folder",
     "load_jsonl",

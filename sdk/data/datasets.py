@@ -17,6 +17,7 @@ import torch
 
 from ponder._convert.calls import Inputs, take
 from ponder._core.errors import ConfigError, MissingDependencyError
+from ponder.data.docstrings import TextSplits, load_docstrings
 
 __all__ = [
     "Split",
@@ -170,7 +171,12 @@ def _save_atomic(path: Path, x: np.ndarray, y: np.ndarray) -> None:
         _log.warning("Could not cache MNIST-1D at %s (%s); it will be generated again.", path, e)
 
 
-_DATASETS: dict[str, Callable[..., Splits]] = {"digits": load_digits, "mnist1d": load_mnist1d}
+# docstrings is raw text (TextSplits): its model tokenizes it (TextSplits.tokenize)
+_DATASETS: dict[str, Callable[..., Splits | TextSplits]] = {
+    "digits": load_digits,
+    "docstrings": load_docstrings,
+    "mnist1d": load_mnist1d,
+}
 
 
 def list_datasets() -> list[str]:
@@ -178,8 +184,9 @@ def list_datasets() -> list[str]:
     return sorted(_DATASETS)
 
 
-def load_dataset(name: str, **kwargs) -> Splits:
-    """Load a registered data set by name; keyword arguments go to its loader."""
+def load_dataset(name: str, **kwargs) -> Splits | TextSplits:
+    """Load a registered data set by name; keyword arguments go to its loader. Text data sets
+    ("docstrings") come as raw texts (`TextSplits`), the others as tensors (`Splits`)."""
     loader = _DATASETS.get(name)
     if loader is None:
         raise ConfigError(

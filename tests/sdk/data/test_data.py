@@ -87,9 +87,9 @@ def test_mnist1d_rejects_tiny_pool():
 
 
 def test_registry_lists_and_rejects_unknown_names():
-    assert _data.list_datasets() == ["digits", "mnist1d"]
+    assert _data.list_datasets() == ["digits", "docstrings", "mnist1d"]
     assert _data.load_dataset("digits", seed=0).name == "digits"
-    with pytest.raises(ponder.ConfigError, match="known data sets: digits, mnist1d"):
+    with pytest.raises(ponder.ConfigError, match="known data sets: digits, docstrings, mnist1d"):
         _data.load_dataset("cifar10")
     with pytest.raises(ValueError):  # ConfigError is a ValueError
         _data.load_dataset("")
