@@ -47,12 +47,13 @@ def export_checkpoint(
     meta = read_config(path)
     extra = meta.get("extra") or {}
     if meta.get("source", {}).get("kind") == "transformers":
+        if extra.get("data_files"):
+            return _export_pretrained(path, out, meta, data, target, moe, quantize, echo)
         if quantize:
             raise ConfigError(
-                "int8 export of transformers models is not supported yet; drop --quantize"
+                "int8 export of a sentence encoder (no classifier, so no accuracy to check it "
+                "against) is not offered; drop --quantize"
             )
-        if extra.get("data_files"):
-            return _export_pretrained(path, out, meta, data, target, moe, echo)
         return _export_text(path, out, meta, target, moe, echo)
     spec = {"name": data} if data else dict(extra.get("data") or {})
     if "name" not in spec:
@@ -85,7 +86,9 @@ def export_checkpoint(
     return _summary(manifest, Path(out), echo)
 
 
-def _export_pretrained(path, out, meta, data, target: str, moe: str, echo) -> dict[str, Any]:
+def _export_pretrained(
+    path, out, meta, data, target: str, moe: str, quantize: str | None, echo
+) -> dict[str, Any]:
     """A classifier `ponder convert` made from a transformers folder: sample inputs are rows of
     the calibration split of its recorded data files (or of `data`, a file in the same format),
     tokenized by the folder's tokenizer (keyword inputs); exits from that split as for any
@@ -108,8 +111,17 @@ def _export_pretrained(path, out, meta, data, target: str, moe: str, echo) -> di
         config=_config(path, meta),
         moe=moe,
         echo=echo,
+        quantize=quantize,
+        calibration=_batches(splits.calib.x),
+        held_out=(splits.test.x, splits.test.y),
     )
     return _summary(manifest, Path(out), echo)
+
+
+def _batches(x: Any) -> list[dict[str, Any]]:
+    """int8 calibration batches of keyword inputs, CALIB_BATCH rows each."""
+    rows = num_samples(x)
+    return [take(x, slice(i, i + CALIB_BATCH)) for i in range(0, rows, CALIB_BATCH)]
 
 
 def _export_text(path, out, meta: dict[str, Any], target: str, moe: str, echo) -> dict[str, Any]:

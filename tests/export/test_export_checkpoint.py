@@ -82,8 +82,13 @@ def test_a_converted_hf_classifier_exports_with_tokenized_rows_of_its_data(tmp_p
     assert seen["exit_rule"]["name"] == "max_prob" and seen["operating_points"]
     assert seen["config"]["checkpoint"]["extra"]["data_files"]["train"] == str(data.resolve())
     assert seen["model"].ponder_exits.num_exits == 3
-    with pytest.raises(ponder.ConfigError, match="int8 export of transformers models"):
-        _checkpoint.export_checkpoint(tmp_path / "ckpt", tmp_path / "c", quantize="int8")
+    seen.clear()
+    _checkpoint.export_checkpoint(tmp_path / "ckpt", tmp_path / "c", quantize="int8")
+    assert seen["quantize"] == "int8"  # calibrated and checked on keyword batches of the data
+    assert all(sorted(b) == ["attention_mask", "input_ids"] for b in seen["calibration"])
+    held_x, held_y = seen["held_out"]
+    assert sorted(held_x) == ["attention_mask", "input_ids"]
+    assert held_x["input_ids"].shape[0] == len(held_y) > 0
 
 
 @pytest.mark.slow

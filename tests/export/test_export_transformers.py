@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tiny_models
+import torch
 from tiny_models import hf_alone, hf_classifier, hf_inputs, inputs, make
 
 import ponder
@@ -129,3 +130,26 @@ def test_moe_and_exits_in_one_transformer_take_tau_as_a_stage_input(tmp_path):
         np.testing.assert_allclose(got.output, eager.logprobs.numpy(), rtol=1e-4, atol=1e-4)
         outputs.append(got.output)
     assert not np.allclose(outputs[0], outputs[1], atol=1e-3)  # tau reached the MoE layers
+
+
+def test_int8_files_of_a_transformer_report_every_exit(tmp_path):
+    model, _ = _model("bert", "sdn")
+    x = inputs("bert", batch=16)
+    y = torch.randint(0, tiny_models.CLASSES, (16,))
+    manifest = export_bundle(
+        model,
+        x,
+        tmp_path / "b",
+        target="onnx",
+        quantize="int8",
+        calibration=[x],
+        held_out=(x, y),
+        echo=lambda _: None,
+    )
+    exits = manifest["quantization"]["accuracy"]["onnx"]["exits"]
+    assert [e["output"] for e in exits] == ["exit_logp_0", "exit_logp_1", "logits"]
+    assert all(0.0 <= e["agreement"] <= 1.0 for e in exits)
+    got = Engine.load(tmp_path / "b", "onnxruntime", int8=True).run(
+        {k: v.numpy() for k, v in x.items()}
+    )
+    assert got.prediction.shape == (16,)
