@@ -153,3 +153,26 @@ def test_int8_files_of_a_transformer_report_every_exit(tmp_path):
         {k: v.numpy() for k, v in x.items()}
     )
     assert got.prediction.shape == (16,)
+
+
+class _TorchEncoder(torch.nn.Module):
+    """A classifier on torch's own nn.TransformerEncoder: blocks found at `encoder.layers`."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Linear(6, 16)
+        layer = torch.nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+        self.encoder = torch.nn.TransformerEncoder(layer, 4)
+        self.head = torch.nn.Linear(16, tiny_models.CLASSES)
+
+    def forward(self, x):
+        return self.head(self.encoder(self.embed(x)).mean(1))  # [B, T, 6] -> [B, C]
+
+
+def test_torch_transformer_encoder_layers_are_cut_too(tmp_path):
+    torch.manual_seed(0)
+    model = ponder.convert_(_TorchEncoder().eval(), ponder.EarlyExitConfig(num_exits=2))
+    x = torch.randn(6, 7, 6)
+    export_bundle(model, x, tmp_path / "b", target="onnx", echo=lambda _: None)
+    seen = _engine_equals_eager(model, x, Engine.load(tmp_path / "b", "onnxruntime"))
+    assert any(len(set(row)) > 1 for row in seen), seen
