@@ -1,4 +1,5 @@
-"""The built-in classifiers, each an `nn.Sequential` of blocks and a final head block.
+"""The built-in classifiers: CNNs, each an `nn.Sequential` of blocks and a final head block, and
+a digits ViT (`ponder.models.vit`), whose blocks are a ModuleList.
 
 An early-exit converter finds the blocks as the Sequential's children; the last child is the
 model's own head (pool → flatten → linear). Every block outputs a feature map.
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from ponder._core.errors import ConfigError
+from ponder.models.vit import digits_vit
 
 # Defaults for training each model from scratch (data set, model and train_classifier arguments).
 # Measured on a 2-core CPU (torch 2.13, 2 threads, otherwise idle; another job on the same cores
@@ -126,8 +128,9 @@ def mnist1d_cnn(
     return nn.Sequential(*blocks, head)
 
 
-MODELS: dict[str, Callable[..., nn.Sequential]] = {
+MODELS: dict[str, Callable[..., nn.Module]] = {
     "digits_cnn": digits_cnn,
+    "digits_vit": digits_vit,
     "mnist1d_cnn": mnist1d_cnn,
 }
 
@@ -137,7 +140,7 @@ def list_models() -> list[str]:
     return sorted(MODELS)
 
 
-def create_model(name: str, **kwargs) -> nn.Sequential:
+def create_model(name: str, **kwargs) -> nn.Module:
     """Build a registered model; keyword arguments (plain values) go to its constructor.
 
     The model remembers how it was built, so `ponder.load` can rebuild it from a checkpoint

@@ -6,7 +6,7 @@ from typing import Any
 
 from ponder.data.datasets import Splits, load_dataset
 
-_MODEL_KEYS = ("width", "num_blocks", "kernel_size", "num_classes")
+_MODEL_KEYS = ("width", "num_blocks", "heads", "kernel_size", "num_classes")
 _DATA_KEYS = ("num_samples",)
 
 

@@ -56,8 +56,10 @@ def test_create_model_round_trips_through_json(name):
 
 
 def test_registry_errors_name_known_models():
-    assert models.list_models() == ["digits_cnn", "mnist1d_cnn"]
-    with pytest.raises(ponder.ConfigError, match="known models: digits_cnn, mnist1d_cnn"):
+    assert models.list_models() == ["digits_cnn", "digits_vit", "mnist1d_cnn"]
+    with pytest.raises(
+        ponder.ConfigError, match="known models: digits_cnn, digits_vit, mnist1d_cnn"
+    ):
         models.create_model("resnet50")
     with pytest.raises(ponder.ConfigError, match="width must be a positive integer"):
         models.create_model("digits_cnn", width=0)
