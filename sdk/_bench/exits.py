@@ -1,5 +1,7 @@
-"""`ponder bench exits`: SDN against ZTW heads on MNIST-1D — accuracy per FLOPs budget, EEFP,
-risk-controlled savings, over several seeds — and the wall-clock check that time tracks FLOPs."""
+"""`ponder bench exits`: SDN against ZTW heads on one backbone (the MNIST-1D CNN, the digits ViT
+or MiniLM on stdlib docstrings) — accuracy per FLOPs budget, EEFP and ECE per head,
+risk-controlled savings, over several seeds — and, for the CNN, the wall-clock check that time
+tracks FLOPs (exported bundles are timed by `ponder bench export` and `ponder bench runtime`)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ponder._bench.exits_models import DEFAULT_MAX_LENGTH, DEFAULT_SAMPLES, bench_model
 from ponder._bench.report import echo_accuracy, echo_wallclock, write_outputs
 from ponder._bench.timing import machine
 from ponder._bench.wallclock import exit_overhead, time_operating_point
@@ -22,28 +25,25 @@ from ponder._calibration.evaluate import (
     exit_data,
     flops_saved_at_drop,
 )
+from ponder._convert.calls import take
 from ponder._convert.convert import convert_
 from ponder._early_exit.config import EarlyExitConfig
 from ponder._early_exit.flops import count_costs
 from ponder._early_exit.train import TrainConfig, train_exits
-from ponder.models.recipes import fit_recipe, load_recipe_data
 
 STYLES = ("sdn", "ztw")
-# MNIST-1D's original size (Greydanus 2020): 5,000 samples; split 60/20/20 here.
-DEFAULT_SAMPLES = 5000
-# Width 128, not the recipe's 32: with 32 channels a block costs about as much as computing an
-# exit in eager PyTorch (both ~70 µs at batch 1 here), so time could not follow FLOPs at any
-# batch size; at 128 channels batch 256 follows FLOPs within ~0.07 (measured 2026-11-22).
-DEFAULT_WIDTH = 128
 SUMMARY_KEYS = ("auc", "saved_risk", "drop_risk", "saved_1pp_oracle")
 
 
 def run_bench_exits(
     out: str | Path = "ponder-bench/exits",
     *,
+    model: str = "mnist1d-cnn",
     samples: int = DEFAULT_SAMPLES,
-    width: int | None = DEFAULT_WIDTH,
+    width: int | None = None,
     epochs: int | None = None,
+    texts: int | None = None,
+    max_length: int = DEFAULT_MAX_LENGTH,
     seeds: int = 3,
     num_exits: int = 5,
     head: str = "linear",
@@ -53,13 +53,19 @@ def run_bench_exits(
     progress: bool = True,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """For each seed: train one MNIST-1D CNN, give copies SDN and ZTW heads, compare them on
-    the same test split. The wall-clock check runs on the first seed's ZTW model."""
+    """For each seed: train (or load) one base model, give copies SDN and ZTW heads, compare
+    them on the same test split. `samples` applies to the MNIST-1D CNN, `width` and `epochs` to
+    both trained backbones (None: the CNN at width 128, the ViT as its recipe), `texts` and
+    `max_length` to MiniLM. The wall-clock check runs on the first seed's ZTW CNN only."""
     out = Path(out)
+    bench = bench_model(
+        model, samples=samples, width=width, epochs=epochs, texts=texts, max_length=max_length
+    )
     out.mkdir(parents=True, exist_ok=True)
     config = {
-        "samples": samples,
-        "width": width,
+        "model": model,
+        "description": bench.description,
+        **bench.config,
         "seeds": seeds,
         "num_exits": num_exits,
         "head": head,
@@ -68,38 +74,34 @@ def run_bench_exits(
     }
     runs, first = [], None
     for seed in range(seeds):
-        run, models = _one_seed(
-            seed, samples, width, epochs, num_exits, head, delta, epsilon, progress
-        )
+        run, models = _one_seed(bench, seed, num_exits, head, delta, epsilon, progress)
         echo(
-            f"seed {seed}: base CNN test accuracy {run['base']['test_acc']:.2%} "
+            f"seed {seed}: base model test accuracy {run['base']['test_acc']:.2%} "
             f"({run['base']['seconds']:.0f} s); ZTW AUC {run['ztw']['auc']:.4f} vs SDN {run['sdn']['auc']:.4f}"
         )
         runs.append(run)
         first = first or models
     results = {"config": config, "machine": machine(), "runs": runs, "summary": _summarise(runs)}
     echo_accuracy(results, echo)
-    model, data, x = first
-    results["wallclock"] = _wallclock(model, data, x, runs[0]["ztw"], repeats)
-    echo_wallclock(results["wallclock"], results["machine"], echo)
+    if model == "mnist1d-cnn":
+        ztw_model, data, x = first
+        results["wallclock"] = _wallclock(ztw_model, data, x, runs[0]["ztw"], repeats)
+        echo_wallclock(results["wallclock"], results["machine"], echo)
     write_outputs(out, results)
     echo(f"wrote {out / 'exits.json'} and {out / 'exits.png'}")
     return results
 
 
-def _one_seed(seed, samples, width, epochs, num_exits, head, delta, epsilon, progress):
-    from ponder.models import MNIST1D_RECIPE
-
-    recipe = {**MNIST1D_RECIPE, "num_samples": samples, "seed": seed}
-    recipe.update({k: v for k, v in (("width", width), ("epochs", epochs)) if v})
-    torch.manual_seed(seed)
-    splits = load_recipe_data(recipe)
-    base, stats = fit_recipe(recipe, splits, progress)
-    run: dict[str, Any] = {"seed": seed, "recipe": recipe, "base": stats}
+def _one_seed(bench, seed, num_exits, head, delta, epsilon, progress):
+    prepared = bench.prepare(seed, progress)
+    splits, base = prepared.splits, prepared.base
+    run: dict[str, Any] = {"seed": seed, "base": prepared.stats}
     for style in STYLES:
-        model = convert_(
-            copy.deepcopy(base), EarlyExitConfig(num_exits=num_exits, head=head, style=style)
+        config = EarlyExitConfig(
+            num_exits=num_exits, head=head, style=style, pooling=prepared.pooling
         )
+        example = take(splits.train.x, slice(0, 2))
+        model = convert_(copy.deepcopy(base), config, example_inputs=example)
         train_exits(
             model, splits.train.x, splits.train.y, TrainConfig(progress=progress, seed=seed)
         )
@@ -140,6 +142,7 @@ def _summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             per_seed[f"acc@{b}"] = [run[style]["accuracy_at_budget"][b] for run in runs]
         per_seed["eefp"] = [run[style]["eefp"] for run in runs]
         per_seed["exit_accuracy"] = [run[style]["exit_accuracy"] for run in runs]
+        per_seed["exit_ece"] = [run[style]["exit_ece"] for run in runs]
         with warnings.catch_warnings():  # the last exit's EEFP is NaN by definition
             warnings.simplefilter("ignore", RuntimeWarning)
             summary[style] = {

@@ -23,7 +23,7 @@ def echo_accuracy(results: dict[str, Any], echo) -> None:
     budgets = [k for k in summary["ztw"] if k.startswith("acc@")]
     full = summary["full_accuracy"]
     echo(
-        f"\nMNIST-1D, {cfg['samples']} samples, {cfg['num_exits']} exits ({cfg['head']} heads), "
+        f"\n{cfg['description']}; {cfg['num_exits']} exits ({cfg['head']} heads), "
         f"mean±sd over {cfg['seeds']} seeds; full model {100 * sum(full) / len(full):.2f}% on test"
     )
     echo(
@@ -53,7 +53,8 @@ def echo_accuracy(results: dict[str, Any], echo) -> None:
     echo(format_table(headers, rows))
     fractions = summary["exit_flops_fraction"]
     echo(
-        "\nper exit (test, mean±sd): accuracy % and EEFP (AUROC of confidence vs 'exiting here is optimal')"
+        "\nper exit (test, mean±sd): accuracy %, EEFP (AUROC of confidence vs 'exiting here is "
+        "optimal') and ECE % (15 bins)"
     )
     echo(
         format_table(
@@ -62,6 +63,7 @@ def echo_accuracy(results: dict[str, Any], echo) -> None:
                 "FLOPs",
                 *(f"{s.upper()} acc" for s in STYLES),
                 *(f"{s.upper()} EEFP" for s in STYLES),
+                *(f"{s.upper()} ECE" for s in STYLES),
             ],
             [
                 [
@@ -69,6 +71,7 @@ def echo_accuracy(results: dict[str, Any], echo) -> None:
                     f"{f:.0%}",
                     *(_pm(summary[s]["exit_accuracy"], i=k) for s in STYLES),
                     *(_pm(summary[s]["eefp"], pct=False, i=k) for s in STYLES),
+                    *(_pm(summary[s]["exit_ece"], i=k) for s in STYLES),
                 ]
                 for k, f in enumerate(fractions)
             ],
@@ -144,5 +147,5 @@ def write_outputs(out: Path, results: dict[str, Any]) -> None:
             for s in STYLES
         },
         full_accuracy=first["ztw"]["full_accuracy"],
-        title="MNIST-1D (seed 0): SDN vs ZTW exit heads",
+        title=f"{results['config']['model']} (seed 0): SDN vs ZTW exit heads",
     )

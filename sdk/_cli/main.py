@@ -196,9 +196,25 @@ def bench() -> None:
 @click.option(
     "--out", default="ponder-bench/exits", show_default=True, type=click.Path(file_okay=False)
 )
+@click.option(
+    "--model",
+    default="mnist1d-cnn",
+    show_default=True,
+    type=click.Choice(["mnist1d-cnn", "digits-vit", "minilm-docstrings"]),
+    help="Backbone: the MNIST-1D CNN, a ViT on digits (both trained per seed), or the frozen "
+    "all-MiniLM-L6-v2 with a linear head on stdlib docstrings.",
+)
 @click.option("--samples", default=5000, show_default=True, help="MNIST-1D samples to generate.")
-@click.option("--width", default=128, show_default=True, help="Channels of the MNIST-1D CNN.")
-@click.option("--epochs", type=int, help="Epochs for the base model (default: the recipe's).")
+@click.option(
+    "--width",
+    type=int,
+    help="Width of a trained backbone (default: 128 for the CNN, the ViT's recipe).",
+)
+@click.option("--epochs", type=int, help="Epochs for a trained backbone (default: the recipe's).")
+@click.option("--texts", type=int, help="minilm-docstrings: at most this many texts in all.")
+@click.option(
+    "--max-length", default=48, show_default=True, help="minilm-docstrings: tokens per text."
+)
 @click.option(
     "--seeds", default=3, show_default=True, help="Seeds (data split and init) to average."
 )
@@ -210,28 +226,17 @@ def bench() -> None:
 @click.option(
     "--epsilon", default=0.1, show_default=True, help="Risk control's failure probability."
 )
-@click.option("--repeats", default=15, show_default=True, help="Timing repeats per variant.")
+@click.option(
+    "--repeats", default=15, show_default=True, help="Timing repeats per variant (CNN only)."
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def bench_exits(
-    out, samples, width, epochs, seeds, num_exits, head, delta, epsilon, repeats, quiet
-):
-    """SDN vs ZTW heads on MNIST-1D: accuracy per FLOPs budget, EEFP, risk control, wall-clock."""
+def bench_exits(**options) -> None:
+    """SDN vs ZTW heads: accuracy per FLOPs budget, EEFP and ECE per head, risk control over
+    seeds, and (MNIST-1D CNN only) wall-clock against FLOPs."""
     from ponder._bench.exits import run_bench_exits
 
-    run_bench_exits(
-        out,
-        samples=samples,
-        width=width,
-        epochs=epochs,
-        seeds=seeds,
-        num_exits=num_exits,
-        head=head,
-        delta=delta,
-        epsilon=epsilon,
-        repeats=repeats,
-        progress=not quiet,
-        echo=click.echo,
-    )
+    progress = not options.pop("quiet")
+    run_bench_exits(**options, progress=progress, echo=click.echo)
 
 
 @bench.command("moe")
