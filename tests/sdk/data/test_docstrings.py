@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
+import sys
+
 import pytest
 
 import ponder
@@ -33,6 +37,24 @@ def test_deterministic_and_the_seed_moves_modules(task):
     other = load_docstrings(seed=1)
     assert other.classes == task.classes
     assert set(other.test.modules) != set(task.test.modules)
+
+
+def test_the_same_in_a_fresh_process_whatever_was_imported_before(task):
+    # transformers adds methods to logging.Logger; they must not become texts
+    pytest.importorskip("transformers")
+    import transformers  # noqa: F401
+
+    code = (
+        "import hashlib; from ponder.data import load_docstrings; s = load_docstrings(); "
+        "print(hashlib.sha256(repr((s.train, s.calib, s.test)).encode()).hexdigest())"
+    )
+    fresh = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert fresh.returncode == 0, fresh.stderr
+    here = load_docstrings(seed=0)
+    digest = hashlib.sha256(repr((here.train, here.calib, here.test)).encode()).hexdigest()
+    assert fresh.stdout.strip() == digest
 
 
 def test_no_module_and_no_text_in_two_splits(task):
