@@ -25,6 +25,7 @@ FAMILIES = [
     ("hf_gpt2", "sdn"),
     ("hf_vit", "sdn"),
     ("hf_distilbert", "ztw"),
+    ("hf_roberta", "sdn"),
 ]
 
 
