@@ -186,8 +186,9 @@ def _fit_head(
 ) -> float:
     """Full-batch AdamW on fixed sentence embeddings [N, D]; returns the training accuracy.
 
-    Measured on the docstrings (seed 0, 48 tokens): test accuracy 64.2% after 300 steps at
-    lr 1e-2 (train 99.4%); 1,000 steps or lr 5e-2 / 2e-1 fit train to 100% and test 61.7-63.9%.
+    Measured on the docstrings (seed 0, 48 tokens, the task's 1,844-text version): test
+    accuracy 64.2% after 300 steps at lr 1e-2 (train 99.4%); 1,000 steps or lr 5e-2 / 2e-1 fit
+    train to 100% and reach 61.7-63.9% on test.
     """
     torch.manual_seed(seed)
     nn.init.normal_(head.weight, std=0.01)
