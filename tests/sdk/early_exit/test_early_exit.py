@@ -352,7 +352,9 @@ def test_widths_without_inputs_match_a_dry_run(name):
     assert static == ran
 
 
-@pytest.mark.parametrize("name", list_models())
+# the Sequential built-ins: their exit widths are read from the modules, without a dry run
+# (digits_vit's blocks keep the width, which a dry run measures)
+@pytest.mark.parametrize("name", [n for n in list_models() if n.endswith("_cnn")])
 def test_builtin_models_widths_match_a_dry_run(name):
     model = create_model(name, width=4, num_blocks=5).eval()
     shape = {"digits_cnn": (3, 1, 8, 8), "mnist1d_cnn": (3, 1, 40)}[name]
