@@ -4,10 +4,11 @@ that ponder's Sequential export can cut it into stages. Random weights: it is fo
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Block", "Head", "PatchEmbed", "vit_sequential"]
+from ponder.models.vit import ViTBlock
+
+__all__ = ["Head", "PatchEmbed", "vit_sequential"]
 
 
 class PatchEmbed(nn.Module):
@@ -25,35 +26,6 @@ class PatchEmbed(nn.Module):
         patches = self.proj(x).flatten(2).transpose(1, 2)  # [B, P, D]
         cls = self.cls.expand(x.shape[0], -1, -1)  # [B, 1, D]
         return torch.cat([cls, patches], dim=1) + self.pos  # [B, T, D]
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x)).
-
-    Attention through F.scaled_dot_product_attention rather than nn.MultiheadAttention: the
-    latter's eval fast path is one fused op that FlopCounterMode does not count, and the
-    manifest's per-stage FLOPs would then miss the attention.
-    """
-
-    def __init__(self, width: int, heads: int, mlp_ratio: int = 4):
-        super().__init__()
-        self.heads = heads
-        self.norm1 = nn.LayerNorm(width)
-        self.qkv = nn.Linear(width, 3 * width)
-        self.proj = nn.Linear(width, width)
-        self.norm2 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(
-            nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Linear(mlp_ratio * width, width)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # B=batch, T=tokens, D=width, H=heads, E=D/H
-        b, t, d = x.shape
-        qkv = self.qkv(self.norm1(x)).reshape(b, t, 3, self.heads, d // self.heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, T, E]
-        attn = F.scaled_dot_product_attention(q, k, v)  # [B, H, T, E]
-        x = x + self.proj(attn.transpose(1, 2).reshape(b, t, d))  # [B, T, D]
-        return x + self.mlp(self.norm2(x))  # [B, T, D]
 
 
 class Head(nn.Module):
@@ -87,6 +59,6 @@ def vit_sequential(
     torch.manual_seed(seed)
     return nn.Sequential(
         PatchEmbed(image, patch, width),
-        *(Block(width, heads) for _ in range(blocks)),
+        *(ViTBlock(width, heads, mlp_ratio=4) for _ in range(blocks)),
         Head(width, classes),
     ).eval()

@@ -5,16 +5,7 @@ from __future__ import annotations
 
 import click
 
-_UNIT = click.FloatRange(0, 1, min_open=True, max_open=True)
-
-
-def _blocks(ctx: click.Context, param: click.Parameter, value: str | None):
-    if value is None:
-        return None
-    try:
-        return tuple(int(b) for b in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected block indices like 1,3; got {value!r}") from None
+from ponder._cli.options import block_list, risk_options
 
 
 @click.command()
@@ -36,7 +27,7 @@ def _blocks(ctx: click.Context, param: click.Parameter, value: str | None):
 @click.option("--exits", type=int, help="Number of exits, evenly spaced (default 4).")
 @click.option(
     "--exit-blocks",
-    callback=_blocks,
+    callback=block_list,
     help="Exits after these 0-based blocks instead, e.g. 1,3.",
 )
 @click.option("--style", default="ztw", show_default=True, type=click.Choice(["ztw", "sdn"]))
@@ -48,20 +39,7 @@ def _blocks(ctx: click.Context, param: click.Parameter, value: str | None):
     "--max-length", default=128, show_default=True, type=click.IntRange(2), help="Tokens per text."
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of the split and the training.")
-@click.option(
-    "--delta",
-    default=0.01,
-    show_default=True,
-    type=_UNIT,
-    help="Largest accuracy drop against the full model that risk control may allow.",
-)
-@click.option(
-    "--epsilon",
-    default=0.1,
-    show_default=True,
-    type=_UNIT,
-    help="Allowed probability that the drop exceeds delta.",
-)
+@risk_options(delta=0.01)
 @click.option(
     "--out", required=True, type=click.Path(file_okay=False), help="Checkpoint folder to write."
 )

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import click
 
+from ponder._cli.options import block_list
+
 
 @click.command()
 @click.argument("checkpoint", type=click.Path(exists=True, file_okay=False))
@@ -75,13 +77,6 @@ def verify(bundle, require_all) -> None:
         click.echo("bundle OK")
 
 
-def _block_list(ctx, param, value: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"give block numbers separated by commas, got {value!r}") from None
-
-
 @click.command("export")
 @click.option(
     "--out",
@@ -99,7 +94,7 @@ def _block_list(ctx, param, value: str) -> tuple[int, ...]:
     "--exits",
     default="3,6,9",
     show_default=True,
-    callback=_block_list,
+    callback=block_list,
     help="Transformer blocks (1-based) after which an early exit goes.",
 )
 @click.option("--threads", type=int, help="Threads for both runtimes (default: all cores).")

@@ -6,8 +6,7 @@ from __future__ import annotations
 import click
 
 import ponder
-
-_UNIT = click.FloatRange(0, 1, min_open=True, max_open=True)
+from ponder._cli.options import UNIT, risk_options
 
 
 class _Group(click.Group):
@@ -35,20 +34,7 @@ def main() -> None:
     type=click.Path(file_okay=False),
     help="Folder for the checkpoint, plot and report.",
 )
-@click.option(
-    "--delta",
-    default=0.02,
-    show_default=True,
-    type=_UNIT,
-    help="Largest accuracy drop against the full model that risk control may allow.",
-)
-@click.option(
-    "--epsilon",
-    default=0.1,
-    show_default=True,
-    type=_UNIT,
-    help="Allowed probability that the drop exceeds delta.",
-)
+@risk_options(delta=0.02)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def demo(out: str, delta: float, epsilon: float, quiet: bool) -> None:
     """Train a digits CNN, add ZTW early exits, calibrate, and show the cost–accuracy trade-off."""
@@ -65,20 +51,7 @@ def demo(out: str, delta: float, epsilon: float, quiet: bool) -> None:
     type=click.Choice(sorted(ponder.list_exit_rules())),
     help="Exit rule (default: the one the checkpoint records).",
 )
-@click.option(
-    "--delta",
-    default=0.01,
-    show_default=True,
-    type=_UNIT,
-    help="Largest accuracy drop against the full model that risk control may allow.",
-)
-@click.option(
-    "--epsilon",
-    default=0.1,
-    show_default=True,
-    type=_UNIT,
-    help="Allowed probability that the drop exceeds delta.",
-)
+@risk_options(delta=0.01)
 @click.option(
     "--budget",
     type=click.FloatRange(0, 1, min_open=True),
@@ -117,7 +90,7 @@ def evaluate(checkpoint, data, rule, delta, epsilon, budget, out) -> None:
     "--keep",
     default=0.99,
     show_default=True,
-    type=_UNIT,
+    type=UNIT,
     help="Share of the dense quality that must be kept.",
 )
 @click.option(

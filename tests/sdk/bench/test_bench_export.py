@@ -12,8 +12,9 @@ import torch
 import ponder
 from ponder._bench.export_report import add_goals
 from ponder._bench.export_time import summarise
-from ponder._bench.vit import Block, vit_sequential
+from ponder._bench.vit import vit_sequential
 from ponder._early_exit.stack import get_stack
+from ponder.models.vit import ViTBlock
 from ponder.runtime._engine.profile import cpu_features, int8_dot_product
 
 TINY = dict(blocks=2, width=32, heads=2, image=32, patch=8, classes=10)
@@ -39,7 +40,7 @@ def test_exits_follow_transformer_blocks():
     spec = get_stack(model).spec
     # child 0 is the patch embedding, so exit index 1 follows transformer block 1
     assert spec["block_paths"][spec["exit_blocks"][0]] == "1"
-    assert isinstance(model[1], Block) and spec["pooling"] == "cls"
+    assert isinstance(model[1], ViTBlock) and spec["pooling"] == "cls"
 
 
 def test_fractions_and_goals_from_known_times():
