@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -61,29 +61,9 @@ def export_checkpoint(
             f"{path} does not say which data set it was trained on; pass --calib-data NAME "
             "(sample inputs and the operating points come from its calibration split)"
         )
-    model = load(path).eval()
-    splits = load_dataset(spec.pop("name"), **spec)
-    echo(
-        f"{path}: exporting with samples and operating points from {splits.name} "
-        f"({len(splits.calib)} calibration samples)"
+    return _export_classifier(
+        path, out, meta, load_dataset(spec.pop("name"), **spec), target, moe, quantize, echo
     )
-    rule, points = _exits(model, splits, extra)
-    manifest = export_bundle(
-        model,
-        splits.calib.x[:SAMPLE_ROWS],
-        out,
-        target=target,
-        model_id=Path(path).name,
-        exit_rule=rule,
-        operating_points=points,
-        config=_config(path, meta),
-        moe=moe,
-        echo=echo,
-        quantize=quantize,
-        calibration=[{"x": b} for b in splits.calib.x.split(CALIB_BATCH)],
-        held_out=({"x": splits.test.x}, splits.test.y),
-    )
-    return _summary(manifest, Path(out), echo)
 
 
 def _export_pretrained(
@@ -93,16 +73,25 @@ def _export_pretrained(
     the calibration split of its recorded data files (or of `data`, a file in the same format),
     tokenized by the folder's tokenizer (keyword inputs); exits from that split as for any
     checkpoint."""
-    splits = recorded_splits(meta, data)
+    return _export_classifier(
+        path, out, meta, recorded_splits(meta, data), target, moe, quantize, echo
+    )
+
+
+def _export_classifier(
+    path, out, meta, splits, target: str, moe: str, quantize: str | None, echo
+) -> dict[str, Any]:
+    """Samples, operating points and int8 calibration from the calibration split, int8
+    accuracy on the test split; a tensor input is named "x", keyword inputs keep their names."""
     model = load(path).eval()
     echo(
         f"{path}: exporting with samples and operating points from {splits.name} "
         f"({len(splits.calib)} calibration samples)"
     )
-    rule, points = _exits(model, splits, meta["extra"])
+    rule, points = _exits(model, splits, meta.get("extra") or {})
     manifest = export_bundle(
         model,
-        take(splits.calib.x, slice(0, SAMPLE_ROWS)),
+        _keyed(take(splits.calib.x, slice(0, SAMPLE_ROWS))),
         out,
         target=target,
         model_id=Path(path).name,
@@ -112,14 +101,18 @@ def _export_pretrained(
         moe=moe,
         echo=echo,
         quantize=quantize,
-        calibration=_batches(splits.calib.x),
-        held_out=(splits.test.x, splits.test.y),
+        calibration=[_keyed(b) for b in _batches(splits.calib.x)],
+        held_out=(_keyed(splits.test.x), splits.test.y),
     )
     return _summary(manifest, Path(out), echo)
 
 
-def _batches(x: Any) -> list[dict[str, Any]]:
-    """int8 calibration batches of keyword inputs, CALIB_BATCH rows each."""
+def _keyed(x: Any) -> dict[str, Any]:
+    return dict(x) if isinstance(x, Mapping) else {"x": x}
+
+
+def _batches(x: Any) -> list[Any]:
+    """int8 calibration batches of CALIB_BATCH rows each."""
     rows = num_samples(x)
     return [take(x, slice(i, i + CALIB_BATCH)) for i in range(0, rows, CALIB_BATCH)]
 
