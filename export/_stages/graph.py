@@ -69,6 +69,8 @@ class GraphCut:
 
 
 def _in_block(node: fx.Node, path: str) -> bool:
+    """Whether `node` was traced inside the module at `path` of the user's model (the trace's
+    module paths start at the wrapper, whose attribute `model` is the user's model)."""
     stack = node.meta.get("nn_module_stack") or {}
     for fqn, _ in stack.values():
         fqn = str(fqn).removeprefix("L['self'].").removeprefix("model.")
@@ -125,12 +127,12 @@ def cut_graph(
         for dim, size in enumerate(node.meta["val"].shape):
             if isinstance(size, torch.SymInt):
                 symbol_names.setdefault(str(size.node.expr), dynamic[name][dim].__name__)
-    _BATCH[0] = next(s for s, name in symbol_names.items() if name == "batch")
+    batch = next(s for s, name in symbol_names.items() if name == "batch")
     body = [n for n in gm.graph.nodes if n.op in ("call_function", "call_method", "call_module")]
     position = {n: i for i, n in enumerate(body)}
     ends, hiddens = [], []
-    for path in [p.removeprefix("model.") for p in block_paths]:
-        inside = [n for n in body if _in_block(n, "model." + path) or _in_block(n, path)]
+    for path in block_paths:
+        inside = [n for n in body if _in_block(n, path)]
         if not inside:
             raise UnsupportedModelError(f"the trace has no operation inside block {path!r}")
         outs = [n for n in inside if any(not (_in_block(u, path)) for u in n.users)]
@@ -156,12 +158,12 @@ def cut_graph(
             if node.op == "get_attr":
                 env[node] = graph.get_attr(node.target)
                 return env[node]
-            if node.op != "placeholder" and stage_of.get(node, k) < k and not _batched(node):
+            if node.op != "placeholder" and stage_of.get(node, k) < k and not _batched(node, batch):
                 # a size or a tensor without the batch first (positions, shapes): computed
                 # again here from what this stage has, so only batched tensors travel
                 env[node] = graph.node_copy(node, lambda a: arg(a))
                 return env[node]
-            if node.op in ("placeholder",) or stage_of.get(node, k) < k:
+            if node.op == "placeholder" or stage_of.get(node, k) < k:
                 if node not in value_name:
                     value_name[node] = f"{node.name}_{stage_of[node]}"
                 name = value_name[node]
@@ -179,7 +181,7 @@ def cut_graph(
         later = [
             n
             for n in body
-            if stage_of[n] == k and _batched(n) and _used_after(n, k, stage_of, output_node)
+            if stage_of[n] == k and _batched(n, batch) and _used_after(n, k, stage_of, output_node)
         ]
         if k < count - 1:
             later = [hiddens[k]] + [n for n in later if n is not hiddens[k]]
@@ -188,12 +190,8 @@ def cut_graph(
             graph.output(tuple(env[n] for n in later))
             outs_names.append([value_name[n] for n in later])
         else:
-            (result,) = (
-                output_node.args[0]
-                if isinstance(output_node.args[0], tuple | list)
-                else (output_node.args[0],)
-            )
-            graph.output((arg(result),))
+            result = output_node.args[0]  # the logits, alone or in a one-element tuple
+            graph.output((arg(result[0] if isinstance(result, tuple | list) else result),))
             outs_names.append(["logits"])
         modules.append(fx.GraphModule(gm, graph))
         ins.append(stage_inputs)
@@ -206,16 +204,13 @@ def cut_graph(
     return GraphCut(modules, ins, outs_names, dims)
 
 
-def _batched(node: fx.Node) -> bool:
-    """A tensor whose first dimension is the batch (the first input's dim 0 symbol)."""
+def _batched(node: fx.Node, batch: str) -> bool:
+    """A tensor whose first dimension is the trace's batch symbol `batch`."""
     value = node.meta.get("val")
     if not isinstance(value, torch.Tensor) or value.dim() == 0:
         return False
     size = value.shape[0]
-    return isinstance(size, torch.SymInt) and str(size.node.expr) == _BATCH[0]
-
-
-_BATCH = [""]  # the batch symbol of the trace being cut (set by cut_graph)
+    return isinstance(size, torch.SymInt) and str(size.node.expr) == batch
 
 
 def _used_after(node: fx.Node, k: int, stage_of: dict, output_node: fx.Node) -> bool:
