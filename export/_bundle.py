@@ -22,7 +22,7 @@ from ponder.export._formats.onnx import OPSET
 from ponder.export._formats.registry import FORMATS
 from ponder.export._int8.bundle import check_int8, write_int8
 from ponder.export._stages.plan import MOE_TAU, Stage, StageIO, StagePlan, plan_stages, run_stages
-from ponder.export._stages.trace import MAX_BATCH, export_stage, symbolic_shapes
+from ponder.export._stages.trace import export_stage, symbolic_shapes
 from ponder.export._validate import TOLERANCES, Comparison, check_comparisons, numpy_arrays
 from ponder.runtime import FORMAT, SCHEMA_VERSION, write_manifest
 from ponder.runtime._bundle.layout import (
@@ -57,6 +57,8 @@ def export_bundle(
     quantize: str | None = None,
     calibration: list[dict[str, torch.Tensor]] | None = None,
     held_out: tuple[dict[str, torch.Tensor], torch.Tensor] | None = None,
+    max_batch: int | None = None,
+    max_tokens: int | None = None,
     echo: Echo = print,
 ) -> dict[str, Any]:
     """Write a device bundle for `model` into `out` and return its manifest.
@@ -69,6 +71,9 @@ def export_bundle(
     quantize: None or "int8" (post-training, calibrated on `calibration`, a list of input
     batches); with `held_out` (inputs, labels) every exit's int8 accuracy is reported next to
     fp32 in the manifest's `quantization` section.
+    max_batch, max_tokens: the largest batch and token count the stages take (ExecuTorch plans
+    its memory for them; the engine splits larger batches). None: 256 rows for Sequential
+    models; 64 rows and 128 tokens (at most the position table) for transformers.
     """
     if quantize not in (None, "int8"):
         raise ConfigError(f"quantize={quantize!r}: ponder quantizes to 'int8' (or None)")
@@ -78,12 +83,15 @@ def export_bundle(
     out = Path(out)
     _clear_previous_export(out)
     out.mkdir(parents=True, exist_ok=True)
-    plan = plan_stages(model, moe, inputs)
+    plan = plan_stages(model, moe, inputs, max_batch=max_batch, max_tokens=max_tokens)
     if list(inputs) != plan.model_inputs:
         raise ConfigError(f"the model takes inputs {plan.model_inputs}, got {list(inputs)}")
+    _check_rows(inputs, plan.bounds["batch"][1])
     runs = run_stages(plan, inputs)
+    tokens = plan.bounds.get("tokens")
     echo(
-        f"{len(plan.stages)} stages ({plan.family}); tracing each with a dynamic batch (1..{MAX_BATCH})"
+        f"{len(plan.stages)} stages ({plan.family}); tracing each with a dynamic batch "
+        f"(1..{plan.bounds['batch'][1]})" + (f" and tokens (1..{tokens[1]})" if tokens else "")
     )
     programs = _trace(plan, runs, echo)
     specs = [_stage_specs(s, p, r) for s, p, r in zip(plan.stages, programs, runs, strict=True)]
@@ -169,10 +177,19 @@ def _check_samples(inputs: dict[str, torch.Tensor]) -> None:
             raise ConfigError(
                 f"sample input {name!r} must be a batched tensor, got {type(value).__name__}"
             )
-        if not 2 <= value.shape[0] <= MAX_BATCH:
+        if value.shape[0] < 2:
             raise ConfigError(
-                f"sample input {name!r} has {value.shape[0]} rows; give 2..{MAX_BATCH} (a batch of "
+                f"sample input {name!r} has {value.shape[0]} rows; give at least 2 (a batch of "
                 "one would make torch.export treat the batch size as fixed)"
+            )
+
+
+def _check_rows(inputs: dict[str, torch.Tensor], max_batch: int) -> None:
+    for name, value in inputs.items():
+        if value.shape[0] > max_batch:
+            raise ConfigError(
+                f"sample input {name!r} has {value.shape[0]} rows, more than the largest batch "
+                f"the stages take ({max_batch}); pass fewer rows or raise max_batch"
             )
 
 
@@ -217,7 +234,7 @@ def _device_metadata(plan: StagePlan, specs: list[dict], model_id: str) -> dict[
         "task": plan.task,
         "inputs": _model_inputs(specs, plan.model_inputs),
         "outputs": [s.outputs for s in plan.stages],
-        "max_batch": MAX_BATCH,
+        "max_batch": plan.bounds["batch"][1],
     }
 
 
@@ -263,7 +280,8 @@ def _manifest(
     export_config = {
         "targets": targets,
         "onnx_opset": OPSET,
-        "max_batch": MAX_BATCH,
+        "max_batch": plan.bounds["batch"][1],
+        **({"max_tokens": plan.bounds["tokens"][1]} if "tokens" in plan.bounds else {}),
         "tolerances": TOLERANCES,
         "samples": SAMPLES,
         "validation": REPORT,

@@ -25,7 +25,7 @@ from ponder.data.datasets import load_dataset
 from ponder.export._bundle import export_bundle
 from ponder.models.pretrained import recorded_splits
 
-__all__ = ["export_checkpoint", "stage_table"]
+__all__ = ["exit_rule_and_points", "export_checkpoint", "stage_table"]
 
 SAMPLE_ROWS = 8  # rows traced with and stored for `ponder verify`
 CALIB_BATCH = 128  # rows per int8 calibration batch
@@ -39,56 +39,53 @@ def export_checkpoint(
     data: str | None = None,
     moe: str = "grouped",
     quantize: str | None = None,
+    max_batch: int | None = None,
+    max_tokens: int | None = None,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Export the checkpoint at `path` into the bundle directory `out`; return the manifest.
     With quantize="int8", the data set's calibration split calibrates the int8 files and its
-    test split measures every exit's accuracy in fp32 and int8."""
+    test split measures every exit's accuracy in fp32 and int8. max_batch, max_tokens: as for
+    `export_bundle` (a `ponder convert` checkpoint's tokens default to its data's max length)."""
     meta = read_config(path)
     extra = meta.get("extra") or {}
+    bounds = {"max_batch": max_batch, "max_tokens": max_tokens}
     if meta.get("source", {}).get("kind") == "transformers":
         if extra.get("data_files"):
-            return _export_pretrained(path, out, meta, data, target, moe, quantize, echo)
+            if max_tokens is None and extra["data_files"].get("main_input") == "input_ids":
+                bounds["max_tokens"] = extra["data_files"].get("max_length")
+            splits = recorded_splits(meta, data)
+            return _export_classifier(path, out, meta, splits, target, moe, quantize, bounds, echo)
         if quantize:
             raise ConfigError(
                 "int8 export of a sentence encoder (no classifier, so no accuracy to check it "
                 "against) is not offered; drop --quantize"
             )
-        return _export_text(path, out, meta, target, moe, echo)
+        return _export_text(path, out, meta, target, moe, bounds, echo)
     spec = {"name": data} if data else dict(extra.get("data") or {})
     if "name" not in spec:
         raise ConfigError(
             f"{path} does not say which data set it was trained on; pass --calib-data NAME "
             "(sample inputs and the operating points come from its calibration split)"
         )
-    return _export_classifier(
-        path, out, meta, load_dataset(spec.pop("name"), **spec), target, moe, quantize, echo
-    )
-
-
-def _export_pretrained(
-    path, out, meta, data, target: str, moe: str, quantize: str | None, echo
-) -> dict[str, Any]:
-    """A classifier `ponder convert` made from a transformers folder: sample inputs are rows of
-    the calibration split of its recorded data files (or of `data`, a file in the same format),
-    tokenized by the folder's tokenizer (keyword inputs); exits from that split as for any
-    checkpoint."""
-    return _export_classifier(
-        path, out, meta, recorded_splits(meta, data), target, moe, quantize, echo
-    )
+    splits = load_dataset(spec.pop("name"), **spec)
+    return _export_classifier(path, out, meta, splits, target, moe, quantize, bounds, echo)
 
 
 def _export_classifier(
-    path, out, meta, splits, target: str, moe: str, quantize: str | None, echo
+    path, out, meta, splits, target: str, moe: str, quantize: str | None, bounds, echo
 ) -> dict[str, Any]:
     """Samples, operating points and int8 calibration from the calibration split, int8
-    accuracy on the test split; a tensor input is named "x", keyword inputs keep their names."""
+    accuracy on the test split; a tensor input is named "x", keyword inputs keep their names.
+    A classifier `ponder convert` made from a transformers folder comes with the splits of its
+    recorded data files (or of another file in the same format), tokenized by the folder's
+    tokenizer (keyword inputs)."""
     model = load(path).eval()
     echo(
         f"{path}: exporting with samples and operating points from {splits.name} "
         f"({len(splits.calib)} calibration samples)"
     )
-    rule, points = _exits(model, splits, meta.get("extra") or {})
+    rule, points = exit_rule_and_points(model, splits, meta.get("extra") or {})
     manifest = export_bundle(
         model,
         _keyed(take(splits.calib.x, slice(0, SAMPLE_ROWS))),
@@ -103,6 +100,7 @@ def _export_classifier(
         quantize=quantize,
         calibration=[_keyed(b) for b in _batches(splits.calib.x)],
         held_out=(_keyed(splits.test.x), splits.test.y),
+        **bounds,
     )
     return _summary(manifest, Path(out), echo)
 
@@ -117,7 +115,9 @@ def _batches(x: Any) -> list[Any]:
     return [take(x, slice(i, i + CALIB_BATCH)) for i in range(0, rows, CALIB_BATCH)]
 
 
-def _export_text(path, out, meta: dict[str, Any], target: str, moe: str, echo) -> dict[str, Any]:
+def _export_text(
+    path, out, meta: dict[str, Any], target: str, moe: str, bounds, echo
+) -> dict[str, Any]:
     """A text encoder: sample inputs are standard-library docstrings, tokenized with padding."""
     from ponder.models.text import load_source_encoder, stdlib_docstrings
 
@@ -136,6 +136,7 @@ def _export_text(path, out, meta: dict[str, Any], target: str, moe: str, echo) -
         config=_config(path, meta),
         moe=moe,
         echo=echo,
+        **bounds,
     )
     return _summary(manifest, Path(out), echo)
 
@@ -145,7 +146,7 @@ def _config(path: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
     return {"checkpoint": meta, "checkpoint_path": str(Path(path).resolve())}
 
 
-def _exits(model: torch.nn.Module, splits: Any, extra: dict[str, Any]):
+def exit_rule_and_points(model: torch.nn.Module, splits: Any, extra: dict[str, Any]):
     """The exit rule (with the recorded risk-controlled threshold) and the operating points of
     shared thresholds, measured on the calibration split; for MoE models with the dynamic-k
     gate, at every tau of TAU_GRID and the model's own (the runtime sets tau per request)."""

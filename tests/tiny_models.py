@@ -249,3 +249,31 @@ def hf_alone(x: dict[str, torch.Tensor], row: int) -> dict[str, torch.Tensor]:
         return {k: v[row : row + 1] for k, v in x.items()}
     length = int(x["attention_mask"][row].sum())
     return {k: v[row : row + 1, :length] for k, v in x.items()}
+
+
+class UserHead(nn.Module):
+    """A plain Hugging Face base model (BertModel or ViTModel, 4 layers, width 32) with the
+    user's own head: mean pooling over the attention mask for text, the class token for images,
+    then a linear layer."""
+
+    def __init__(self, family: str, seed: int = 0):
+        super().__init__()
+        tf = _transformers()
+        layers = {"num_hidden_layers": 4, "num_attention_heads": 2, "intermediate_size": 64}
+        torch.manual_seed(seed)
+        if family == "bert":
+            text = {"vocab_size": HF_VOCAB, "max_position_embeddings": 2 * HF_TOKENS}
+            self.encoder = tf.BertModel(tf.BertConfig(hidden_size=32, **layers, **text))
+        else:
+            config = tf.ViTConfig(image_size=HF_IMAGE, patch_size=4, hidden_size=32, **layers)
+            self.encoder = tf.ViTModel(config, add_pooling_layer=False)
+        self.head = nn.Linear(32, CLASSES)
+
+    def forward(self, input_ids=None, attention_mask=None, pixel_values=None):
+        # B=batch, T=tokens, D=width
+        if pixel_values is not None:
+            return self.head(self.encoder(pixel_values=pixel_values).last_hidden_state[:, 0])
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        mask = attention_mask.unsqueeze(-1).to(hidden.last_hidden_state.dtype)  # [B, T, 1]
+        pooled = (hidden.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1)  # [B, D]
+        return self.head(pooled)

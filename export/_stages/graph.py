@@ -19,7 +19,7 @@ import torch
 from torch import fx, nn
 from torch.export import Dim
 
-from ponder._core.errors import UnsupportedModelError
+from ponder._core.errors import ConfigError, UnsupportedModelError
 from ponder._early_exit.infer import final_logits
 from ponder._moe.config import moe_layers
 
@@ -27,26 +27,47 @@ __all__ = ["GraphCut", "GraphStage", "cut_graph", "plan_graph"]
 
 
 class _Logits(nn.Module):
-    """The model called on keyword inputs, returning only the class logits (no caches, no
-    hidden states: what the stages do not need is dead code the trace drops)."""
+    """The model called on keyword inputs, returning the class logits (no caches, no hidden
+    states: what the stages do not need is dead code the trace drops) and, for each MoE layer,
+    the experts each sample's tokens ran [B] (averaged over its tokens), computed by a hook
+    right after the layer so that the trace places it in the layer's stage."""
 
-    def __init__(self, model: nn.Module, names: list[str], keyword: bool, tau_layers: list):
+    def __init__(
+        self,
+        model: nn.Module,
+        names: list[str],
+        keyword: bool,
+        tau_layers: list,
+        moe: list | None = None,
+    ):
         super().__init__()
         self.model, self.names, self.keyword = model, names, keyword
         self.no_cache = "use_cache" in inspect.signature(model.forward).parameters
         self.tau_layers = tau_layers  # MoE layers whose dynamic-k tau is the last input
+        self.moe = moe or []  # a plain list: the layers are already submodules of `model`
 
-    def forward(self, *args: torch.Tensor) -> torch.Tensor:
-        if not self.tau_layers:
-            return self._logits(*args)
-        *args, tau = args
-        for layer in self.tau_layers:
-            layer.tau_input = tau  # [1]
+    def forward(self, *args: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        counts: list[torch.Tensor] = []
+
+        def count(layer: nn.Module, layer_args: tuple, _out: torch.Tensor) -> None:
+            # B=batch, E=experts; last_mask [B*T, E] for input [B, T, D]
+            batch = layer_args[0].shape[0]
+            ran = layer.last_mask.reshape(batch, -1, layer.num_experts).sum(-1)  # [B, T]
+            counts.append(ran.float().mean(1))  # [B]
+
+        hooks = [layer.register_forward_hook(count) for layer in self.moe]
+        if self.tau_layers:
+            *args, tau = args
+            for layer in self.tau_layers:
+                layer.tau_input = tau  # [1]
         try:
-            return self._logits(*args)
+            logits = self._logits(*args)
         finally:
             for layer in self.tau_layers:
                 layer.tau_input = None
+            for hook in hooks:
+                hook.remove()
+        return (logits, *counts) if counts else logits
 
     def _logits(self, *args: torch.Tensor) -> torch.Tensor:
         if not self.keyword:
@@ -100,9 +121,11 @@ def cut_graph(
 ) -> GraphCut:
     """Trace `model` (exit hooks detached) on keyword `inputs` with `dynamic` shapes and cut it
     after each of `block_paths` (the exit blocks, in order). keyword=False: the model takes
-    its one input positionally."""
+    its one input positionally. A stage with MoE layers also returns `experts_<k>` [B]: per
+    sample, the experts its tokens ran (averaged over tokens), summed over the stage's layers."""
     names = list(inputs)
-    wrapper = _Logits(model, names, keyword, tau[2] if tau else [])
+    moe = list(moe_layers(model).values())
+    wrapper = _Logits(model, names, keyword, tau[2] if tau else [], moe)
     if tau:  # (name, default [1], layers): the dynamic-k gates' tau, a stage input
         inputs, names = {**inputs, tau[0]: tau[1]}, [*names, tau[0]]
     shapes = tuple(dynamic.get(n, {}) for n in names)
@@ -148,6 +171,10 @@ def cut_graph(
     for k, h in enumerate(hiddens):
         value_name[h] = f"hidden_{k}"
     output_node = next(n for n in gm.graph.nodes if n.op == "output")
+    result = output_node.args[0]  # the logits, alone or first in a tuple with the counts
+    logits, counts = (
+        (result[0], list(result[1:])) if isinstance(result, tuple | list) else (result, [])
+    )
     for k in range(count):
         graph, env = fx.Graph(), {}
         stage_inputs: list[str] = []
@@ -183,16 +210,17 @@ def cut_graph(
             for n in body
             if stage_of[n] == k and _batched(n, batch) and _used_after(n, k, stage_of, output_node)
         ]
+        experts = _experts(graph, [env[c] for c in counts if stage_of.get(c) == k])
+        extra, extra_names = ((experts,), [f"experts_{k}"]) if experts is not None else ((), [])
         if k < count - 1:
             later = [hiddens[k]] + [n for n in later if n is not hiddens[k]]
             for n in later:
                 value_name.setdefault(n, f"{n.name}_{k}")
-            graph.output(tuple(env[n] for n in later))
-            outs_names.append([value_name[n] for n in later])
+            graph.output(tuple(env[n] for n in later) + extra)
+            outs_names.append([value_name[n] for n in later] + extra_names)
         else:
-            result = output_node.args[0]  # the logits, alone or in a one-element tuple
-            graph.output((arg(result[0] if isinstance(result, tuple | list) else result),))
-            outs_names.append(["logits"])
+            graph.output((arg(logits), *extra))
+            outs_names.append(["logits", *extra_names])
         modules.append(fx.GraphModule(gm, graph))
         ins.append(stage_inputs)
         dims.append(
@@ -202,6 +230,16 @@ def cut_graph(
             }
         )
     return GraphCut(modules, ins, outs_names, dims)
+
+
+def _experts(graph: fx.Graph, counts: list[fx.Node]) -> fx.Node | None:
+    """The sum of a stage's per-layer expert counts [B] (None: the stage has no MoE layer)."""
+    if not counts:
+        return None
+    total = counts[0]
+    for c in counts[1:]:
+        total = graph.call_function(torch.ops.aten.add.Tensor, (total, c))
+    return total
 
 
 def _batched(node: fx.Node, batch: str) -> bool:
@@ -244,15 +282,26 @@ class GraphStage(nn.Module):
         return (*out, logp) if every is None else (*out, logp, every)
 
 
-def plan_graph(model: nn.Module, stack: Any, inputs: dict[str, torch.Tensor]) -> Any:
+def plan_graph(
+    model: nn.Module,
+    stack: Any,
+    inputs: dict[str, torch.Tensor],
+    bounds: dict[str, tuple[int, int]],
+) -> Any:
     """The stages of a non-Sequential model (exit hooks detached; `stack` None: no exits, one
-    stage) on example `inputs` (model input name -> tensor; "x" for one positional tensor)."""
+    stage) on example `inputs` (model input name -> tensor; "x" for one positional tensor),
+    dynamic within `bounds` ({"batch": (lo, hi), "tokens": (lo, hi)})."""
     from ponder.export._stages.plan import MOE_TAU, ExitTail, Stage, StagePlan
-    from ponder.export._stages.trace import DIM_BOUNDS
 
     spec = stack.spec if stack is not None else {"block_paths": [], "exit_blocks": []}
     keyword = list(inputs) != ["x"]
-    bounds = {**DIM_BOUNDS, "tokens": (DIM_BOUNDS["tokens"][0], _max_tokens(model))}
+    for name, value in inputs.items():
+        if _is_tokens(name, value) and value.shape[1] > bounds["tokens"][1]:
+            raise ConfigError(
+                f"sample input {name!r} has {value.shape[1]} tokens, more than the "
+                f"{bounds['tokens'][1]} the stages are exported for; raise max_tokens "
+                "(ponder export --max-tokens) or pass shorter samples"
+            )
     dims = {name: Dim(name, min=lo, max=hi) for name, (lo, hi) in bounds.items()}
     dynamic = {
         name: {0: dims["batch"], **({1: dims["tokens"]} if _is_tokens(name, value) else {})}
@@ -310,13 +359,3 @@ def _is_tokens(name: str, value: torch.Tensor) -> bool:
     """Token ids and masks [B, T] (integer tensors, or any `*mask`): their dim 1 is dynamic."""
     integer = not torch.is_floating_point(value)
     return value.dim() == 2 and (integer or name.endswith("mask"))
-
-
-def _max_tokens(model: nn.Module) -> int:
-    """The longest sequence the model's position table allows (512 when it does not say)."""
-    config = getattr(model, "config", None)
-    for key in ("max_position_embeddings", "n_positions"):
-        value = getattr(config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return 512

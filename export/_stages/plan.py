@@ -126,19 +126,27 @@ MOE_MODES = {"grouped": "traceable", "masked": "reference"}
 
 
 def plan_stages(
-    model: nn.Module, moe: str = "grouped", example_inputs: dict[str, torch.Tensor] | None = None
+    model: nn.Module,
+    moe: str = "grouped",
+    example_inputs: dict[str, torch.Tensor] | None = None,
+    *,
+    max_batch: int | None = None,
+    max_tokens: int | None = None,
 ) -> StagePlan:
     """The stages of a converted (or plain) model, on a deep copy set up for tracing: eval mode,
     exit hooks inert, MoE layers traced as `moe` says: "grouped" (each expert runs on the rows
     that selected it; data-dependent shapes) or "masked" (every expert on every row, zeroed).
     Models with exits other than an nn.Sequential (transformers) are traced whole and cut at
     their exit blocks, which needs `example_inputs` (input name -> a batch; "x" for a model
-    that takes one tensor)."""
+    that takes one tensor). max_batch, max_tokens: upper bounds of the dynamic batch and token
+    dimensions (None: MAX_BATCH for Sequential models; TRANSFORMER_MAX_BATCH and
+    DEFAULT_MAX_TOKENS, within the model's position table, for transformers)."""
     if moe not in MOE_MODES:
         raise ConfigError(f"moe={moe!r} is not one of {list(MOE_MODES)}")
     model = _prepare(model, MOE_MODES[moe])
     stack = getattr(model, ATTR, None)
     family = stack.spec["family"] if stack is not None else _family(model)
+    bounds = _bounds(model, family == "sequential", max_batch, max_tokens)
     if family == "sequential":
         plan = _plan_sequential(model, stack)
     elif stack is not None or (not is_text_encoder(model) and example_inputs is not None):
@@ -148,7 +156,7 @@ def plan_stages(
             )
         from ponder.export._stages.graph import plan_graph
 
-        plan = plan_graph(model, stack, example_inputs)
+        plan = plan_graph(model, stack, example_inputs, bounds)
     elif is_text_encoder(model):
         names = ["input_ids", "attention_mask"]
         stage = Stage(EncoderStage(model), names, ["sentence_embedding"], [], False, TEXT_DIMS)
@@ -158,6 +166,7 @@ def plan_stages(
             f"cutting a {family!r} model ({type(model).__name__}) into stages traces it: pass "
             "example_inputs"
         )
+    plan.bounds = bounds
     plan.moe_paths = {id(layer): path for path, layer in moe_layers(model).items()}
     for k, stage in enumerate(plan.stages):
         layers = list(moe_layers(stage.module).values())
@@ -200,6 +209,36 @@ class _MoEStage(nn.Module):
             for layer in self.layers
         ]  # each [B]
         return (*out, torch.stack(counts).sum(0))
+
+
+def _bounds(
+    model: nn.Module, sequential: bool, max_batch: int | None, max_tokens: int | None
+) -> dict[str, tuple[int, int]]:
+    """(1, max) of the dynamic batch, and of tokens for a transformer (see plan_stages)."""
+    from ponder.export._stages.trace import DEFAULT_MAX_TOKENS, MAX_BATCH, TRANSFORMER_MAX_BATCH
+
+    batch = max_batch or (MAX_BATCH if sequential else TRANSFORMER_MAX_BATCH)
+    if batch < 2:
+        raise ConfigError(f"max_batch must be at least 2, got {batch}")
+    if sequential:
+        return {"batch": (1, batch)}
+    # no more than the position table holds: the model cannot take longer inputs anyway
+    tokens = min(max_tokens or DEFAULT_MAX_TOKENS, max_positions(model))
+    if tokens < 2:
+        raise ConfigError(f"max_tokens must be at least 2, got {tokens}")
+    return {"batch": (1, batch), "tokens": (1, tokens)}
+
+
+def max_positions(model: nn.Module) -> int:
+    """The longest sequence the model's position table allows: the first Hugging Face config
+    found on it or a submodule (a user's head around a BertModel) that says; 512 if none."""
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        for key in ("max_position_embeddings", "n_positions"):
+            value = getattr(config, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+    return 512
 
 
 def _family(model: nn.Module) -> str:

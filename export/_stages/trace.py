@@ -14,11 +14,24 @@ from torch.export import Dim
 from ponder._core.errors import UnsupportedModelError
 from ponder.export._stages.plan import Stage
 
-__all__ = ["MAX_BATCH", "batch_dim", "export_stage", "portable_conv_shapes", "symbolic_shapes"]
+__all__ = [
+    "DEFAULT_MAX_TOKENS",
+    "MAX_BATCH",
+    "TRANSFORMER_MAX_BATCH",
+    "batch_dim",
+    "export_stage",
+    "portable_conv_shapes",
+    "symbolic_shapes",
+]
 
 # Largest batch a stage accepts. ExecuTorch plans activation memory for the upper bound, so
-# this is a memory/size trade-off, not a speed one.
+# this is a memory/size trade-off, not a speed one (the engine splits larger batches).
 MAX_BATCH = 256
+# Transformers plan for batch x tokens (and attention scores for batch x tokens^2), so they get
+# smaller defaults: all-MiniLM-L6-v2 with the bounds of its position table (256 rows x 512
+# tokens) planned 13 GB for one ExecuTorch method, measured here. Export options raise them.
+TRANSFORMER_MAX_BATCH = 64
+DEFAULT_MAX_TOKENS = 128
 
 
 # Bounds of the dynamic dimensions by name (the lower bound 1 lets a stage run one sample).

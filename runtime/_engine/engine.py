@@ -42,6 +42,7 @@ class Engine:
         self.rule = exit_rule(name, ensembled=m.exit_rule.ensembled)
         self.classifier = m.classes is not None
         self.max_batch = m.config.get("export", {}).get("max_batch", DEFAULT_MAX_BATCH)
+        self.max_tokens = m.config.get("export", {}).get("max_tokens")  # None: not a text model
         # the engine's own estimate of each stage call (anytime deadlines, energy without a meter)
         self.cost_model = CostModel(len(m.stages), costs, stage_flops=_stage_flops(m.stages))
         self._inputs = [[t.name for t in s.inputs] for s in m.stages]
@@ -140,7 +141,7 @@ class Engine:
                 f"operating point {point.name!r} has {len(point.thresholds)} thresholds; this "
                 f"bundle has {len(self.stages) - 1} early exits"
             )
-        arrays = check_inputs(self.bundle.manifest.inputs, inputs, self.max_batch)
+        arrays = check_inputs(self.bundle.manifest.inputs, inputs, self.max_batch, self.max_tokens)
         controls = self._controls(point)
         n = next(iter(arrays.values())).shape[0]
         started = time.perf_counter()

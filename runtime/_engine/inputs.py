@@ -16,10 +16,13 @@ class InputError(PonderError, ValueError):
     """A request does not match what the bundle takes."""
 
 
-def check_inputs(specs: Any, inputs: Any, max_batch: int | None) -> dict[str, np.ndarray]:
+def check_inputs(
+    specs: Any, inputs: Any, max_batch: int | None, max_tokens: int | None = None
+) -> dict[str, np.ndarray]:
     """Inputs as {name: array}: one array is accepted for a single-input bundle. Every name,
     rank, fixed dimension and dtype must match `specs` (TensorSpec list); the batch must agree
-    across inputs. `max_batch` is not enforced here (the engine splits larger batches)."""
+    across inputs; a "tokens" dimension must not exceed `max_tokens` (the bundle's export
+    bound). `max_batch` is not enforced here (the engine splits larger batches)."""
     names = [s.name for s in specs]
     if not isinstance(inputs, dict):
         if len(names) != 1:
@@ -33,6 +36,7 @@ def check_inputs(specs: Any, inputs: Any, max_batch: int | None) -> dict[str, np
     for spec in specs:
         array = _array(spec, inputs[spec.name])
         _check_shape(spec, array.shape)
+        _check_tokens(spec, array.shape, max_tokens)
         if batch is not None and array.shape[0] != batch:
             raise InputError(
                 f"inputs disagree on the batch size: {spec.name!r} has {array.shape[0]} rows, "
@@ -71,3 +75,13 @@ def _check_shape(spec: Any, shape: tuple[int, ...]) -> None:
             )
     if shape[0] == 0:
         raise InputError(f"input {spec.name!r} has no rows; pass at least one sample")
+
+
+def _check_tokens(spec: Any, shape: tuple[int, ...], max_tokens: int | None) -> None:
+    for got, dim in zip(shape, spec.shape, strict=True):
+        if dim == "tokens" and max_tokens is not None and got > max_tokens:
+            raise InputError(
+                f"input {spec.name!r} has {got} tokens; this bundle was exported for at most "
+                f"{max_tokens}. Truncate the text (tokenizer(..., truncation=True, "
+                f"max_length={max_tokens})) or re-export with ponder export --max-tokens {got}"
+            )

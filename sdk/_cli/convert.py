@@ -33,6 +33,14 @@ from ponder._cli.options import block_list, risk_options
 @click.option("--style", default="ztw", show_default=True, type=click.Choice(["ztw", "sdn"]))
 @click.option("--head", default="linear", show_default=True, type=click.Choice(["linear", "mlp"]))
 @click.option("--joint", is_flag=True, help="Train the backbone with the exits (default: frozen).")
+@click.option(
+    "--pooling",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "mean", "cls", "last"]),
+    help="A base model's pooling for the head ponder adds (auto: sentence-transformers "
+    "folders mean, causal models last token, others first token).",
+)
 @click.option("--epochs", default=30, show_default=True, type=click.IntRange(1))
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
 @click.option(
@@ -45,9 +53,9 @@ from ponder._cli.options import block_list, risk_options
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def convert(model_dir, train, calib, exits, exit_blocks, out, quiet, **options) -> None:
-    """Add early exits to the Hugging Face classifier in MODEL_DIR (a from_pretrained folder),
-    train them on your data, calibrate, and save a checkpoint for `ponder evaluate` and
-    `ponder export`."""
+    """Add early exits to the Hugging Face model in MODEL_DIR (a from_pretrained folder of a
+    classifier, or of a base model, which gets a pooled linear head fitted first), train them on
+    your data, calibrate, and save a checkpoint for `ponder evaluate` and `ponder export`."""
     if exits is not None and exit_blocks is not None:
         raise click.UsageError("give --exits or --exit-blocks, not both")
     from ponder._cli.pretrained import convert_pretrained

@@ -40,16 +40,26 @@ from ponder._cli.options import block_list
     "split) and report every exit's int8 accuracy next to fp32.",
 )
 @click.option(
+    "--max-batch",
+    type=click.IntRange(2),
+    help="Largest batch a stage takes (ExecuTorch plans memory for it; the runtime splits "
+    "larger batches). Default: 256, or 64 for transformers.",
+)
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(2),
+    help="Transformers: most tokens per input (default: the data's max length for a ponder "
+    "convert checkpoint, else 128; never more than the position table).",
+)
+@click.option(
     "--out", required=True, type=click.Path(file_okay=False), help="Bundle folder to write."
 )
-def export(checkpoint, target, data, moe, quantize, out) -> None:
+def export(checkpoint, out, **options) -> None:
     """Export a checkpoint as a device bundle (model.pte, onnx/stage_<i>.onnx, manifest.json),
     checking every stage of every format against the eager model."""
     from ponder.export import export_checkpoint
 
-    export_checkpoint(
-        checkpoint, out, target=target, data=data, moe=moe, quantize=quantize, echo=click.echo
-    )
+    export_checkpoint(checkpoint, out, **options, echo=click.echo)
     click.echo(f"wrote {out}; check it again any time with: ponder verify {out}")
 
 
@@ -127,5 +137,61 @@ def bench_export(out, blocks, width, heads, image, patch, exits, threads, repeat
         repeats=repeats,
         int8=int8,
         reuse=reuse,
+        echo=click.echo,
+    )
+
+
+@click.command("transformer")
+@click.option(
+    "--out",
+    default="ponder-bench/transformer",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder for the bundles, transformer.json and transformer.png.",
+)
+@click.option(
+    "--model",
+    default="minilm-docstrings",
+    show_default=True,
+    type=click.Choice(["minilm-docstrings", "digits-vit"]),
+    help="The frozen all-MiniLM-L6-v2 with a head on stdlib docstrings, or the digits ViT "
+    "trained from scratch.",
+)
+@click.option("--num-exits", default=3, show_default=True, help="Early exits (evenly spaced).")
+@click.option("--style", default="ztw", show_default=True, type=click.Choice(["sdn", "ztw"]))
+@click.option("--seed", default=0, show_default=True, help="Data split and training seed.")
+@click.option("--samples", default=256, show_default=True, help="Test samples timed.")
+@click.option(
+    "--batch",
+    "batches",
+    multiple=True,
+    type=int,
+    help="Batch size to time (repeatable; default 1 and 64).",
+)
+@click.option("--threads", type=int, help="Threads for both runtimes (default: all cores).")
+@click.option("--repeats", default=10, show_default=True, help="Interleaved timing rounds.")
+@click.option(
+    "--backend",
+    "backends",
+    multiple=True,
+    type=click.Choice(["onnxruntime", "executorch"]),
+    help="Runtime to time (repeatable; default both).",
+)
+@click.option(
+    "--reuse",
+    is_flag=True,
+    help="Keep bundles already in --out that were written with the same settings.",
+)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def bench_transformer(batches, backends, quiet, **options) -> None:
+    """A real transformer with exits, exported staged and whole, on the engine (ONNX Runtime
+    and ExecuTorch, batch 1 and 64): each operating point's time against its FLOPs fraction."""
+    from ponder._bench.transformer import BACKENDS, run_bench_transformer
+
+    run_bench_transformer(
+        **options,
+        batches=batches or (1, 64),
+        backends=backends or BACKENDS,
+        progress=not quiet,
         echo=click.echo,
     )

@@ -11,7 +11,7 @@ from torch import nn
 import ponder
 from ponder.data.datasets import load_dataset
 from ponder.export import export_bundle
-from ponder.export._checkpoint import TAU_GRID, _exits
+from ponder.export._checkpoint import TAU_GRID, exit_rule_and_points
 from ponder.runtime import Engine, OperatingPoint
 
 
@@ -30,7 +30,7 @@ def _moe_digits_mlp() -> nn.Module:
 
 def test_moe_models_get_operating_points_per_tau(tmp_path):
     model, splits = _moe_digits_mlp(), load_dataset("digits")
-    rule, points = _exits(model, splits, {"rule": "max_prob"})
+    rule, points = exit_rule_and_points(model, splits, {"rule": "max_prob"})
     taus = sorted({p["moe_tau"] for p in points})
     assert taus == sorted({*TAU_GRID, 0.3})
     assert all(len(p["thresholds"]) == 1 for p in points)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tiny_models
 import torch
-from tiny_models import hf_alone, hf_classifier, hf_inputs, inputs, make
+from tiny_models import UserHead, hf_alone, hf_classifier, hf_inputs, inputs, make
 
 import ponder
 from ponder.export import export_bundle, verify_bundle
@@ -26,11 +26,15 @@ FAMILIES = [
     ("hf_vit", "sdn"),
     ("hf_distilbert", "ztw"),
     ("hf_roberta", "sdn"),
+    ("base_bert", "ztw"),  # plain HF base models with the user's own head
+    ("base_vit", "sdn"),
 ]
 
 
 def _model(family: str, style: str, padded: bool = True):
-    if family.startswith("hf_"):
+    if family.startswith("base_"):
+        model, x = UserHead(family[5:]).eval(), hf_inputs(family[5:], padded=padded)
+    elif family.startswith("hf_"):
         model, x = hf_classifier(family[3:]), hf_inputs(family[3:], padded=padded)
     else:
         model, x = make(family), inputs(family)
@@ -58,7 +62,7 @@ def _engine_equals_eager(model, x, engine: Engine) -> list[list[int]]:
 
 @pytest.mark.parametrize(("family", "style"), FAMILIES)
 def test_onnx_bundle_runs_per_sample_exits_like_eager(family, style, tmp_path):
-    if family.startswith("hf_"):
+    if family.startswith(("hf_", "base_")):
         tiny_models._transformers()
     model, x = _model(family, style)
     manifest = export_bundle(model, x, tmp_path / "b", target="onnx", echo=lambda _: None)
@@ -131,6 +135,15 @@ def test_moe_and_exits_in_one_transformer_take_tau_as_a_stage_input(tmp_path):
         np.testing.assert_allclose(got.output, eager.logprobs.numpy(), rtol=1e-4, atol=1e-4)
         outputs.append(got.output)
     assert not np.allclose(outputs[0], outputs[1], atol=1e-3)  # tau reached the MoE layers
+    # every stage reports the experts each sample's tokens ran, as the eager layers counted
+    for k, stage in enumerate(manifest["stages"]):
+        assert f"experts_{k}" in [o["name"] for o in stage["outputs"]]
+    full = engine.run(feeds, point=OperatingPoint("full", (2.0, 2.0), moe_tau=0.5))
+    ponder.infer(model, x, thresholds=2.0)  # no max-prob reaches 2: every layer runs
+    batch = len(x["input_ids"])
+    per_layer = [c.reshape(batch, -1).float().mean(1) for c in ponder.expert_counts(model).values()]
+    np.testing.assert_allclose(full.experts, torch.stack(per_layer).mean(0).numpy(), rtol=1e-5)
+    assert full.experts.min() < full.experts.max()  # samples differ
 
 
 def test_int8_files_of_a_transformer_report_every_exit(tmp_path):
@@ -177,3 +190,27 @@ def test_torch_transformer_encoder_layers_are_cut_too(tmp_path):
     export_bundle(model, x, tmp_path / "b", target="onnx", echo=lambda _: None)
     seen = _engine_equals_eager(model, x, Engine.load(tmp_path / "b", "onnxruntime"))
     assert any(len(set(row)) > 1 for row in seen), seen
+
+
+def test_batch_and_token_bounds_are_export_options_the_engine_enforces(tmp_path):
+    from ponder.runtime._engine.inputs import InputError
+
+    model, x = _model("bert", "sdn")
+    manifest = export_bundle(model, x, tmp_path / "b", target="onnx", echo=lambda _: None)
+    assert manifest["config"]["export"]["max_batch"] == 64  # transformers' default
+    assert manifest["config"]["export"]["max_tokens"] == 128
+    manifest = export_bundle(
+        model, x, tmp_path / "b", target="onnx", max_tokens=10, max_batch=8, echo=lambda _: None
+    )
+    assert manifest["config"]["export"]["max_tokens"] == 10
+    engine = Engine.load(tmp_path / "b", "onnxruntime")
+    long = {k: np.concatenate([v.numpy()] * 2, axis=1) for k, v in x.items()}  # twice the tokens
+    with pytest.raises(
+        InputError, match=r"has \d+ tokens; this bundle was exported for at most 10"
+    ):
+        engine.run(long)
+    many = {k: np.concatenate([v.numpy()] * 3) for k, v in x.items()}  # 18 rows: split by 8
+    split = engine.run(many)
+    assert split.prediction.shape == (18,) and max(split.stage_rows) == 8
+    with pytest.raises(ponder.ConfigError, match=r"has \d+ tokens, more than the 6"):
+        export_bundle(model, x, tmp_path / "c", target="onnx", max_tokens=6, echo=lambda _: None)

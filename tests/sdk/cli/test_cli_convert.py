@@ -154,10 +154,68 @@ def test_models_ponder_cannot_use_are_named(tmp_path):
     line = _error_line(_invoke(str(one_layer), "--train", str(data), "--out", "o"))
     assert "cannot find the blocks of BertForSequenceClassification" in line
 
-    base = model_folder(tmp_path / "base", "bert")
-    tf.BertModel(config).save_pretrained(base)
-    line = _error_line(_invoke(str(base), "--train", str(data), "--out", "o"))
-    assert "holds a BertModel, which has no classification head" in line
+
+def _base_folder(tmp_path, sentence_transformers: bool = False):
+    """The tiny BERT classifier's base model (no head) saved with its tokenizer; optionally
+    with the files sentence-transformers writes for mean pooling and normalisation."""
+    folder = model_folder(tmp_path / "src", "bert")
+    base = tmp_path / "base"
+    _transformers().BertModel.from_pretrained(folder).save_pretrained(base)
+    for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        if (folder / name).is_file():
+            shutil.copy(folder / name, base / name)
+    if sentence_transformers:
+        modules = [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {
+                "idx": 1,
+                "name": "1",
+                "path": "1_Pooling",
+                "type": "sentence_transformers.models.Pooling",
+            },
+            {
+                "idx": 2,
+                "name": "2",
+                "path": "2_Normalize",
+                "type": "sentence_transformers.models.Normalize",
+            },
+        ]
+        (base / "modules.json").write_text(json.dumps(modules))
+        (base / "1_Pooling").mkdir()
+        (base / "1_Pooling" / "config.json").write_text(
+            json.dumps({"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True})
+        )
+    return base
+
+
+@pytest.mark.parametrize(("st", "pooling"), [(False, "cls"), (True, "mean")])
+def test_a_base_model_gets_a_pooled_head_and_exports(tmp_path, st, pooling):
+    pytest.importorskip("onnxruntime")
+    from ponder.export import export_checkpoint
+    from ponder.runtime import Engine
+
+    base = _base_folder(tmp_path, sentence_transformers=st)
+    data = write_jsonl(tmp_path / "d.jsonl", texts(40))
+    out = tmp_path / "ckpt"
+    lines = []
+    _convert(base, data, out, echo=lines.append)
+    assert any(f"BertModel has no classification head: added {pooling} pooling" in x for x in lines)
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["source"]["head"] == {"classes": 5, "pooling": pooling, "normalize": st}
+    model = ponder.load(out)  # rebuilt from the folder, head and all
+    assert type(model).__name__ == "PooledClassifier" and model.pooling == pooling
+    export_checkpoint(out, tmp_path / "bundle", target="onnx", echo=_quiet)
+    engine = Engine.load(tmp_path / "bundle", "onnxruntime")
+    tokenizer = _transformers().AutoTokenizer.from_pretrained(base)
+    batch = tokenizer([r["text"] for r in texts(12, seed=5)], padding=True, return_tensors="np")
+    x = {spec.name: batch[spec.name] for spec in engine.bundle.manifest.inputs}
+    got = engine.run(x)
+    threshold = engine.default_point.thresholds[0]
+    eager = ponder.infer(
+        model, {k: torch.from_numpy(v) for k, v in x.items()}, thresholds=threshold
+    )
+    np.testing.assert_array_equal(got.prediction, eager.prediction.numpy())
+    np.testing.assert_array_equal(got.exit_stage, eager.exit_index.numpy())
 
 
 def test_evaluate_takes_another_data_file_in_place_of_the_recorded_one(tmp_path):
