@@ -184,6 +184,11 @@ def _check_samples(inputs: dict[str, torch.Tensor]) -> None:
             )
 
 
+def _takes_tokens(specs: list[dict]) -> bool:
+    """Whether any stage input has a dynamic token dimension (text models)."""
+    return any("tokens" in t["shape"] for spec in specs for t in spec["inputs"])
+
+
 def _check_rows(inputs: dict[str, torch.Tensor], max_batch: int) -> None:
     for name, value in inputs.items():
         if value.shape[0] > max_batch:
@@ -281,7 +286,7 @@ def _manifest(
         "targets": targets,
         "onnx_opset": OPSET,
         "max_batch": plan.bounds["batch"][1],
-        **({"max_tokens": plan.bounds["tokens"][1]} if "tokens" in plan.bounds else {}),
+        **({"max_tokens": plan.bounds["tokens"][1]} if _takes_tokens(specs) else {}),
         "tolerances": TOLERANCES,
         "samples": SAMPLES,
         "validation": REPORT,
