@@ -242,7 +242,7 @@ def _docstrings(name: str, min_chars: int) -> set[str]:
         warnings.simplefilter("ignore", DeprecationWarning)
         for obj in _defined_objects(module, name):
             doc = getattr(obj, "__doc__", None)
-            text = _first_paragraph(doc) if isinstance(doc, str) else None
+            text = first_paragraph(doc) if isinstance(doc, str) else None
             if text is not None and len(text) >= min_chars:
                 texts.add(text)
     return texts
@@ -280,7 +280,7 @@ def _own_member(value: Any, name: str) -> bool:
     return owner is None or owner == name
 
 
-def _first_paragraph(doc: str) -> str | None:
+def first_paragraph(doc: str) -> str | None:
     """The first blank-line-separated paragraph that is prose, whitespace-normalised."""
     for paragraph in re.split(r"\n\s*\n", inspect.cleandoc(doc)):
         text = " ".join(paragraph.split())

@@ -142,29 +142,24 @@ class PooledClassifier(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return self.head(self.features(input_ids, attention_mask, token_type_ids, pixel_values))
+        return self.head(
+            self.features(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                token_type_ids=token_type_ids,
+                pixel_values=pixel_values,
+            )
+        )
 
-    def features(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        pixel_values: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """The pooled hidden state the head reads [B, D]."""
+    def features(self, **inputs: torch.Tensor | None) -> torch.Tensor:
+        """The pooled hidden state the head reads [B, D], from the inputs `forward` takes."""
         # B=batch, T=tokens, D=width
-        given = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "token_type_ids": token_type_ids,
-            "pixel_values": pixel_values,
-        }
-        hidden = self.encoder(**{k: v for k, v in given.items() if v is not None})
-        hidden = hidden.last_hidden_state  # [B, T, D]
+        given = {k: v for k, v in inputs.items() if v is not None}
+        hidden = self.encoder(**given).last_hidden_state  # [B, T, D]
         if self.pooling == "cls":
             pooled = hidden[:, 0]
         else:
-            mask = attention_mask
+            mask = given.get("attention_mask")
             if mask is None:  # every token is real
                 mask = torch.ones(hidden.shape[:2], dtype=torch.int64, device=hidden.device)
             if self.pooling == "mean":

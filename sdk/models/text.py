@@ -9,7 +9,6 @@ import inspect
 import logging
 import os
 import random
-import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import torch
 
 from ponder._core.errors import ConfigError, MissingDependencyError
+from ponder.data.docstrings import first_paragraph
 
 __all__ = [
     "embed",
@@ -99,8 +99,6 @@ _STDLIB_MODULES = (
     "zoneinfo",
 )
 _DOCUMENTED_KINDS = (inspect.ismodule, inspect.isclass, inspect.isroutine, inspect.isdatadescriptor)
-# A first paragraph that is only a call signature ("S.join(iterable) -> str"), not prose.
-_SIGNATURE = re.compile(r"^[\w.\[\]]+\(.*\)(\s*->.*)?$")
 
 
 def minilm_path() -> Path:
@@ -250,7 +248,7 @@ def stdlib_docstrings(
     texts: set[str] = set()
     for name in _STDLIB_MODULES:
         for doc in _module_docstrings(name):
-            paragraph = _first_paragraph(doc)
+            paragraph = first_paragraph(doc)
             if paragraph is not None and len(paragraph) >= min_chars:
                 texts.add(paragraph)
     result = sorted(texts)
@@ -290,12 +288,3 @@ def _public_objects(module: Any) -> list[Any]:
         elif inspect.isroutine(member):
             objects.append(member)
     return objects
-
-
-def _first_paragraph(doc: str) -> str | None:
-    """The first blank-line-separated paragraph that is prose, whitespace-normalised."""
-    for paragraph in re.split(r"\n\s*\n", inspect.cleandoc(doc)):
-        text = " ".join(paragraph.split())
-        if text and not _SIGNATURE.match(text):
-            return text
-    return None
