@@ -21,7 +21,7 @@ from torch.export import Dim
 
 from ponder._core.errors import ConfigError, UnsupportedModelError
 from ponder._early_exit.infer import final_logits
-from ponder._moe.config import moe_layers
+from ponder._moe.config import moe_layers, tau_given
 
 __all__ = ["GraphCut", "GraphStage", "cut_graph", "plan_graph"]
 
@@ -50,21 +50,16 @@ class _Logits(nn.Module):
         counts: list[torch.Tensor] = []
 
         def count(layer: nn.Module, layer_args: tuple, _out: torch.Tensor) -> None:
-            # B=batch, E=experts; last_mask [B*T, E] for input [B, T, D]
-            batch = layer_args[0].shape[0]
-            ran = layer.last_mask.reshape(batch, -1, layer.num_experts).sum(-1)  # [B, T]
-            counts.append(ran.float().mean(1))  # [B]
+            counts.append(layer.experts_per_sample(layer_args[0].shape[0]))  # [B]
 
         hooks = [layer.register_forward_hook(count) for layer in self.moe]
+        tau = None
         if self.tau_layers:
-            *args, tau = args
-            for layer in self.tau_layers:
-                layer.tau_input = tau  # [1]
+            *args, tau = args  # [1]
         try:
-            logits = self._logits(*args)
+            with tau_given(self.tau_layers, tau):
+                logits = self._logits(*args)
         finally:
-            for layer in self.tau_layers:
-                layer.tau_input = None
             for hook in hooks:
                 hook.remove()
         return (logits, *counts) if counts else logits

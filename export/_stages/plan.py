@@ -22,7 +22,7 @@ from torch import nn
 from ponder._core.errors import ConfigError
 from ponder._early_exit.stack import ATTR, ExitStack
 from ponder._early_exit.widths import class_count
-from ponder._moe.config import moe_layers
+from ponder._moe.config import moe_layers, tau_given
 from ponder.export._stages.text import TEXT_DIMS, EncoderStage, is_text_encoder
 
 __all__ = [
@@ -193,21 +193,13 @@ class _MoEStage(nn.Module):
         self.layers = layers  # submodules of `stage`; a plain list so nothing registers twice
 
     def forward(self, *args: torch.Tensor):
-        # B=batch, T=tokens per sample, E=experts
+        # B=batch
+        tau = None
         if self.tau_input:
-            *args, tau = args
-            for layer in self.layers:
-                layer.tau_input = tau  # [1]
-        try:
+            *args, tau = args  # [1]
+        with tau_given(self.layers, tau):
             out = self.stage(*args)
-        finally:
-            for layer in self.layers:
-                layer.tau_input = None
-        batch = args[0].shape[0]
-        counts = [
-            layer.last_mask.reshape(batch, -1, layer.num_experts).sum(-1).float().mean(1)
-            for layer in self.layers
-        ]  # each [B]
+        counts = [layer.experts_per_sample(args[0].shape[0]) for layer in self.layers]  # [B] each
         return (*out, torch.stack(counts).sum(0))
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "expert_counts",
     "moe_layers",
     "set_gate_",
+    "tau_given",
 ]
 
 
@@ -169,6 +170,12 @@ class MoEFFN(nn.Module):
         )  # [T, D]
         return out.reshape(x.shape)
 
+    def experts_per_sample(self, batch: int) -> torch.Tensor:
+        """Per sample, the experts its tokens ran in the last forward, averaged over its tokens
+        [batch] (float32; the last input was [batch, tokens, D])."""
+        # E=experts; last_mask [batch * tokens, E]
+        return self.last_mask.reshape(batch, -1, self.num_experts).sum(-1).float().mean(1)
+
     def extra_repr(self) -> str:
         knob = ", ".join(f"{k}={v}" for k, v in self.gate_params.items())
         e, d, size = self.w1.shape
@@ -213,6 +220,22 @@ def all_experts(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for layer, flag in zip(layers, before, strict=True):
             layer.run_all = flag
+
+
+@contextlib.contextmanager
+def tau_given(layers: list[MoEFFN], tau: torch.Tensor | None) -> Iterator[None]:
+    """While inside, the dynamic-k gates of `layers` use the tensor `tau` [1] (an exported
+    stage's input) instead of their gate_params; nothing changes when `tau` is None."""
+    if tau is None:
+        yield
+        return
+    for layer in layers:
+        layer.tau_input = tau
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.tau_input = None
 
 
 def expert_counts(model: nn.Module) -> dict[str, torch.Tensor]:
