@@ -250,31 +250,43 @@ def _used_after(node: fx.Node, k: int, stage_of: dict, output_node: fx.Node) -> 
     return any(u is not output_node and stage_of.get(u, k) > k for u in node.users)
 
 
+# The per-token pooling weights [B, 1, T] the first exit builds from `attention_mask` and hands
+# to the later exits (see `Pool.token_weights`).
+POOL_WEIGHTS = "pool_weights"
+
+
 class GraphStage(nn.Module):
     """One cut of the traced graph, then (for an early stage) exit head k on its block output,
-    pooled over the real tokens when the model takes an `attention_mask`."""
+    pooled over the real tokens when the model takes an `attention_mask`: the first exit builds
+    the pooling weights from the mask (input `mask`) and, with `emit`, outputs them; a later
+    exit reads them (input `weights`)."""
 
     def __init__(
         self,
         body: fx.GraphModule,
         tail: nn.Module | None,
         body_inputs: int,
-        mask: int | None,
         cascade_in: bool,
+        mask: int | None = None,
+        weights: int | None = None,
+        emit: bool = False,
     ):
         super().__init__()
         self.body, self.tail = body, tail
-        self.body_inputs, self.mask, self.cascade_in = body_inputs, mask, cascade_in
+        self.body_inputs, self.cascade_in = body_inputs, cascade_in
+        self.mask, self.weights, self.emit = mask, weights, emit
 
     def forward(self, *args: torch.Tensor):
         out = tuple(self.body(*args[: self.body_inputs]))  # (hidden [B, ...], carried ...)
         if self.tail is None:
             return out  # the model's own head: (logits [B, C],)
-        extra = list(args[self.body_inputs :])
-        mask = args[self.mask] if self.mask is not None else None
-        head_logits = extra[-1] if self.cascade_in else None
-        logp, every = self.tail(out[0], head_logits, mask)
-        return (*out, logp) if every is None else (*out, logp, every)
+        head_logits = args[-1] if self.cascade_in else None
+        weights = args[self.weights] if self.weights is not None else None
+        if self.mask is not None:
+            weights = self.tail.pool.token_weights(args[self.mask], out[0].dtype)  # [B, 1, T]
+        logp, every = self.tail(out[0], head_logits, weights)
+        emitted = (weights,) if self.emit else ()
+        return (*out, *emitted, logp) if every is None else (*out, *emitted, logp, every)
 
 
 def plan_graph(
@@ -309,6 +321,7 @@ def plan_graph(
         tau = (MOE_TAU, torch.tensor([float(layers[0].gate_params["tau"])]), layers)
     cut = cut_graph(model, inputs, paths, dynamic, keyword=keyword, tau=tau)
     mask_name = "attention_mask" if "attention_mask" in inputs else None
+    pooled = mask_name is not None and stack is not None and stack.pool.reads_mask
     stages = []
     exits = spec["exit_blocks"]
     for k, (body, ins, outs, found) in enumerate(
@@ -316,14 +329,18 @@ def plan_graph(
     ):
         early = k < len(exits)
         cascade_in = early and stack.ensembled and k > 0
-        names, mask = list(ins), None
-        if early and mask_name is not None:
-            if mask_name not in names:
-                names.append(mask_name)
-            mask = names.index(mask_name)
+        names, where, emit = list(ins), {}, False
+        if early and pooled:
+            # exit 0 pools from the mask (emitting the weights if more exits follow)
+            source = POOL_WEIGHTS if k else mask_name
+            if source not in names:
+                names.append(source)
+            where = {"weights" if k else "mask": names.index(source)}
+            emit = k == 0 and len(exits) > 1
         names += [f"head_logits_{k - 1}"] if cascade_in else []
-        module = GraphStage(body, ExitTail(stack, k) if early else None, len(ins), mask, cascade_in)
-        outputs = list(outs) + ([f"exit_logp_{k}"] if early else [])
+        tail = ExitTail(stack, k) if early else None
+        module = GraphStage(body, tail, len(ins), cascade_in, emit=emit, **where)
+        outputs = list(outs) + [POOL_WEIGHTS] * emit + ([f"exit_logp_{k}"] if early else [])
         outputs += [f"head_logits_{k}"] if early and stack.ensembled else []
         blocks = list(
             range(exits[k - 1] + 1 if k else 0, exits[k] + 1 if early else len(spec["block_paths"]))
@@ -331,6 +348,8 @@ def plan_graph(
         stage_dims = {n: {i: d for i, d in found.get(n, {}).items() if i} for n in names}
         if mask_name in names and mask_name not in found:
             stage_dims[mask_name] = {1: "tokens"}
+        if POOL_WEIGHTS in names:
+            stage_dims[POOL_WEIGHTS] = {2: "tokens"}
         stages.append(Stage(module, names, outputs, blocks, early, stage_dims))
     if stack is not None:
         classes, family = spec["classes"], spec["family"]

@@ -5,7 +5,9 @@ Stage k takes named tensors (model inputs or earlier stages' outputs) and return
 each name used once in the whole pipeline: `hidden_k` (what the next block reads), `exit_logp_k`
 (the log-probabilities the exit rule reads: the head's for SDN heads, the ensemble's for ZTW)
 and, for ZTW, `head_logits_k` [B, k+1, C] (every head's logits so far, which the next head's
-cascade and ensemble need). The last stage returns `logits`. The exit decision stays on the host: one method per stage, no control flow.
+cascade and ensemble need); a transformer's first exit also returns `pool_weights` [B, 1, T]
+when its exits pool over the attention mask (see `GraphStage`). The last stage returns `logits`.
+The exit decision stays on the host: one method per stage, no control flow.
 """
 
 from __future__ import annotations
@@ -51,10 +53,10 @@ class ExitTail(nn.Module):
         self,
         hidden: torch.Tensor,
         head_logits: torch.Tensor | None,
-        mask: torch.Tensor | None = None,
+        weights: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         # B=batch, C=classes, K=heads before this one, T=tokens
-        feats = self.pool(hidden, mask)  # [B, D]; mask [B, T]: pool real tokens only
+        feats = self.pool.pooled(hidden, weights)  # [B, D]; weights [B, 1, T]: real tokens only
         prev = None if head_logits is None else head_logits[:, -1]  # [B, C]
         if self.ensemble is None:
             return F.log_softmax(self.head(feats, None).float(), dim=-1), None
@@ -62,7 +64,7 @@ class ExitTail(nn.Module):
         every = (
             logits[:, None] if head_logits is None else torch.cat([head_logits, logits[:, None]], 1)
         )
-        return self.ensemble(list(every.unbind(1))), every  # [B, C], [B, K+1, C]
+        return self.ensemble(every), every  # [B, C], [B, K+1, C]
 
 
 class _SequentialStage(nn.Module):

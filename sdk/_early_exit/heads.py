@@ -17,14 +17,39 @@ class Pool(nn.Module):
     With a token `mask` [B, T] (1 = real token, the HF `attention_mask`), "last" takes each
     row's last real token and "mean" averages real tokens only, so a padded row pools what it
     would pool alone; "cls" takes token 0 either way (BERT-like models pad on the right).
+
+    Masked pooling is one batched matmul with per-token weights (`token_weights`), which depend
+    on the mask alone: an exported model builds them once, in its first stage, and every later
+    exit reuses them instead of rebuilding them from the mask (8 small ops per exit).
     """
 
     def __init__(self, kind: str):
         super().__init__()
         self.kind = kind
 
-    def forward(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    @property
+    def reads_mask(self) -> bool:
+        """Whether a token mask changes what this pooling returns."""
+        return self.kind in ("mean", "last")
+
+    def token_weights(self, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """[B, 1, T] weights, summing to 1 per row, that make `pooled` this pooling over the real
+        tokens of `mask` [B, T] (a row without real tokens pools token 0 for "last", zeros for
+        "mean")."""
+        real = (mask != 0).to(dtype)  # [B, T]
+        if self.kind == "mean":
+            weights = real / real.sum(1, keepdim=True).clamp(min=1)  # [B, T]
+        else:  # the rightmost real token, for right and left padding alike
+            positions = torch.arange(mask.shape[1], device=mask.device)  # [T]
+            last = (positions * real).argmax(dim=1, keepdim=True)  # [B, 1]
+            weights = (positions == last).to(dtype)  # [B, T]
+        return weights.unsqueeze(1)  # [B, 1, T]
+
+    def pooled(self, h: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Pool `h`; `weights` [B, 1, T] from `token_weights` (None: no mask)."""
         # B=batch, T=tokens, D=width
+        if weights is not None and self.reads_mask and h.dim() == 3:
+            return torch.bmm(weights.to(h.dtype), h).squeeze(1)  # [B, D]
         if self.kind == "none" or h.dim() == 2:
             return h  # [B, D]
         if self.kind == "avg":
@@ -35,15 +60,11 @@ class Pool(nn.Module):
             )
         if self.kind == "cls":
             return h[:, 0]  # [B, D]
-        if mask is None:
-            return h[:, -1] if self.kind == "last" else h.mean(dim=1)  # [B, D]
-        if self.kind == "last":
-            # the rightmost real token, for right and left padding alike
-            positions = torch.arange(h.shape[1], device=h.device)  # [T]
-            last = (positions * (mask != 0)).argmax(dim=1)  # [B]
-            return h[torch.arange(h.shape[0], device=h.device), last]  # [B, D]
-        weights = (mask != 0).unsqueeze(-1).to(h.dtype)  # [B, T, 1]
-        return (h * weights).sum(1) / weights.sum(1).clamp(min=1)  # [B, D]
+        return h[:, -1] if self.kind == "last" else h.mean(dim=1)  # [B, D]
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        use = mask is not None and self.reads_mask and h.dim() == 3
+        return self.pooled(h, self.token_weights(mask, h.dtype) if use else None)
 
     def extra_repr(self) -> str:
         return self.kind
@@ -92,10 +113,14 @@ class GeometricEnsemble(nn.Module):
         self.log_w = nn.Parameter(torch.zeros(members))
         self.bias = nn.Parameter(torch.zeros(classes))
 
-    def forward(self, logits: list[torch.Tensor]) -> torch.Tensor:
-        # M=members, B=batch, C=classes; logits: at least M tensors [B, C]
+    def forward(self, logits: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        # M=members, B=batch, C=classes, K>=M; logits: K tensors [B, C], or stacked [B, K, C]
         m = self.log_w.numel()
-        stacked = torch.stack(logits[:m]).float()  # [M, B, C]
+        if isinstance(logits, list | tuple):
+            stacked = torch.stack(list(logits[:m]), 1).float()  # [B, M, C]
+        else:
+            stacked = (logits if logits.shape[1] == m else logits[:, :m]).float()
         weights = self.log_w.exp() / m  # [M]
-        mixed = torch.tensordot(weights, stacked, dims=1) + self.bias  # [B, C]
+        # one weighted sum over members: exported, a Mul and a ReduceSum, not M slices
+        mixed = (stacked * weights[:, None]).sum(1) + self.bias  # [B, C]
         return F.log_softmax(mixed, dim=-1)

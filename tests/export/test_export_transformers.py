@@ -88,6 +88,27 @@ def test_padded_rows_answer_as_each_row_alone(tmp_path):
         assert alone.prediction[0] == batch.prediction[row]
 
 
+@pytest.mark.parametrize(("family", "pooling"), [("base_bert", "mean"), ("hf_gpt2", "last")])
+def test_later_exits_reuse_the_pooling_weights_the_first_builds(family, pooling, tmp_path):
+    """Mean and last-token pooling over the mask are built once, by exit 0, and read by exit 1:
+    the later stages take `pool_weights` [B, 1, T] instead of rebuilding them from
+    `attention_mask`, and padded batches still answer as eager."""
+    tiny_models._transformers()
+    if family.startswith("base_"):
+        model, x = UserHead(family[5:]).eval(), hf_inputs(family[5:], padded=True)
+    else:
+        model, x = hf_classifier(family[3:]), hf_inputs(family[3:], padded=True)
+    config = ponder.EarlyExitConfig(num_exits=2, style="ztw", pooling=pooling)
+    model = ponder.convert_(model, config)
+    manifest = export_bundle(model, x, tmp_path / "b", target="onnx", echo=lambda _: None)
+    ins = [[t["name"] for t in s["inputs"]] for s in manifest["stages"]]
+    outs = [[t["name"] for t in s["outputs"]] for s in manifest["stages"]]
+    assert "pool_weights" in outs[0] and "pool_weights" not in outs[1], outs
+    assert "pool_weights" in ins[1] and "pool_weights" not in ins[2], ins
+    seen = _engine_equals_eager(model, x, Engine.load(tmp_path / "b", "onnxruntime"))
+    assert any(len(set(row)) > 1 for row in seen), seen
+
+
 def test_executorch_program_of_a_transformer_runs_like_eager(tmp_path):
     model, x = _model("bert", "ztw")
     manifest = export_bundle(model, x, tmp_path / "b", target="xnnpack", echo=lambda _: None)

@@ -9,7 +9,7 @@ from tiny_models import inputs, make
 import ponder
 from ponder._calibration.metrics import simulate_exits
 from ponder._core.rules import exit_rule, offline_scores
-from ponder._early_exit.heads import Pool
+from ponder._early_exit.heads import GeometricEnsemble, Pool
 
 RULES = ("max_prob", "entropy", "margin", "patience", "ztw")
 
@@ -142,6 +142,24 @@ def test_token_pooling_with_a_mask_pools_what_the_row_pools_alone(kind):
         alone = h[row : row + 1, mask[row].bool()]  # [1, t, D], the real tokens only
         torch.testing.assert_close(got[row : row + 1], pool(alone), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(pool(h, torch.ones(3, 6)), pool(h), rtol=1e-6, atol=1e-6)
+
+
+def test_the_ensemble_of_logits_is_the_weighted_mean_of_log_probs():
+    """ZTW's exit k: log_softmax(mean_i(w_i log p_i) + b) over heads 0..k; the same from a list
+    of per-head logits (eager) and from the stacked [B, K, C] logits an exported stage carries,
+    where heads after k are ignored."""
+    g = torch.Generator().manual_seed(0)
+    ensemble = GeometricEnsemble(3, 5)
+    with torch.no_grad():
+        ensemble.log_w.copy_(torch.tensor([0.2, -0.4, 0.7]))
+        ensemble.bias.copy_(torch.randn(5, generator=g))
+    logits = [3 * torch.randn(4, 5, generator=g) for _ in range(4)]  # one head more than members
+    w = ensemble.log_w.exp() / 3
+    mean = sum(w[i] * torch.log_softmax(logits[i], -1) for i in range(3))
+    want = torch.log_softmax(mean + ensemble.bias, -1)
+    with torch.no_grad():
+        torch.testing.assert_close(ensemble(logits), want, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ensemble(torch.stack(logits, 1)), want, rtol=1e-5, atol=1e-5)
 
 
 def test_per_exit_thresholds_and_bad_threshold_count():
