@@ -18,6 +18,8 @@ from ponder.runtime._engine.engine import Engine
 from ponder.runtime._engine.inputs import InputError
 from ponder.runtime._engine.requests import ServeReport, run_requests
 from ponder.runtime._engine.result import Result
+from ponder.runtime._offload.codecs import Encoded, get_codec, list_codecs
+from ponder.runtime._offload.payload import Payload, check_params, decode_payload, encode_payload
 from ponder.runtime._policy.cost_model import CostModel, Prediction
 from ponder.runtime._policy.decision import Decision
 from ponder.runtime._policy.points import ExitDistribution, OperatingPoint, operating_points
@@ -55,6 +57,7 @@ __all__ = [
     "CostTable",
     "Decision",
     "DeviceState",
+    "Encoded",
     "Engine",
     "ExitDistribution",
     "ExitRuleSpec",
@@ -65,6 +68,7 @@ __all__ = [
     "Manifest",
     "NvmlProbe",
     "OperatingPoint",
+    "Payload",
     "Policy",
     "PolicyRule",
     "PolicySpec",
@@ -85,11 +89,16 @@ __all__ = [
     "ThermalModel",
     "Trace",
     "TracePoint",
+    "check_params",
     "cost_table_path",
     "day_trace",
+    "decode_payload",
     "default_policy_spec",
     "detect_probes",
+    "encode_payload",
+    "get_codec",
     "list_backends",
+    "list_codecs",
     "list_probes",
     "load_policy",
     "load_schema",

@@ -19,6 +19,7 @@ _LAZY = {
     "UnsupportedModelError": "_core",
     "CheckpointError": "_core",
     "BundleError": "_core",
+    "PayloadError": "_core",
     "ExportMismatchError": "_core",
     "MissingDependencyError": "_core",
     "InternalError": "_core",

@@ -137,6 +137,12 @@ def _backends() -> dict[str, str]:
     return list_backends()
 
 
+def _codecs() -> dict[str, str]:
+    from ponder.runtime import list_codecs
+
+    return list_codecs()
+
+
 # what `ponder list` shows: registry name -> {entry: one line about it}
 _REGISTRIES = {
     "rules": ponder.list_exit_rules,
@@ -146,6 +152,7 @@ _REGISTRIES = {
     "datasets": _datasets,
     "kernels": _kernels,
     "backends": _backends,
+    "codecs": _codecs,
 }
 
 
@@ -153,7 +160,7 @@ _REGISTRIES = {
 @click.argument("registry", type=click.Choice(sorted(_REGISTRIES)))
 def list_(registry: str) -> None:
     """List what a registry holds: exit rules, conversions, MoE gates, built-in models, data
-    sets, MoE kernel backends, runtime backends."""
+    sets, MoE kernel backends, runtime backends, offload codecs."""
     entries = _REGISTRIES[registry]()
     width = max(map(len, entries), default=0)
     for name, about in entries.items():

@@ -11,6 +11,7 @@ from ponder._core.errors import (
     InternalError,
     MissingDependencyError,
     NoEffectWarning,
+    PayloadError,
     PonderError,
     UnsupportedModelError,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "MissingDependencyError",
     "NoEffectWarning",
     "OperatingPoint",
+    "PayloadError",
     "PonderError",
     "Registry",
     "UnsupportedModelError",

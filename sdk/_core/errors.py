@@ -10,6 +10,7 @@ __all__ = [
     "InternalError",
     "MissingDependencyError",
     "NoEffectWarning",
+    "PayloadError",
     "PonderError",
     "UnsupportedModelError",
 ]
@@ -35,6 +36,10 @@ class CheckpointError(PonderError, ValueError):
 
 class BundleError(PonderError, ValueError):
     """A device bundle is invalid, corrupt or of an unknown version."""
+
+
+class PayloadError(PonderError, ValueError):
+    """An offload payload is malformed, corrupt, truncated or made for another model half."""
 
 
 class ExportMismatchError(PonderError):

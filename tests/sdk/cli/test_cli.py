@@ -38,7 +38,7 @@ def test_list_rules_and_conversions():
     assert "digits_cnn" in runner.invoke(main, ["list", "models"]).output
 
 
-def test_list_gates_and_backends_shows_each_registry_in_full():
+def test_list_gates_backends_and_codecs_shows_each_registry_in_full():
     import ponder.kernels
     import ponder.runtime
 
@@ -47,6 +47,7 @@ def test_list_gates_and_backends_shows_each_registry_in_full():
         "gates": ponder.list_gates(),
         "kernels": ponder.kernels.list_backends(),
         "backends": sorted(ponder.runtime.list_backends()),
+        "codecs": sorted(ponder.runtime.list_codecs()),
     }
     for registry, names in expected.items():
         result = runner.invoke(main, ["list", registry])
