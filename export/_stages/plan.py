@@ -25,6 +25,7 @@ from ponder._core.errors import ConfigError
 from ponder._early_exit.stack import ATTR, ExitStack
 from ponder._early_exit.widths import class_count
 from ponder._moe.config import moe_layers, tau_given
+from ponder._split.link import ATTR as SPLIT_ATTR
 from ponder.export._stages.text import TEXT_DIMS, EncoderStage, is_text_encoder
 
 __all__ = [
@@ -240,6 +241,11 @@ def _family(model: nn.Module) -> str:
 
 
 def _prepare(model: nn.Module, moe_backend: str) -> nn.Module:
+    if getattr(model, SPLIT_ATTR, None) is not None:
+        raise ConfigError(
+            "this model has an edge-cloud split (ponder.SplitConfig), which bundles cannot hold "
+            "yet; export the model as converted before the split"
+        )
     model = copy.deepcopy(model).eval()
     stack = getattr(model, ATTR, None)
     if stack is not None:

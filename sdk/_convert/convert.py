@@ -16,7 +16,7 @@ from ponder._core.registry import Registry
 # handler(model, config, example_inputs) -> True if it changed the model
 CONVERTERS: Registry[Callable[[nn.Module, Any, Any], bool]] = Registry("conversion")
 # modules that register the built-in converters, imported on first use (they import torch)
-_BUILTIN = ("ponder._early_exit.config", "ponder._moe.config")
+_BUILTIN = ("ponder._early_exit.config", "ponder._moe.config", "ponder._split.config")
 LOG_ATTR = "_ponder_conversions"  # configs applied to a model, in order (saved in checkpoints)
 
 

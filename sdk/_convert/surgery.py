@@ -32,7 +32,10 @@ def replace_module(root: nn.Module, path: str, new: nn.Module | None) -> nn.Modu
     return old
 
 
-SIDECARS = ("ponder_exits",)  # attached modules that are not part of the model's own forward
+SIDECARS = (
+    "ponder_exits",
+    "ponder_split",
+)  # attached modules that are not part of the model's own forward
 
 
 def attach_sidecar(model: nn.Module, name: str, module: nn.Module) -> nn.Module | None:

@@ -33,7 +33,11 @@ def test_list_rules_and_conversions():
     assert [line.split()[0] for line in rules.output.splitlines()] == sorted(
         ponder.list_exit_rules()
     )
-    assert runner.invoke(main, ["list", "conversions"]).output.split() == ["early_exit", "moe"]
+    assert runner.invoke(main, ["list", "conversions"]).output.split() == [
+        "early_exit",
+        "moe",
+        "split",
+    ]
     assert "mnist1d" in runner.invoke(main, ["list", "datasets"]).output
     assert "digits_cnn" in runner.invoke(main, ["list", "models"]).output
 

@@ -1,0 +1,76 @@
+"""`SplitConfig` and its conversion: an edge-cloud split after one block of a transformer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from ponder._convert.blocks import find_blocks
+from ponder._convert.convert import CONVERTERS
+from ponder._convert.surgery import attach_sidecar, get_module
+from ponder._core.config import Config, check_choice
+from ponder._core.errors import ConfigError
+from ponder._split.link import ATTR, SplitLink
+from ponder.runtime import list_codecs
+
+
+@dataclass(frozen=True)
+class SplitConfig(Config):
+    """Where the device hands over to the cloud, and how the tokens travel.
+
+    block: index of the last block that runs on the device (0-based; the cloud runs the rest).
+    keep: share of the tokens sent. 1.0 sends every real token; token selection (keep < 1)
+        is not available yet.
+    codec: the activation codec (`ponder list codecs`): fp32, fp16, int8, int4, int4-g32.
+    zstd_level: entropy coding of each payload (1-22, None: never); kept only where it saves
+        at least 10%.
+    blocks: a container path or explicit block paths; None finds them (as for exits).
+    """
+
+    kind = "split"
+    block: int = 0
+    keep: float = 1.0
+    codec: str = "int8"
+    zstd_level: int | None = 1
+    blocks: str | tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        check_choice("codec", self.codec, list_codecs())
+        if not 0.0 < self.keep <= 1.0:
+            raise ConfigError(f"keep must be in (0, 1], got {self.keep}")
+        if self.keep != 1.0:
+            raise ConfigError(
+                f"keep={self.keep}: token selection is not available in this version of ponder; "
+                "use keep=1.0 (every real token is sent, compressed by the codec)"
+            )
+        if self.zstd_level is not None and not 1 <= self.zstd_level <= 22:
+            raise ConfigError(f"zstd_level must be 1..22 or None, got {self.zstd_level}")
+        if self.block < 0:
+            raise ConfigError(f"block must be >= 0, got {self.block}")
+        if isinstance(self.blocks, list):
+            object.__setattr__(self, "blocks", tuple(self.blocks))
+
+
+@CONVERTERS.register("split")
+def _convert(model: nn.Module, config: SplitConfig, example_inputs: Any) -> bool:
+    existing = getattr(model, ATTR, None)
+    if existing is not None:
+        if existing.config == config:
+            return False
+        raise ConfigError(
+            f"this model already has a split ({existing.config}); convert a fresh copy instead"
+        )
+    blocks = find_blocks(model, config.blocks)
+    last = len(blocks.paths) - 2  # the cloud half must run at least one block
+    if config.block > last:
+        raise ConfigError(
+            f"block={config.block}, but this model has {len(blocks.paths)} blocks: split after "
+            f"block 0..{last} so the cloud half runs at least one"
+        )
+    spec = {"block": config.block, "block_path": blocks.paths[config.block]}
+    link = SplitLink(config, spec)
+    attach_sidecar(model, ATTR, link)
+    link.attach(model, get_module(model, spec["block_path"]))
+    return True

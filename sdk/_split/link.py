@@ -1,0 +1,138 @@
+"""The compressed link at a split point, in eager torch: the block's output goes through the real
+offload codec and payload functions (`ponder.runtime.encode_payload`/`decode_payload`) on its
+way to the next block, so the model computes with exactly what the cloud half would receive,
+and the gradient comes back through the same codec in training (split fine-tuning).
+
+Each sample is its own payload, holding its real tokens only (padding is never sent); the link
+records the bytes of every payload both ways.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ponder._core.errors import ConfigError
+from ponder.runtime import decode_payload, encode_payload
+
+ATTR = "ponder_split"  # where the link lives on a converted model
+
+
+@dataclass
+class LinkBytes:
+    """Payload bytes over the link: per sample of the latest forward pass (`last`), and totals
+    both ways since the last `reset` (`down`: device to cloud, activations; `up`: cloud to
+    device, gradients)."""
+
+    last: list[int] = field(default_factory=list)
+    down: int = 0
+    up: int = 0
+    samples: int = 0
+
+    def reset(self) -> None:
+        self.last, self.down, self.up, self.samples = [], 0, 0, 0
+
+
+class SplitLink(nn.Module):
+    """Sits after block `spec["block"]` of a converted model (a sidecar: no parameters)."""
+
+    def __init__(self, config: Any, spec: dict[str, Any]):
+        super().__init__()
+        self.config, self.spec = config, spec
+        self.bytes = LinkBytes()
+        self.enabled = True
+        self._mask: torch.Tensor | None = None
+        self._handles: list[Any] = []
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """What every payload carries for the receiver to check."""
+        c = self.config
+        return {"split_block": self.spec["block"], "codec": c.codec, "keep": c.keep}
+
+    def attach(self, model: nn.Module, block: nn.Module) -> None:
+        self._handles = [
+            model.register_forward_pre_hook(self._inputs, with_kwargs=True),
+            block.register_forward_hook(self._after),
+        ]
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _inputs(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        mask = kwargs.get("attention_mask")
+        self._mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+
+    def _after(self, module: nn.Module, args: Any, output: Any) -> Any:
+        if not self.enabled:
+            return None
+        hidden = output[0] if isinstance(output, tuple | list) else output
+        if hidden.dim() != 3:
+            raise ConfigError(
+                f"the split block's output is {tuple(hidden.shape)}; a split sends tokens "
+                "[batch, tokens, width]: split a transformer after one of its blocks"
+            )
+        mask = self._mask
+        if mask is None or mask.shape != hidden.shape[:2]:
+            mask = torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
+        sent = _Link.apply(hidden, mask != 0, self)
+        if isinstance(output, tuple | list):
+            return type(output)((sent, *output[1:]))
+        return sent
+
+    def round_trip(self, values: torch.Tensor, real: torch.Tensor, way: str) -> torch.Tensor:
+        """`values` [B, T, D] through one payload per sample (its `real` tokens), decoded; the
+        padded positions come back as zeros, as nothing was sent for them."""
+        c = self.config
+        out = torch.zeros_like(values)
+        sizes = []
+        x = values.detach().float().cpu().numpy()
+        keep = real.cpu().numpy()
+        for b in range(x.shape[0]):
+            data = encode_payload(
+                {"tokens": x[b, keep[b]][None]}, c.codec, params=self.params,
+                zstd_level=c.zstd_level,
+            )  # fmt: skip
+            tokens = decode_payload(data, expect=self.params).tensors["tokens"][0]
+            out[b, torch.from_numpy(keep[b])] = torch.from_numpy(tokens).to(out)
+            sizes.append(len(data))
+        if way == "down":
+            self.bytes.last = sizes
+            self.bytes.down += sum(sizes)
+            self.bytes.samples += len(sizes)
+        else:
+            self.bytes.up += sum(sizes)
+        return out
+
+
+class _Link(torch.autograd.Function):
+    """Forward: activations through the codec; backward: the gradient through the same codec."""
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, real: torch.Tensor, link: SplitLink) -> torch.Tensor:
+        ctx.link = link
+        ctx.save_for_backward(real)
+        return link.round_trip(hidden, real, "down")
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
+        (real,) = ctx.saved_tensors
+        return ctx.link.round_trip(grad, real, "up"), None, None
+
+
+def bytes_per_sample(model: nn.Module) -> np.ndarray:
+    """Payload bytes each sample of `model`'s latest forward pass sent over its split link."""
+    return np.asarray(split_link(model).bytes.last, np.int64)
+
+
+def split_link(model: nn.Module) -> SplitLink:
+    link = getattr(model, ATTR, None)
+    if link is None:
+        raise ConfigError("this model has no split; convert it with ponder.SplitConfig first")
+    return link
