@@ -267,6 +267,44 @@ def bench_moe(out, texts, expert_size, router_epochs, repeats, sparsified, small
     )
 
 
+@bench.command("offload")
+@click.option(
+    "--out", default="ponder-bench/offload", show_default=True, type=click.Path(file_okay=False)
+)
+@click.option("--texts", default=600, show_default=True, help="Standard-library docstrings to use.")
+@click.option(
+    "--block",
+    "blocks",
+    type=int,
+    multiple=True,
+    help="Split after this block, 0-based (repeatable; default 1 and 3 of MiniLM's 0..5).",
+)
+@click.option(
+    "--codec",
+    "codecs",
+    multiple=True,
+    help="Codec to measure (repeatable; default every one, see `ponder list codecs`).",
+)
+@click.option("--max-length", default=128, show_default=True, help="Tokens per text at most.")
+@click.option("--zstd-level", default=1, show_default=True, help="zstd level (1-22).")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+def bench_offload(out, texts, blocks, codecs, max_length, zstd_level, quiet) -> None:
+    """The edge-cloud link on MiniLM: payload bytes against embedding quality per split and
+    codec, against fp32 activations and the text itself, and encode/decode time."""
+    from ponder._bench.offload import DEFAULT_BLOCKS, run_bench_offload
+
+    run_bench_offload(
+        out,
+        texts=texts,
+        blocks=blocks or DEFAULT_BLOCKS,
+        codecs=codecs or None,
+        max_length=max_length,
+        zstd_level=zstd_level,
+        progress=not quiet,
+        echo=click.echo,
+    )
+
+
 @bench.command("moe-export")
 @click.option(
     "--out", default="ponder-bench/moe-export", show_default=True, type=click.Path(file_okay=False)

@@ -24,17 +24,21 @@ ATTR = "ponder_split"  # where the link lives on a converted model
 
 @dataclass
 class LinkBytes:
-    """Payload bytes over the link: per sample of the latest forward pass (`last`), and totals
-    both ways since the last `reset` (`down`: device to cloud, activations; `up`: cloud to
-    device, gradients)."""
+    """Payload bytes over the link: per sample of the latest forward pass (`last`) and of every
+    pass since the last `reset` (`sent`), and totals both ways (`down`: device to cloud,
+    activations; `up`: cloud to device, gradients)."""
 
     last: list[int] = field(default_factory=list)
+    sent: list[int] = field(default_factory=list)
     down: int = 0
     up: int = 0
-    samples: int = 0
+
+    @property
+    def samples(self) -> int:
+        return len(self.sent)
 
     def reset(self) -> None:
-        self.last, self.down, self.up, self.samples = [], 0, 0, 0
+        self.last, self.sent, self.down, self.up = [], [], 0, 0
 
 
 class SplitLink(nn.Module):
@@ -104,8 +108,8 @@ class SplitLink(nn.Module):
             sizes.append(len(data))
         if way == "down":
             self.bytes.last = sizes
+            self.bytes.sent += sizes
             self.bytes.down += sum(sizes)
-            self.bytes.samples += len(sizes)
         else:
             self.bytes.up += sum(sizes)
         return out
