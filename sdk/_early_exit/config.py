@@ -80,6 +80,14 @@ def _convert(model: nn.Module, config: EarlyExitConfig, example_inputs: Any) -> 
         )
     if config.exits == () or (config.exits is None and config.num_exits == 0):
         return False
+    from ponder._split.link import ATTR as SPLIT  # imports the exit stack: not at the top
+
+    if getattr(model, SPLIT, None) is not None:
+        # the link must see which rows left at a device-side exit: its hook has to come after
+        raise ConfigError(
+            "this model already has an edge-cloud split; add the exits first, then the split "
+            "(ponder.convert_ with EarlyExitConfig, then with SplitConfig)"
+        )
     attach_exits(model, config, resolve_spec(model, config, example_inputs))
     return True
 

@@ -86,6 +86,12 @@ class ExitStack(nn.Module):
             handle.remove()
         self._handles.clear()
 
+    @property
+    def token_mask(self) -> torch.Tensor | None:
+        """The active run's token mask [b, T] for the rows still running (None outside a run,
+        or for inputs without one)."""
+        return self._mask
+
     @contextlib.contextmanager
     def running(self, run: Run, token_mask: torch.Tensor | None = None) -> Iterator[Run]:
         """Make `run` the active one; `token_mask` [B, T] (1 = real token) lets the heads pool

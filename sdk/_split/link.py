@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ponder._core.errors import ConfigError
+from ponder._early_exit.stack import ATTR as EXITS
 from ponder.runtime import decode_payload, encode_payload
 
 ATTR = "ponder_split"  # where the link lives on a converted model
@@ -49,7 +50,8 @@ class SplitLink(nn.Module):
         self.config, self.spec = config, spec
         self.bytes = LinkBytes()
         self.enabled = True
-        self._mask: torch.Tensor | None = None
+        # per forward pass: (the call's attention_mask [B, T] or None, the model's exit stack)
+        self._call: tuple[torch.Tensor | None, Any] = (None, None)
         self._handles: list[Any] = []
 
     @property
@@ -71,7 +73,18 @@ class SplitLink(nn.Module):
 
     def _inputs(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         mask = kwargs.get("attention_mask")
-        self._mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+        mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+        self._call = (mask, getattr(module, EXITS, None))
+
+    def _token_mask(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Real tokens [b, T] of the rows reaching the split: during `ponder.infer` the exit
+        stack's mask (rows that left at a device-side exit are gone), else the call's."""
+        mask, stack = self._call
+        if stack is not None and stack.token_mask is not None:
+            mask = stack.token_mask
+        if mask is None or mask.shape != hidden.shape[:2]:
+            return torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
+        return mask != 0
 
     def _after(self, module: nn.Module, args: Any, output: Any) -> Any:
         if not self.enabled:
@@ -82,10 +95,7 @@ class SplitLink(nn.Module):
                 f"the split block's output is {tuple(hidden.shape)}; a split sends tokens "
                 "[batch, tokens, width]: split a transformer after one of its blocks"
             )
-        mask = self._mask
-        if mask is None or mask.shape != hidden.shape[:2]:
-            mask = torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
-        sent = _Link.apply(hidden, mask != 0, self)
+        sent = _Link.apply(hidden, self._token_mask(hidden), self)
         if isinstance(output, tuple | list):
             return type(output)((sent, *output[1:]))
         return sent

@@ -114,3 +114,46 @@ def test_the_split_survives_a_checkpoint(tmp_path):
     loaded = ponder.load(tmp_path / "ckpt", model=make("vit"))
     torch.testing.assert_close(loaded(x), before, rtol=0, atol=0)
     assert np.array_equal(ponder.bytes_per_sample(loaded), ponder.bytes_per_sample(model))
+
+
+def test_rows_that_leave_at_a_device_side_exit_send_nothing():
+    """Exits before the split run on the device: during ponder.infer a row that leaves there
+    sends no payload, and the rows that cross send their real tokens only."""
+    tiny_models._transformers()
+    model = hf_classifier("bert")
+    x = hf_inputs("bert", padded=True)
+    ponder.convert_(model, ponder.EarlyExitConfig(exits=(0,), style="sdn"))
+    for p in model.ponder_exits.parameters():  # spread the exit's confidences
+        torch.nn.init.normal_(p, std=3.0)
+    ponder.convert_(model, ponder.SplitConfig(block=1, codec="int8", zstd_level=None))
+    best = np.exp(ponder.exit_outputs(model, x).logp[0]).max(-1)
+    threshold = float(np.median(best))
+    result = ponder.infer(model, x, thresholds=threshold)
+    crossed = (result.exit_index != 0).numpy()
+    assert 0 < crossed.sum() < len(crossed)
+    sizes = ponder.bytes_per_sample(model)
+    assert len(sizes) == crossed.sum()
+    real = x["attention_mask"].bool()
+    hidden = {}
+
+    def grab(module, args, output):
+        hidden["h"] = (output[0] if isinstance(output, tuple) else output).detach()
+
+    handle = model.bert.encoder.layer[1].register_forward_hook(grab, prepend=True)
+    with torch.no_grad():
+        model(**x)
+    handle.remove()
+    link = ponder.split_link(model)
+    want = [
+        len(encode_payload({"tokens": hidden["h"][r, real[r]][None].numpy()}, "int8",
+                           params=link.params, zstd_level=None))
+        for r in np.flatnonzero(crossed)
+    ]  # fmt: skip
+    assert sizes.tolist() == want
+
+
+def test_exits_go_on_before_the_split():
+    model = make("vit")
+    ponder.convert_(model, ponder.SplitConfig(block=1))
+    with pytest.raises(ConfigError, match="add the exits first, then the split"):
+        ponder.convert_(model, ponder.EarlyExitConfig(num_exits=1))
