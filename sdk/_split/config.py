@@ -20,7 +20,8 @@ from ponder.runtime import list_codecs
 class SplitConfig(Config):
     """Where the device hands over to the cloud, and how the tokens travel.
 
-    block: index of the last block that runs on the device (0-based; the cloud runs the rest).
+    block: index of the last block that runs on the device (0-based; the cloud runs the rest);
+        None: no split.
     keep: share of the tokens sent. 1.0 sends every real token; token selection (keep < 1)
         is not available yet.
     codec: the activation codec (`ponder list codecs`): fp32, fp16, int8, int4, int4-g32.
@@ -30,7 +31,7 @@ class SplitConfig(Config):
     """
 
     kind = "split"
-    block: int = 0
+    block: int | None = None
     keep: float = 1.0
     codec: str = "int8"
     zstd_level: int | None = 1
@@ -47,7 +48,7 @@ class SplitConfig(Config):
             )
         if self.zstd_level is not None and not 1 <= self.zstd_level <= 22:
             raise ConfigError(f"zstd_level must be 1..22 or None, got {self.zstd_level}")
-        if self.block < 0:
+        if self.block is not None and self.block < 0:
             raise ConfigError(f"block must be >= 0, got {self.block}")
         if isinstance(self.blocks, list):
             object.__setattr__(self, "blocks", tuple(self.blocks))
@@ -62,6 +63,8 @@ def _convert(model: nn.Module, config: SplitConfig, example_inputs: Any) -> bool
         raise ConfigError(
             f"this model already has a split ({existing.config}); convert a fresh copy instead"
         )
+    if config.block is None:
+        return False
     blocks = find_blocks(model, config.blocks)
     last = len(blocks.paths) - 2  # the cloud half must run at least one block
     if config.block > last:

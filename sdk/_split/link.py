@@ -18,6 +18,7 @@ from torch import nn
 
 from ponder._core.errors import ConfigError
 from ponder._early_exit.stack import ATTR as EXITS
+from ponder._split.trace import traced_round_trip
 from ponder.runtime import decode_payload, encode_payload
 
 ATTR = "ponder_split"  # where the link lives on a converted model
@@ -42,6 +43,15 @@ class LinkBytes:
         self.last, self.sent, self.down, self.up = [], [], 0, 0
 
 
+class _Call:
+    """What the model's pre-hook saw for the current forward pass: its attention_mask [B, T]
+    (or None) and its exit stack. A plain object, not module state (torch.export would ask for
+    a buffer if the link held the tensor itself)."""
+
+    mask: torch.Tensor | None = None
+    exits: Any = None
+
+
 class SplitLink(nn.Module):
     """Sits after block `spec["block"]` of a converted model (a sidecar: no parameters)."""
 
@@ -50,8 +60,7 @@ class SplitLink(nn.Module):
         self.config, self.spec = config, spec
         self.bytes = LinkBytes()
         self.enabled = True
-        # per forward pass: (the call's attention_mask [B, T] or None, the model's exit stack)
-        self._call: tuple[torch.Tensor | None, Any] = (None, None)
+        self._call = _Call()
         self._handles: list[Any] = []
 
     @property
@@ -74,12 +83,12 @@ class SplitLink(nn.Module):
     def _inputs(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         mask = kwargs.get("attention_mask")
         mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
-        self._call = (mask, getattr(module, EXITS, None))
+        self._call.mask, self._call.exits = mask, getattr(module, EXITS, None)
 
     def _token_mask(self, hidden: torch.Tensor) -> torch.Tensor:
         """Real tokens [b, T] of the rows reaching the split: during `ponder.infer` the exit
         stack's mask (rows that left at a device-side exit are gone), else the call's."""
-        mask, stack = self._call
+        mask, stack = self._call.mask, self._call.exits
         if stack is not None and stack.token_mask is not None:
             mask = stack.token_mask
         if mask is None or mask.shape != hidden.shape[:2]:
@@ -95,7 +104,11 @@ class SplitLink(nn.Module):
                 f"the split block's output is {tuple(hidden.shape)}; a split sends tokens "
                 "[batch, tokens, width]: split a transformer after one of its blocks"
             )
-        sent = _Link.apply(hidden, self._token_mask(hidden), self)
+        real = self._token_mask(hidden)
+        if torch.compiler.is_compiling():  # torch.export: the codec as graph ops
+            sent = traced_round_trip(hidden, real, self.config.codec).to(hidden.dtype)
+        else:
+            sent = _Link.apply(hidden, real, self)
         if isinstance(output, tuple | list):
             return type(output)((sent, *output[1:]))
         return sent

@@ -27,14 +27,19 @@ for _name in ponder.__all__:  # import every public module, so every converter i
 CONFIGS = {
     "early_exit": lambda: ponder.EarlyExitConfig(num_exits=2),
     "moe": lambda: ponder.MoEConfig(expert_size=8),
+    "split": lambda: ponder.SplitConfig(block=1, codec="int8"),
 }
 NO_OP_CONFIGS = {
     "early_exit": lambda: ponder.EarlyExitConfig(num_exits=0),
     "moe": lambda: ponder.MoEConfig(ffns=()),
+    "split": lambda: ponder.SplitConfig(),
 }
 # Converters that apply to only some families (the others have nothing for them to convert).
-APPLIES_TO = {"moe": ("bert", "gpt", "vit")}  # the families with transformer FFNs
+# moe: the families with transformer FFNs; split: the families whose blocks pass tokens
+APPLIES_TO = {"moe": ("bert", "gpt", "vit"), "split": ("bert", "gpt", "vit")}
 ADDS_EXITS = {"early_exit"}  # converters whose models have early exits to check
+# converters that add no parameters (the split link; its gradient path: tests/sdk/split)
+NO_PARAMETERS = {"split"}
 
 
 def _exit_loss(model, x):
@@ -118,6 +123,8 @@ def test_every_exit_gives_finite_log_probabilities(converter, family):
 
 
 def test_gradients_reach_every_new_parameter(converter, family):
+    if converter in NO_PARAMETERS:
+        pytest.skip(f"{converter} adds no parameters")
     old = {name for name, _ in make(family).named_parameters()}
     model = _converted(converter, family)
     new = {name: p for name, p in model.named_parameters() if name not in old}
