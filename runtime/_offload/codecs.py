@@ -91,36 +91,33 @@ def _expect(encoded: Encoded, spec: dict[str, tuple[str, tuple[int, ...]]]) -> N
             )
 
 
-@CODECS.register("fp32")
-class Fp32:
-    name, about = "fp32", "float32 as computed: the uncompressed baseline (4 bytes a value)"
+class _Float:
+    """Values as a float dtype (fp16 clipped to its range)."""
+
+    name, about, dtype = "", "", "float32"
 
     def parts_spec(self, shape):
-        return {"values": ("float32", tuple(shape))}
+        return {"values": (self.dtype, tuple(shape))}
 
     def encode(self, x):
         x = _activations(x)
-        return Encoded(self.name, x.shape, {"values": np.ascontiguousarray(x)})
+        if self.dtype == "float16":
+            x = np.clip(x, -FP16_MAX, FP16_MAX)
+        return Encoded(self.name, x.shape, {"values": np.ascontiguousarray(x, self.dtype)})
 
     def decode(self, encoded):
         _expect(encoded, self.parts_spec(encoded.shape))
         return encoded.parts["values"].astype(np.float32)
+
+
+@CODECS.register("fp32")
+class Fp32(_Float):
+    name, about = "fp32", "float32 as computed: the uncompressed baseline (4 bytes a value)"
 
 
 @CODECS.register("fp16")
-class Fp16:
-    name, about = "fp16", "float16, values clipped to its range (2 bytes a value)"
-
-    def parts_spec(self, shape):
-        return {"values": ("float16", tuple(shape))}
-
-    def encode(self, x):
-        x = np.clip(_activations(x), -FP16_MAX, FP16_MAX)
-        return Encoded(self.name, x.shape, {"values": x.astype(np.float16)})
-
-    def decode(self, encoded):
-        _expect(encoded, self.parts_spec(encoded.shape))
-        return encoded.parts["values"].astype(np.float32)
+class Fp16(_Float):
+    name, about, dtype = "fp16", "float16, values clipped to its range (2 bytes a value)", "float16"
 
 
 def _symmetric(x: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray]:

@@ -38,7 +38,7 @@ import json
 import math
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -69,7 +69,6 @@ class Payload:
     nbytes: int  # the whole byte string
     body_nbytes: int  # the body before compression
     zstd_level: int | None = None
-    parts: dict[str, Encoded] = field(default_factory=dict, repr=False)
 
 
 def _zstd():
@@ -181,13 +180,14 @@ def decode_payload(
     if raw_len > max_bytes:
         raise PayloadError(f"payload body of {raw_len} bytes is over the {max_bytes}-byte limit")
     if flags & _ZSTD:
+        zstd = _zstd()
         try:
-            body = _zstd().ZstdDecompressor().decompress(bytes(body), max_output_size=raw_len)
-        except _zstd().ZstdError as e:
+            body = zstd.ZstdDecompressor().decompress(bytes(body), max_output_size=raw_len)
+        except zstd.ZstdError as e:
             raise PayloadError(f"payload body does not decompress (zstd): {e}") from None
     if len(body) != raw_len:
         raise PayloadError(f"payload body holds {len(body)} bytes, its header says {raw_len}")
-    tensors, codecs, parts = {}, {}, {}
+    tensors, codecs = {}, {}
     for entry in _list(header, "tensors"):
         name, enc = _tensor(entry, body)
         if name in tensors:
@@ -195,13 +195,13 @@ def decode_payload(
         tensors[name] = (
             enc.parts["values"] if enc.codec == RAW else get_codec(enc.codec).decode(enc)
         )
-        codecs[name], parts[name] = enc.codec, enc
+        codecs[name] = enc.codec
     params = header.get("params", {})
     if not isinstance(params, dict):
         raise PayloadError("payload header field 'params' must be an object")
     if expect:
         check_params(params, expect)
-    return Payload(tensors, params, codecs, len(data), raw_len, header.get("zstd_level"), parts)
+    return Payload(tensors, params, codecs, len(data), raw_len, header.get("zstd_level"))
 
 
 def _int(obj: dict, key: str) -> int:

@@ -59,9 +59,7 @@ class SplitLink(nn.Module):
         super().__init__()
         self.config, self.spec = config, spec
         self.bytes = LinkBytes()
-        self.enabled = True
         self._call = _Call()
-        self._handles: list[Any] = []
 
     @property
     def params(self) -> dict[str, Any]:
@@ -70,15 +68,8 @@ class SplitLink(nn.Module):
         return {"split_block": self.spec["block"], "codec": c.codec, "keep": c.keep}
 
     def attach(self, model: nn.Module, block: nn.Module) -> None:
-        self._handles = [
-            model.register_forward_pre_hook(self._inputs, with_kwargs=True),
-            block.register_forward_hook(self._after),
-        ]
-
-    def detach(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        model.register_forward_pre_hook(self._inputs, with_kwargs=True)
+        block.register_forward_hook(self._after)
 
     def _inputs(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         mask = kwargs.get("attention_mask")
@@ -96,8 +87,6 @@ class SplitLink(nn.Module):
         return mask != 0
 
     def _after(self, module: nn.Module, args: Any, output: Any) -> Any:
-        if not self.enabled:
-            return None
         hidden = output[0] if isinstance(output, tuple | list) else output
         if hidden.dim() != 3:
             raise ConfigError(
