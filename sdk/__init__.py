@@ -31,6 +31,8 @@ _LAZY = {
     "MoEConfig": "_moe",
     "SplitConfig": "_split",
     "split_link": "_split",
+    "split_model": "_split",
+    "SplitModel": "_split",
     "bytes_per_sample": "_split",
     "set_gate_": "_moe",
     "all_experts": "_moe",

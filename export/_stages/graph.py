@@ -23,7 +23,7 @@ from ponder._core.errors import ConfigError, UnsupportedModelError
 from ponder._early_exit.infer import final_logits
 from ponder._moe.config import moe_layers, tau_given
 
-__all__ = ["GraphCut", "GraphStage", "cut_graph", "plan_graph"]
+__all__ = ["GraphCut", "GraphStage", "cut_graph", "plan_graph", "sizes_from_hidden"]
 
 
 class _Logits(nn.Module):
@@ -113,11 +113,18 @@ def cut_graph(
     dynamic: dict[str, dict[int, Any]],
     keyword: bool = True,
     tau: tuple[str, torch.Tensor, list] | None = None,
+    recompute: bool = False,
 ) -> GraphCut:
     """Trace `model` (exit hooks detached) on keyword `inputs` with `dynamic` shapes and cut it
     after each of `block_paths` (the exit blocks, in order). keyword=False: the model takes
     its one input positionally. A stage with MoE layers also returns `experts_<k>` [B]: per
-    sample, the experts its tokens ran (averaged over tokens), summed over the stage's layers."""
+    sample, the experts its tokens ran (averaged over tokens), summed over the stage's layers.
+
+    recompute: a later stage computes again what depends on the model's inputs alone (masks
+    built from `attention_mask`, positions, sizes) instead of receiving it, and reads the sizes
+    of an input it needs for nothing else from its hidden state (same symbolic dims): what
+    crosses the cut is then the hidden state and the inputs the later stage reads values of.
+    An edge-cloud split needs this, as the cloud rebuilds masks for the tokens it was sent."""
     names = list(inputs)
     moe = list(moe_layers(model).values())
     wrapper = _Logits(model, names, keyword, tau[2] if tau else [], moe)
@@ -148,6 +155,7 @@ def cut_graph(
     batch = next(s for s, name in symbol_names.items() if name == "batch")
     body = [n for n in gm.graph.nodes if n.op in ("call_function", "call_method", "call_module")]
     position = {n: i for i, n in enumerate(body)}
+    pure = _input_only(gm.graph) if recompute else set()
     ends, hiddens = [], []
     for path in block_paths:
         inside = [n for n in body if _in_block(n, path)]
@@ -180,9 +188,14 @@ def cut_graph(
             if node.op == "get_attr":
                 env[node] = graph.get_attr(node.target)
                 return env[node]
-            if node.op != "placeholder" and stage_of.get(node, k) < k and not _batched(node, batch):
-                # a size or a tensor without the batch first (positions, shapes): computed
-                # again here from what this stage has, so only batched tensors travel
+            if (
+                node.op != "placeholder"
+                and stage_of.get(node, k) < k
+                and (not _batched(node, batch) or node in pure)
+            ):
+                # a size or a tensor without the batch first (positions, shapes), or with
+                # `recompute` anything the inputs alone give: computed again here from what
+                # this stage has, so only batched tensors travel
                 env[node] = graph.node_copy(node, lambda a: arg(a))
                 return env[node]
             if node.op == "placeholder" or stage_of.get(node, k) < k:
@@ -203,7 +216,10 @@ def cut_graph(
         later = [
             n
             for n in body
-            if stage_of[n] == k and _batched(n, batch) and _used_after(n, k, stage_of, output_node)
+            if stage_of[n] == k
+            and _batched(n, batch)
+            and n not in pure
+            and _used_after(n, k, stage_of, output_node)
         ]
         experts = _experts(graph, [env[c] for c in counts if stage_of.get(c) == k])
         extra, extra_names = ((experts,), [f"experts_{k}"]) if experts is not None else ((), [])
@@ -216,6 +232,8 @@ def cut_graph(
         else:
             graph.output((arg(logits), *extra))
             outs_names.append(["logits", *extra_names])
+        if recompute and k:
+            sizes_from_hidden(graph, stage_inputs, f"hidden_{k - 1}")
         modules.append(fx.GraphModule(gm, graph))
         ins.append(stage_inputs)
         dims.append(
@@ -225,6 +243,45 @@ def cut_graph(
             }
         )
     return GraphCut(modules, ins, outs_names, dims)
+
+
+def _input_only(graph: fx.Graph) -> set[fx.Node]:
+    """The nodes whose value depends on the graph's inputs alone: no parameter or buffer
+    (get_attr) among their ancestors."""
+    pure: set[fx.Node] = set()
+    for n in graph.nodes:
+        if n.op == "placeholder" or (
+            n.op == "call_function" and all(a in pure for a in n.all_input_nodes)
+        ):
+            pure.add(n)
+    return pure
+
+
+_SIZE = torch.ops.aten.sym_size.int
+
+
+def sizes_from_hidden(graph: fx.Graph, stage_inputs: list[str], hidden: str) -> None:
+    """Inputs of a stage read only for their sizes read them from `hidden` instead (the dim
+    with the same symbol), and stop being inputs."""
+    places = {n.target: n for n in graph.nodes if n.op == "placeholder"}
+    h = places.get(hidden)
+    if h is None:
+        return
+    symbols = {_symbol(size): d for d, size in enumerate(h.meta["val"].shape)}
+    for name, p in places.items():
+        if p is h or not p.users or any(u.target is not _SIZE for u in p.users):
+            continue
+        dims = [symbols.get(_symbol(p.meta["val"].shape[u.args[1]])) for u in p.users]
+        if None in dims:
+            continue
+        for u, d in zip(list(p.users), dims, strict=True):
+            u.args = (h, d)
+        graph.erase_node(p)
+        stage_inputs.remove(name)
+
+
+def _symbol(size: Any) -> str | None:
+    return str(size.node.expr) if isinstance(size, torch.SymInt) else None
 
 
 def _experts(graph: fx.Graph, counts: list[fx.Node]) -> fx.Node | None:

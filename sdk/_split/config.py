@@ -15,6 +15,11 @@ from ponder._core.errors import ConfigError
 from ponder._split.link import ATTR, SplitLink
 from ponder.runtime import list_codecs
 
+SELECTORS = {
+    "cls": "the attention the pooling token (class token; GPT-2: last token) pays each token",
+    "received": "the attention each token receives from all real tokens",
+}
+
 
 @dataclass(frozen=True)
 class SplitConfig(Config):
@@ -22,8 +27,12 @@ class SplitConfig(Config):
 
     block: index of the last block that runs on the device (0-based; the cloud runs the rest);
         None: no split.
-    keep: share of the tokens sent. 1.0 sends every real token; token selection (keep < 1)
-        is not available yet.
+    keep: share of each sample's real tokens sent (at least one). 1.0 sends every real token;
+        below 1 the device keeps the pooling token (the class token; GPT-2's last token) and
+        the top-ranked others, and the model runs as `ponder.split_model(model, inputs)`.
+    selector: how tokens are ranked at the split block's attention (heads averaged): "cls",
+        the attention the pooling token pays them (EViT's class-token attention); "received",
+        the attention they receive from all real tokens.
     codec: the activation codec (`ponder list codecs`): fp32, fp16, int8, int4, int4-g32.
     zstd_level: entropy coding of each payload (1-22, None: never); kept only where it saves
         at least 10%.
@@ -33,6 +42,7 @@ class SplitConfig(Config):
     kind = "split"
     block: int | None = None
     keep: float = 1.0
+    selector: str = "cls"
     codec: str = "int8"
     zstd_level: int | None = 1
     blocks: str | tuple[str, ...] | None = None
@@ -41,11 +51,7 @@ class SplitConfig(Config):
         check_choice("codec", self.codec, list_codecs())
         if not 0.0 < self.keep <= 1.0:
             raise ConfigError(f"keep must be in (0, 1], got {self.keep}")
-        if self.keep != 1.0:
-            raise ConfigError(
-                f"keep={self.keep}: token selection is not available in this version of ponder; "
-                "use keep=1.0 (every real token is sent, compressed by the codec)"
-            )
+        check_choice("selector", self.selector, SELECTORS)
         if self.zstd_level is not None and not 1 <= self.zstd_level <= 22:
             raise ConfigError(f"zstd_level must be 1..22 or None, got {self.zstd_level}")
         if self.block is not None and self.block < 0:

@@ -60,12 +60,16 @@ class SplitLink(nn.Module):
         self.config, self.spec = config, spec
         self.bytes = LinkBytes()
         self._call = _Call()
+        self.bypass = False  # True: the block's output passes as is (while cutting the graph)
 
     @property
     def params(self) -> dict[str, Any]:
         """What every payload carries for the receiver to check."""
         c = self.config
-        return {"split_block": self.spec["block"], "codec": c.codec, "keep": c.keep}
+        return {
+            "split_block": self.spec["block"], "codec": c.codec, "keep": c.keep,
+            "selector": c.selector,
+        }  # fmt: skip
 
     def attach(self, model: nn.Module, block: nn.Module) -> None:
         model.register_forward_pre_hook(self._inputs, with_kwargs=True)
@@ -93,29 +97,53 @@ class SplitLink(nn.Module):
                 f"the split block's output is {tuple(hidden.shape)}; a split sends tokens "
                 "[batch, tokens, width]: split a transformer after one of its blocks"
             )
+        if self.bypass:
+            return None
+        if self.config.keep < 1:
+            raise ConfigError(
+                f"keep={self.config.keep} sends only some tokens, so the blocks after the split "
+                "see fewer of them: run the model as ponder.split_model(model, example_inputs), "
+                "which cuts it in two at the split"
+            )
         real = self._token_mask(hidden)
         if torch.compiler.is_compiling():  # torch.export: the codec as graph ops
             sent = traced_round_trip(hidden, real, self.config.codec).to(hidden.dtype)
         else:
-            sent = _Link.apply(hidden, real, self)
+            sent = send(self, hidden, real)
         if isinstance(output, tuple | list):
             return type(output)((sent, *output[1:]))
         return sent
 
-    def round_trip(self, values: torch.Tensor, real: torch.Tensor, way: str) -> torch.Tensor:
+    def round_trip(
+        self,
+        values: torch.Tensor,
+        real: torch.Tensor,
+        way: str,
+        index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """`values` [B, T, D] through one payload per sample (its `real` tokens), decoded; the
-        padded positions come back as zeros, as nothing was sent for them."""
+        padded positions come back as zeros, as nothing was sent for them. `index` [B, T]: the
+        tokens' positions in the input, sent with them (token selection; activations only)."""
         c = self.config
         out = torch.zeros_like(values)
         sizes = []
         x = values.detach().float().cpu().numpy()
         keep = real.cpu().numpy()
+        positions = index.cpu().numpy() if index is not None and way == "down" else None
         for b in range(x.shape[0]):
+            extra = None
+            if positions is not None:
+                extra = {"index": index_array(positions[b, keep[b]])}
             data = encode_payload(
-                {"tokens": x[b, keep[b]][None]}, c.codec, params=self.params,
+                {"tokens": x[b, keep[b]][None]}, c.codec, extra=extra, params=self.params,
                 zstd_level=c.zstd_level,
             )  # fmt: skip
-            tokens = decode_payload(data, expect=self.params).tensors["tokens"][0]
+            payload = decode_payload(data, expect=self.params)
+            tokens = payload.tensors["tokens"][0]
+            if positions is not None and not np.array_equal(
+                payload.tensors["index"], positions[b, keep[b]]
+            ):
+                raise AssertionError("the token positions did not survive the payload")
             out[b, torch.from_numpy(keep[b])] = torch.from_numpy(tokens).to(out)
             sizes.append(len(data))
         if way == "down":
@@ -127,19 +155,40 @@ class SplitLink(nn.Module):
         return out
 
 
+def index_array(positions: np.ndarray) -> np.ndarray:
+    """Kept token positions in the smallest unsigned dtype that holds them (uint8 up to 256
+    tokens)."""
+    top = int(positions.max()) if positions.size else 0
+    return positions.astype(np.uint8 if top < 256 else np.uint16 if top < 65536 else np.uint32)
+
+
 class _Link(torch.autograd.Function):
     """Forward: activations through the codec; backward: the gradient through the same codec."""
 
     @staticmethod
-    def forward(ctx, hidden: torch.Tensor, real: torch.Tensor, link: SplitLink) -> torch.Tensor:
+    def forward(
+        ctx,
+        hidden: torch.Tensor,
+        real: torch.Tensor,
+        link: SplitLink,
+        index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         ctx.link = link
         ctx.save_for_backward(real)
-        return link.round_trip(hidden, real, "down")
+        return link.round_trip(hidden, real, "down", index)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
         (real,) = ctx.saved_tensors
-        return ctx.link.round_trip(grad, real, "up"), None, None
+        return ctx.link.round_trip(grad, real, "up"), None, None, None
+
+
+def send(
+    link: SplitLink, hidden: torch.Tensor, real: torch.Tensor, index: torch.Tensor | None = None
+) -> torch.Tensor:
+    """`hidden` [B, T, D] as the cloud receives it over `link` (and, in training, its gradient
+    as the device receives it back)."""
+    return _Link.apply(hidden, real, link, index)
 
 
 def bytes_per_sample(model: nn.Module) -> np.ndarray:

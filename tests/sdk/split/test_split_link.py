@@ -82,8 +82,6 @@ def test_training_through_the_link_sends_gradients_back_compressed():
 def test_bad_splits_are_refused_with_what_to_do():
     with pytest.raises(ConfigError, match="codec"):
         ponder.SplitConfig(block=1, codec="int3")
-    with pytest.raises(ConfigError, match="token selection is not available"):
-        ponder.SplitConfig(block=1, keep=0.5)
     with pytest.raises(ConfigError, match="keep must be in"):
         ponder.SplitConfig(block=1, keep=0.0)
     model = make("vit")
