@@ -1,8 +1,16 @@
 """`ponder bench offload`: the edge-cloud link on real data. The real all-MiniLM-L6-v2 split
-after a block, every real token sent through each codec (`ponder.SplitConfig`): payload bytes
-per text against embedding quality (cosine to the unsplit model's embedding, nearest-neighbour
-retrieval agreement), against fp32 activations, and against sending the text itself; and the
-device-side time to encode one payload (and the cloud's to decode it)."""
+after a block (`ponder.SplitConfig`): payload bytes per text against embedding quality (cosine
+to the unsplit model's embedding, nearest-neighbour retrieval agreement), against fp32
+activations, and against sending the text itself:
+
+- every real token sent, through each codec;
+- token selection (`ponder.split_model`): a share of each text's tokens kept, ranked by the
+  class token's attention or by the attention received, through int8 and int4-g32;
+- split fine-tuning over the compressed link (activations down, gradients up, both through
+  the codec): both halves trained to the unsplit model's embeddings on other docstrings,
+  every byte counted per epoch, against uncompressed split learning (fp32, every token);
+
+and the device-side time to encode one payload (and the cloud's to decode it)."""
 
 from __future__ import annotations
 
@@ -16,18 +24,34 @@ import numpy as np
 import torch
 
 from ponder._bench.moe_eval import retrieval_agreement
+from ponder._bench.offload_vit import echo_vit_half, run_vit_half
 from ponder._bench.timing import machine
 from ponder._convert.convert import convert_
 from ponder._core.errors import ConfigError
 from ponder._core.report import format_table, write_json
 from ponder._split.config import SplitConfig
 from ponder._split.link import split_link
-from ponder.models.text import embed, load_minilm, remove_near_duplicates, stdlib_docstrings
+from ponder._split.program import split_model
+from ponder.models.text import (
+    MeanPooled,
+    embed,
+    length_batches,
+    load_minilm,
+    remove_near_duplicates,
+    stdlib_docstrings,
+)
 from ponder.runtime import decode_payload, encode_payload, list_codecs
 
 __all__ = ["run_bench_offload"]
 
 DEFAULT_BLOCKS = (1, 3)  # 0-based: after the 2nd and the 4th of MiniLM's 6 blocks
+DEFAULT_KEEPS = (0.5, 0.25, 0.1)
+SELECTORS = ("cls", "received")
+SELECTION_CODECS = ("int8", "int4-g32")
+# fine-tuned after the last split block, with the better selector there: (keep, codec)
+FINE_TUNED = ((0.5, "int8"), (0.25, "int4-g32"))
+_BATCH = 32
+VIT_LR = 5e-4
 # the issue's goal: 32x smaller than fp32 activations at cosine >= 0.99 (text encoder)
 GOAL = {"min_ratio_vs_fp32": 32.0, "min_cosine": 0.99}
 _TIMING_REPEATS = 200
@@ -39,29 +63,46 @@ def run_bench_offload(
     texts: int = 600,
     blocks: Sequence[int] = DEFAULT_BLOCKS,
     codecs: Sequence[str] | None = None,
+    keeps: Sequence[float] = DEFAULT_KEEPS,
+    train_texts: int = 800,
+    epochs: int = 3,
+    lr: float = 5e-5,
+    vit: bool = True,
     max_length: int = 128,
     zstd_level: int = 1,
     seed: int = 0,
     progress: bool = True,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run the benchmark; print the table, write offload.json and offload.png in `out`."""
+    """Run the benchmark; print the tables, write offload.json and offload.png in `out`.
+
+    keeps: token shares for selection (empty: none); epochs: split fine-tuning epochs on
+    `train_texts` other docstrings (0: none); vit: the digits ViT half too (its own
+    fine-tuning learning rate, `VIT_LR`)."""
     codecs = list(codecs or list_codecs())
     unknown = sorted(set(codecs) - set(list_codecs()))
     if unknown:
         raise ConfigError(f"unknown codecs {unknown}; known: {sorted(list_codecs())}")
     if texts < 10:
         raise ConfigError(f"texts must be at least 10, got {texts}")
+    if any(not 0 < k < 1 for k in keeps):
+        raise ConfigError(f"keeps are token shares in (0, 1), got {list(keeps)}")
+    if epochs < 0 or (epochs and train_texts < 8):
+        raise ConfigError(f"need epochs >= 0 and train_texts >= 8, got {epochs}, {train_texts}")
     out = Path(out)
     dense, tokenizer = load_minilm()
     torch.manual_seed(seed)
-    corpus = stdlib_docstrings(max_texts=texts, seed=seed)
-    kept, _, removed = remove_near_duplicates(corpus, embed(dense, tokenizer, corpus), 0.95)
+    every = stdlib_docstrings(max_texts=texts + (train_texts if epochs else 0), seed=seed)
+    unique, index, removed = remove_near_duplicates(every, embed(dense, tokenizer, every), 0.95)
+    # near-duplicates go across the two sets too: no training text is close to a test text
+    kept = [t for t, i in zip(unique, index, strict=True) if i < texts]
+    training = [t for t, i in zip(unique, index, strict=True) if i >= texts]
     reference = embed(dense, tokenizer, kept, max_length=max_length)
     data = {
-        "texts": len(corpus),
+        "texts": texts,
         "near_duplicates_removed": removed,
         "eval_texts": len(kept),
+        "train_texts": len(training),
         "max_length": max_length,
     }
     echo(
@@ -80,30 +121,55 @@ def run_bench_offload(
         with torch.no_grad():
             emb = embed(model, tokenizer, kept, max_length=max_length)
         sent = np.asarray(link.bytes.sent)
-        cosine = (emb * reference).sum(-1)  # [N], both unit-norm
-        rows.append(
-            {
-                "block": block,
-                "codec": codec,
-                "bytes_mean": float(sent.mean()),
-                "bytes_median": float(np.median(sent)),
-                "cosine_mean": float(cosine.mean()),
-                "cosine_p05": float(cosine.quantile(0.05)),
-                **retrieval_agreement(emb, reference),
-            }
-        )
+        rows.append({"block": block, "codec": codec, **_quality(emb, reference, sent)})
         if progress:
             echo(f"  [{i}/{len(runs)}] block {block} {codec}: {sent.mean():.0f} B a text")
-    for row in rows:
-        fp32 = next((r for r in rows if r["block"] == row["block"] and r["codec"] == "fp32"), None)
-        row["ratio_vs_fp32"] = fp32["bytes_mean"] / row["bytes_mean"] if fp32 else None
-        row["times_the_text"] = row["bytes_mean"] / raw["text_bytes_mean"]
+    encoder = MeanPooled(dense).eval()
+    batch = length_batches(tokenizer, kept[:4], 4, max_length, torch.device("cpu"))[0][1]
+    example = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    selected = _selection(
+        encoder, tokenizer, kept, reference, example, blocks, keeps, max_length, zstd_level,
+        progress, echo,
+    )  # fmt: skip
+    for row in [*rows, *selected]:
+        _ratios(row, rows, raw)
+    tuned = []
+    if epochs and keeps:
+        block = max(blocks)
+        selector = _better_selector(selected, block)
+        runs = [(1.0, "fp32"), *FINE_TUNED]
+        for i, (keep, codec) in enumerate(runs, 1):
+            config = SplitConfig(
+                block=block, keep=keep, selector=selector, codec=codec, zstd_level=zstd_level
+            )
+            if progress:
+                echo(f"  fine-tuning [{i}/{len(runs)}] {_label(config)}, {epochs} epochs")
+            tuned.append(
+                _fine_tune(
+                    encoder, tokenizer, training, kept, reference, example, config,
+                    1 if codec == "fp32" else epochs, lr, max_length, seed,
+                )
+            )  # fmt: skip
+        for run in tuned:
+            _ratios(run["final"], rows, raw)
     timing = _encode_times(dense, tokenizer, kept, blocks, codecs, max_length, zstd_level)
+    image = None
+    if vit:
+        image = run_vit_half(
+            blocks=blocks, codecs=codecs, keeps=keeps, epochs=epochs, lr=VIT_LR,
+            zstd_level=zstd_level, seed=seed, progress=progress, echo=echo,
+        )  # fmt: skip
     results = {
         "config": {
             "texts": texts,
             "blocks": list(blocks),
             "codecs": codecs,
+            "keeps": list(keeps),
+            "selectors": list(SELECTORS),
+            "train_texts": train_texts,
+            "epochs": epochs,
+            "lr": lr,
+            "batch": _BATCH,
             "zstd_level": zstd_level,
             "seed": seed,
         },
@@ -111,15 +177,140 @@ def run_bench_offload(
         "data": data,
         "raw_input": raw,
         "rows": rows,
+        "selection": selected,
+        "fine_tuning": tuned,
         "timing": timing,
-        "goal": _goal(rows, raw),
+        "goal": _goal([*rows, *selected, *(t["final"] for t in tuned)], raw),
+        "digits_vit": image,
     }
     _echo(results, echo)
+    if image is not None:
+        echo_vit_half(image, echo)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "offload.json", results)
     _plot(results, out / "offload.png")
     echo(f"wrote {out / 'offload.json'} and {out / 'offload.png'}")
     return results
+
+
+def _ratios(row: dict[str, Any], every_token: list[dict], raw: dict[str, float]) -> None:
+    """Bytes against fp32 activations of every token (same block) and against the text."""
+    fp32 = next(
+        (r for r in every_token if r["block"] == row["block"] and r["codec"] == "fp32"), None
+    )
+    row["ratio_vs_fp32"] = fp32["bytes_mean"] / row["bytes_mean"] if fp32 else None
+    row["times_the_text"] = row["bytes_mean"] / raw["text_bytes_mean"]
+
+
+def _quality(emb: torch.Tensor, reference: torch.Tensor, sent: np.ndarray) -> dict[str, float]:
+    cosine = (emb * reference).sum(-1)  # [N], both unit-norm
+    return {
+        "bytes_mean": float(sent.mean()),
+        "bytes_median": float(np.median(sent)),
+        "cosine_mean": float(cosine.mean()),
+        "cosine_p05": float(cosine.quantile(0.05)),
+        **retrieval_agreement(emb, reference),
+    }
+
+
+def _label(c: SplitConfig) -> str:
+    kept = "every token" if c.keep == 1 else f"keep {c.keep:g} by {c.selector}"
+    return f"block {c.block}, {kept}, {c.codec}"
+
+
+def _selection(
+    encoder, tokenizer, texts, reference, example, blocks, keeps, max_length, level,
+    progress, echo,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Token selection rows: both selectors through int8 at every keep; then the better one
+    (higher mean cosine over the keeps, per block) through the other selection codecs."""
+    rows: list[dict[str, Any]] = []
+
+    def measure(block: int, keep: float, selector: str, codec: str) -> None:
+        config = SplitConfig(
+            block=block, keep=keep, selector=selector, codec=codec, zstd_level=level
+        )
+        model = split_model(convert_(copy.deepcopy(encoder), config), example)
+        model.link.bytes.reset()
+        with torch.no_grad():
+            emb = embed(model, tokenizer, texts, max_length=max_length)
+        sent = np.asarray(model.link.bytes.sent)
+        rows.append(
+            {"block": block, "keep": keep, "selector": selector, "codec": codec,
+             **_quality(emb, reference, sent)}
+        )  # fmt: skip
+        if progress:
+            echo(f"  {_label(config)}: {sent.mean():.0f} B a text")
+
+    for block in blocks:
+        for keep in keeps:
+            for selector in SELECTORS:
+                measure(block, keep, selector, SELECTION_CODECS[0])
+        best = _better_selector(rows, block)
+        for codec in SELECTION_CODECS[1:]:
+            for keep in keeps:
+                measure(block, keep, best, codec)
+    return rows
+
+
+def _better_selector(rows: list[dict[str, Any]], block: int) -> str:
+    def mean_cosine(selector: str) -> float:
+        found = [
+            r["cosine_mean"]
+            for r in rows
+            if r["block"] == block and r["selector"] == selector
+            and r["codec"] == SELECTION_CODECS[0]
+        ]  # fmt: skip
+        return float(np.mean(found)) if found else -1.0
+
+    return max(SELECTORS, key=mean_cosine)
+
+
+def _fine_tune(
+    encoder, tokenizer, training, texts, reference, example, config, epochs, lr, max_length,
+    seed,
+) -> dict[str, Any]:  # fmt: skip
+    """Split fine-tuning over the compressed link: both halves of a copy of `encoder` learn
+    the unsplit model's embeddings of `training` (loss 1 - cosine), batches of similar length
+    in a shuffled order; bytes both ways counted per epoch; quality on `texts` after each."""
+    torch.manual_seed(seed)
+    target = embed(encoder, tokenizer, training, max_length=max_length)
+    model = split_model(convert_(copy.deepcopy(encoder), config), example)
+    link = model.link
+
+    def evaluate() -> dict[str, float]:
+        link.bytes.reset()
+        with torch.no_grad():
+            emb = embed(model, tokenizer, texts, max_length=max_length)
+        return _quality(emb, reference, np.asarray(link.bytes.sent))
+
+    before = evaluate()
+    batches = length_batches(tokenizer, training, _BATCH, max_length, torch.device("cpu"))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    history = []
+    for epoch in range(epochs):
+        link.bytes.reset()
+        start = time.perf_counter()
+        for b in torch.randperm(len(batches)).tolist():
+            idx, enc = batches[b]
+            out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+            loss = (1 - torch.nn.functional.cosine_similarity(out, target[idx])).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        down, up, seconds = link.bytes.down, link.bytes.up, time.perf_counter() - start
+        history.append(
+            {"epoch": epoch + 1, "down_bytes": down, "up_bytes": up, "seconds": seconds,
+             **evaluate()}
+        )  # fmt: skip
+    final = history[-1] if history else before
+    return {
+        "block": config.block, "keep": config.keep, "selector": config.selector,
+        "codec": config.codec, "label": _label(config), "before": before, "epochs": history,
+        "final": {"block": config.block, "keep": config.keep, "codec": config.codec,
+                  "selector": config.selector, "fine_tuned": True,
+                  **{k: v for k, v in final.items() if k not in ("epoch", "seconds")}},
+    }  # fmt: skip
 
 
 def _raw_input(texts: list[str], tokenizer, max_length: int, level: int) -> dict[str, float]:
@@ -186,10 +377,11 @@ def _goal(rows: list[dict], raw: dict[str, float]) -> dict[str, Any]:
     good = [r for r in rows if r["cosine_mean"] >= GOAL["min_cosine"]]
     best = max(good, key=lambda r: r["ratio_vs_fp32"] or 0, default=None)
     smallest = min(r["bytes_mean"] for r in rows)
+    keys = ("block", "codec", "keep", "selector", "fine_tuned", "ratio_vs_fp32", "cosine_mean")
     return {
         **GOAL,
         "met": bool(ok),
-        "best_ratio_at_cosine": best and {k: best[k] for k in ("block", "codec", "ratio_vs_fp32")},
+        "best_ratio_at_cosine": best and {k: best.get(k) for k in keys},
         "text_smaller_than_every_payload": raw["text_bytes_mean"] < smallest,
     }
 
@@ -216,11 +408,36 @@ def _echo(results: dict[str, Any], echo: Callable[[str], None]) -> None:
         f"{raw['token_ids_uint16_bytes_mean']:.0f} B of uint16 token ids "
         f"({raw['tokens_mean']:.1f} tokens)"
     )
+    if results["selection"]:
+        echo("token selection (the kept positions travel too):")
+        table = [
+            [r["block"], f"{r['keep']:g}", r["selector"], r["codec"], f"{r['bytes_mean']:.0f}",
+             _times(r["ratio_vs_fp32"]), f"{r['times_the_text']:.1f}x",
+             f"{r['cosine_mean']:.4f}", f"{r['top1']:.1%}"]
+            for r in results["selection"]
+        ]  # fmt: skip
+        headers = ["block", "keep", "selector", "codec", "B/text", "vs fp32", "x the text",
+                   "cosine", "top-1 NN"]  # fmt: skip
+        echo(format_table(headers, table))
+    for run in results["fine_tuning"]:
+        before = run["before"]
+        echo(
+            f"split fine-tuning, {run['label']}: before cosine {before['cosine_mean']:.4f}, "
+            f"top-1 {before['top1']:.1%}"
+        )
+        table = [
+            [e["epoch"], f"{e['down_bytes'] / 1e6:.2f}", f"{e['up_bytes'] / 1e6:.2f}",
+             f"{e['cosine_mean']:.4f}", f"{e['top1']:.1%}", f"{e['seconds']:.0f}"]
+            for e in run["epochs"]
+        ]  # fmt: skip
+        headers = ["epoch", "MB down", "MB up", "cosine", "top-1 NN", "s"]
+        echo(format_table(headers, table))
     goal = results["goal"]
     best = goal["best_ratio_at_cosine"]
+    kept = "" if not best or best.get("keep") in (None, 1) else f", keep {best['keep']:g}"
     said = (
-        f"best at cosine >= {goal['min_cosine']}: {best['codec']} after block {best['block']}, "
-        f"{best['ratio_vs_fp32']:.1f}x smaller than fp32"
+        f"best at cosine >= {goal['min_cosine']}: {best['codec']} after block {best['block']}"
+        f"{kept}, {best['ratio_vs_fp32']:.1f}x smaller than fp32"
         if best
         else f"no codec kept cosine >= {goal['min_cosine']}"
     )
@@ -232,6 +449,10 @@ def _echo(results: dict[str, Any], echo: Callable[[str], None]) -> None:
         echo(
             "the text itself is smaller than every split payload: sending it is the baseline to beat"
         )
+
+
+def _times(ratio: float | None) -> str:
+    return f"{ratio:.1f}x" if ratio else "-"
 
 
 def _plot(results: dict[str, Any], path: Path) -> None:
@@ -249,13 +470,22 @@ def _plot(results: dict[str, Any], path: Path) -> None:
                 label=f"split after block {block}")  # fmt: skip
         for r in rows:
             ax.annotate(r["codec"], (r["bytes_mean"], r["cosine_mean"]), fontsize=7)
+    for selector, marker in zip(SELECTORS, "sv", strict=True):
+        rows = [r for r in results["selection"] if r["selector"] == selector]
+        if rows:
+            ax.scatter([r["bytes_mean"] for r in rows], [r["cosine_mean"] for r in rows],
+                       marker=marker, s=18, label=f"token selection by {selector}")  # fmt: skip
+    tuned = [run["final"] for run in results["fine_tuning"] if run["keep"] < 1]
+    if tuned:
+        ax.scatter([r["bytes_mean"] for r in tuned], [r["cosine_mean"] for r in tuned],
+                   marker="*", s=80, color="black", label="after split fine-tuning")  # fmt: skip
     raw = results["raw_input"]
     ax.axvline(raw["text_bytes_mean"], color="gray", ls="--", label="the text (UTF-8)")
     ax.axhline(GOAL["min_cosine"], color="gray", ls=":")
     ax.set_xscale("log")
     ax.set_xlabel("payload bytes per text (mean)")
     ax.set_ylabel("cosine to the unsplit embedding (mean)")
-    ax.set_title("all-MiniLM-L6-v2 split, every real token sent")
+    ax.set_title("all-MiniLM-L6-v2 split: codecs, token selection, fine-tuning")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

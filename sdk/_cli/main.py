@@ -285,19 +285,44 @@ def bench_moe(out, texts, expert_size, router_epochs, repeats, sparsified, small
     multiple=True,
     help="Codec to measure (repeatable; default every one, see `ponder list codecs`).",
 )
+@click.option(
+    "--keep",
+    "keeps",
+    type=float,
+    multiple=True,
+    help="Token share to keep in token selection (repeatable; default 0.5, 0.25, 0.1).",
+)
+@click.option("--no-selection", is_flag=True, help="Send every token only (no selection).")
+@click.option(
+    "--train-texts", default=800, show_default=True, help="Docstrings for split fine-tuning."
+)
+@click.option("--epochs", default=3, show_default=True, help="Split fine-tuning epochs (0: none).")
+@click.option(
+    "--lr", default=5e-5, show_default=True, help="MiniLM split fine-tuning learning rate."
+)
+@click.option("--no-vit", is_flag=True, help="MiniLM only (no digits ViT half).")
 @click.option("--max-length", default=128, show_default=True, help="Tokens per text at most.")
 @click.option("--zstd-level", default=1, show_default=True, help="zstd level (1-22).")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
-def bench_offload(out, texts, blocks, codecs, max_length, zstd_level, quiet) -> None:
-    """The edge-cloud link on MiniLM: payload bytes against embedding quality per split and
-    codec, against fp32 activations and the text itself, and encode/decode time."""
-    from ponder._bench.offload import DEFAULT_BLOCKS, run_bench_offload
+def bench_offload(
+    out, texts, blocks, codecs, keeps, no_selection, train_texts, epochs, lr, no_vit,
+    max_length, zstd_level, quiet,
+) -> None:  # fmt: skip
+    """The edge-cloud link on MiniLM: payload bytes against embedding quality per split,
+    codec and token share, with and without split fine-tuning, against fp32 activations and
+    the text itself, and encode/decode time."""
+    from ponder._bench.offload import DEFAULT_BLOCKS, DEFAULT_KEEPS, run_bench_offload
 
     run_bench_offload(
         out,
         texts=texts,
         blocks=blocks or DEFAULT_BLOCKS,
         codecs=codecs or None,
+        keeps=() if no_selection else keeps or DEFAULT_KEEPS,
+        train_texts=train_texts,
+        epochs=epochs,
+        lr=lr,
+        vit=not no_vit,
         max_length=max_length,
         zstd_level=zstd_level,
         progress=not quiet,

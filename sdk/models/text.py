@@ -19,6 +19,7 @@ from ponder._core.errors import ConfigError, MissingDependencyError
 from ponder.data.docstrings import first_paragraph
 
 __all__ = [
+    "MeanPooled",
     "embed",
     "load_minilm",
     "load_text_encoder",
@@ -204,18 +205,43 @@ def embed(
     max_length: int = 128,
 ) -> torch.Tensor:
     """Sentence embeddings [N, D] float32, unit-norm, in the order of `texts` (`mean_pool` of
-    the last hidden states). Texts longer than `max_length` tokens are truncated
-    (sentence-transformers uses 256)."""
+    the last hidden states; a model returning [B, D] itself, such as `MeanPooled` or a
+    `ponder.split_model` of one, is taken as it is). Texts longer than `max_length` tokens are
+    truncated (sentence-transformers uses 256)."""
     if batch_size < 1 or max_length < 2:
         raise ConfigError(
             f"need batch_size >= 1 and max_length >= 2, got {batch_size}, {max_length}"
         )
     device = next(model.parameters()).device
-    out = torch.empty(len(texts), model.config.hidden_size)
+    out = None
     for idx, enc in length_batches(tokenizer, texts, batch_size, max_length, device):
-        hidden = model(**enc).last_hidden_state.float()  # [B, T, D]
-        out[idx] = mean_pool(hidden, enc["attention_mask"]).cpu()
+        result = model(**enc)
+        if isinstance(result, torch.Tensor) and result.dim() == 2:
+            pooled = result.float()
+        else:
+            pooled = mean_pool(result.last_hidden_state.float(), enc["attention_mask"])
+        if out is None:
+            out = torch.empty(len(texts), pooled.shape[-1])
+        out[idx] = pooled.detach().cpu()
+    if out is None:  # no texts: the width the model declares, if it does
+        width = getattr(getattr(model, "config", None), "hidden_size", 0)
+        out = torch.empty(0, width if isinstance(width, int) else 0)
     return out
+
+
+class MeanPooled(torch.nn.Module):
+    """A Hugging Face text encoder that returns its sentence embedding [B, D] (`mean_pool` of
+    the last hidden states), so that ponder can cut, split and fine-tune it as one model."""
+
+    def __init__(self, encoder: torch.nn.Module):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **inputs: torch.Tensor
+    ) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **inputs)
+        return mean_pool(hidden.last_hidden_state, attention_mask)
 
 
 def remove_near_duplicates(

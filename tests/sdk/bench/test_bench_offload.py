@@ -27,8 +27,9 @@ def test_a_small_run_measures_every_codec_against_fp32_and_the_text(minilm, tmp_
 
     lines = []
     result = run_bench_offload(
-        tmp_path, texts=24, blocks=(1,), codecs=["fp32", "int8", "int4"], echo=lines.append
-    )
+        tmp_path, texts=24, blocks=(1,), codecs=["fp32", "int8", "int4"], keeps=(0.5,),
+        train_texts=16, epochs=1, vit=False, echo=lines.append,
+    )  # fmt: skip
     rows = {r["codec"]: r for r in result["rows"]}
     assert rows["fp32"]["cosine_mean"] > 0.99999 and rows["fp32"]["ratio_vs_fp32"] == 1.0
     # int8 codes are a quarter of fp32 values, and zstd may only make them smaller
@@ -41,6 +42,43 @@ def test_a_small_run_measures_every_codec_against_fp32_and_the_text(minilm, tmp_
     assert saved["goal"]["min_ratio_vs_fp32"] == 32.0
     assert (tmp_path / "offload.png").stat().st_size > 0
     assert any(line.startswith("goal (>= 32x") for line in lines)
+    # token selection: both rankings through int8, then the better one through int4-g32
+    picked = {(r["selector"], r["codec"]): r for r in result["selection"]}
+    assert {("cls", "int8"), ("received", "int8")} <= set(picked)
+    assert len(picked) == 3
+    for selector in ("cls", "received"):  # half the tokens: fewer bytes than all of them
+        half = picked[selector, "int8"]
+        assert half["bytes_mean"] < 0.75 * rows["int8"]["bytes_mean"]
+        assert half["ratio_vs_fp32"] > rows["int8"]["ratio_vs_fp32"]
+        assert half["cosine_mean"] < rows["int8"]["cosine_mean"]
+    # split fine-tuning: the uncompressed baseline and the two compressed runs, bytes both ways
+    runs = {(t["keep"], t["codec"]): t for t in result["fine_tuning"]}
+    assert set(runs) == {(1.0, "fp32"), (0.5, "int8"), (0.25, "int4-g32")}
+    for run in runs.values():
+        (epoch,) = run["epochs"]
+        assert epoch["down_bytes"] > 0 and epoch["up_bytes"] > 0
+    fp32, int8 = runs[1.0, "fp32"]["epochs"][0], runs[0.5, "int8"]["epochs"][0]
+    assert int8["down_bytes"] < fp32["down_bytes"] / 4 and int8["up_bytes"] < fp32["up_bytes"] / 4
+
+
+@pytest.mark.slow
+def test_the_digits_vit_half_measures_accuracy_against_bytes_and_the_image():
+    from ponder._bench.offload_vit import run_vit_half
+
+    lines = []
+    vit = run_vit_half(
+        blocks=(1,), codecs=["fp32", "int8"], keeps=(0.25,), epochs=1, lr=5e-4, zstd_level=1,
+        seed=0, progress=False, echo=lines.append,
+    )  # fmt: skip
+    rows = {r["codec"]: r for r in vit["rows"]}
+    assert rows["fp32"]["drop_pp"] == 0.0 and rows["fp32"]["ratio_vs_fp32"] == 1.0
+    assert rows["int8"]["ratio_vs_fp32"] > 2.5  # 17 tokens: the header weighs
+    assert {r["selector"] for r in vit["selection"]} == {"cls", "received"}
+    # an 8x8 image is 64 bytes: smaller than any payload of 48-wide tokens
+    assert vit["raw_input"]["image_uint8_bytes"] == 64
+    assert vit["goal"]["image_smaller_than_every_payload"]
+    assert len(vit["fine_tuning"]) == 3
+    assert all(run["epochs"][0]["up_bytes"] > 0 for run in vit["fine_tuning"])
 
 
 def test_unknown_codecs_and_too_few_texts_are_refused(tmp_path):
