@@ -41,14 +41,24 @@ def export_checkpoint(
     quantize: str | None = None,
     max_batch: int | None = None,
     max_tokens: int | None = None,
+    split: int | None = None,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Export the checkpoint at `path` into the bundle directory `out`; return the manifest.
     With quantize="int8", the data set's calibration split calibrates the int8 files and its
     test split measures every exit's accuracy in fp32 and int8. max_batch, max_tokens: as for
-    `export_bundle` (a `ponder convert` checkpoint's tokens default to its data's max length)."""
+    `export_bundle` (a `ponder convert` checkpoint's tokens default to its data's max length).
+    split: a split bundle instead (`export_split`), split after this block unless the
+    checkpoint already has a split (`ponder.SplitConfig`)."""
     meta = read_config(path)
     extra = meta.get("extra") or {}
+    if split is not None or _has_split(path):
+        if quantize or moe != "grouped" or max_batch is not None:
+            raise ConfigError(
+                "a split bundle takes --target and --max-tokens only (no --quantize, --moe, "
+                "--max-batch)"
+            )
+        return _export_split(path, out, meta, data, split, target, max_tokens, echo)
     bounds = {"max_batch": max_batch, "max_tokens": max_tokens}
     if meta.get("source", {}).get("kind") == "transformers":
         if extra.get("data_files"):
@@ -139,6 +149,64 @@ def _export_text(
         **bounds,
     )
     return _summary(manifest, Path(out), echo)
+
+
+def _has_split(path: str | Path) -> bool:
+    entries = read_config(path).get("conversions") or []
+    return any(e.get("config", {}).get("type") == "split" for e in entries)
+
+
+def _export_split(path, out, meta, data, block, target, max_tokens, echo) -> dict[str, Any]:
+    """A split bundle of the checkpoint, with sample inputs as its bundle export would take
+    them; a sentence encoder is split inside `MeanPooled` (its output is the embedding)."""
+    from ponder._convert.convert import convert_
+    from ponder._split.config import SplitConfig
+    from ponder._split.link import ATTR
+    from ponder.export._split import export_split
+    from ponder.models.text import MeanPooled, load_source_encoder, stdlib_docstrings
+
+    model = load(path).eval()
+    extra = meta.get("extra") or {}
+    source = meta.get("source", {})
+    if source.get("kind") == "transformers" and not extra.get("data_files"):
+        _, tokenizer = load_source_encoder(source)
+        texts = stdlib_docstrings(SAMPLE_ROWS)
+        batch = tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        if getattr(model, ATTR, None) is not None:
+            raise ConfigError(
+                "split a sentence encoder at export (--split K), not in the checkpoint: the "
+                "split goes inside the mean pooling"
+            )
+        model = MeanPooled(model).eval()
+    else:
+        if source.get("kind") == "transformers":
+            splits = recorded_splits(meta, data)
+        else:
+            spec = {"name": data} if data else dict(extra.get("data") or {})
+            if "name" not in spec:
+                raise ConfigError(
+                    f"{path} does not say which data set it was trained on; pass --calib-data "
+                    "NAME (the sample inputs come from its calibration split)"
+                )
+            splits = load_dataset(spec.pop("name"), **spec)
+        inputs = _keyed(take(splits.calib.x, slice(0, SAMPLE_ROWS)))
+    existing = getattr(model, ATTR, None)
+    if existing is None:
+        if block is None:
+            raise ConfigError("pass --split K: the block after which the device hands over")
+        convert_(model, SplitConfig(block=block))
+    elif block is not None and block != existing.spec["block"]:
+        raise ConfigError(
+            f"{path} is split after block {existing.spec['block']}, not {block}; drop --split "
+            "or convert the model before the split again"
+        )
+    echo(f"{path}: exporting a split bundle with {SAMPLE_ROWS} sample inputs")
+    manifest = export_split(
+        model, inputs, out, target="onnx" if target == "onnx" else "all",
+        model_id=Path(path).name, max_tokens=max_tokens or 128, echo=echo,
+    )  # fmt: skip
+    return manifest
 
 
 def _config(path: str | Path, meta: dict[str, Any]) -> dict[str, Any]:

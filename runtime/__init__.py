@@ -20,6 +20,7 @@ from ponder.runtime._engine.requests import ServeReport, run_requests
 from ponder.runtime._engine.result import Result
 from ponder.runtime._offload.codecs import Encoded, get_codec, list_codecs
 from ponder.runtime._offload.payload import Payload, check_params, decode_payload, encode_payload
+from ponder.runtime._offload.split import SplitBundle, verify_split
 from ponder.runtime._policy.cost_model import CostModel, Prediction
 from ponder.runtime._policy.decision import Decision
 from ponder.runtime._policy.points import ExitDistribution, OperatingPoint, operating_points
@@ -82,6 +83,7 @@ __all__ = [
     "ServeReport",
     "SimulatedDevice",
     "SimulationResult",
+    "SplitBundle",
     "StageCost",
     "StageRun",
     "StageSpec",
@@ -110,6 +112,7 @@ __all__ = [
     "sha256_file",
     "simulate",
     "validate_manifest",
+    "verify_split",
     "write_manifest",
 ]
 

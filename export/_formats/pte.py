@@ -37,16 +37,19 @@ def write_pte(
     *,
     delegate: str = "xnnpack",
     metadata: dict[str, Any],
+    methods: list[str] | None = None,
 ) -> Path:
-    """One program with method `stage_<i>` for programs[i] (`export_stage`); weights are stored
-    once because each stage owns its own parameters. `delegate`: "xnnpack" or "portable"."""
+    """One program with method `stage_<i>` (or methods[i]) for programs[i] (`export_stage`);
+    weights are stored once because each stage owns its own parameters. `delegate`:
+    "xnnpack" or "portable"."""
+    names = methods or [stage_method(i) for i in range(len(programs))]
     exir, XnnpackPartitioner = executorch_exporter()
     partitioner = [XnnpackPartitioner()] if delegate == "xnnpack" else []
     with portable_conv_shapes(), warnings.catch_warnings():
         # torch's pytree warns about a deprecated LeafSpec check inside executorch's passes
         warnings.filterwarnings("ignore", message=r".*LeafSpec", category=FutureWarning)
         edge = exir.to_edge_transform_and_lower(
-            {stage_method(i): p for i, p in enumerate(programs)},
+            dict(zip(names, programs, strict=True)),
             partitioner=partitioner,
             constant_methods={METADATA_METHOD: json.dumps(metadata, sort_keys=True)},
         )

@@ -243,8 +243,9 @@ def _family(model: nn.Module) -> str:
 def _prepare(model: nn.Module, moe_backend: str) -> nn.Module:
     if getattr(model, SPLIT_ATTR, None) is not None:
         raise ConfigError(
-            "this model has an edge-cloud split (ponder.SplitConfig), which bundles cannot hold "
-            "yet; export the model as converted before the split"
+            "this model has an edge-cloud split (ponder.SplitConfig): export it as a split "
+            "bundle with ponder.export.export_split (ponder export --split), or export the "
+            "model as converted before the split"
         )
     model = copy.deepcopy(model).eval()
     stack = getattr(model, ATTR, None)

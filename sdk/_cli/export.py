@@ -52,11 +52,19 @@ from ponder._cli.options import block_list
     "convert checkpoint, else 128; never more than the position table).",
 )
 @click.option(
+    "--split",
+    type=click.IntRange(0),
+    help="Write a split bundle instead: the device half up to this block (0-based; ONNX and "
+    "ExecuTorch), the cloud half (tail/tail.onnx) and split.json, checked per keep level and "
+    "codec. A checkpoint converted with a split needs no block here.",
+)
+@click.option(
     "--out", required=True, type=click.Path(file_okay=False), help="Bundle folder to write."
 )
 def export(checkpoint, out, **options) -> None:
     """Export a checkpoint as a device bundle (model.pte, onnx/stage_<i>.onnx, manifest.json),
-    checking every stage of every format against the eager model."""
+    checking every stage of every format against the eager model; with --split, as a split
+    bundle (edge.onnx, edge.pte, tail/tail.onnx, split.json)."""
     from ponder.export import export_checkpoint
 
     export_checkpoint(checkpoint, out, **options, echo=click.echo)
@@ -73,13 +81,21 @@ def export(checkpoint, out, **options) -> None:
 )
 def verify(bundle, require_all) -> None:
     """Re-check a bundle: file hashes, manifest schema and version, and every stage of every
-    format run on the stored sample inputs against the stored eager outputs.
+    format run on the stored sample inputs against the stored eager outputs. A split bundle
+    (split.json): the device half on each runtime and the cloud half through real payloads,
+    per keep level and codec, against the eager split model.
 
     Needs no torch: ONNX files run on ONNX Runtime; model.pte needs the ExecuTorch runtime
     (pip install 'ponder[export]'), and without it is reported as not executed."""
-    from ponder.runtime._bundle.verify import verify_bundle
+    from pathlib import Path
 
-    checked = verify_bundle(bundle, echo=click.echo, require_all=require_all)
+    from ponder.runtime._bundle.verify import verify_bundle
+    from ponder.runtime._offload.split import SPLIT_MANIFEST, verify_split
+
+    if (Path(bundle) / SPLIT_MANIFEST).is_file():  # a split bundle: device and cloud halves
+        checked = verify_split(bundle, echo=click.echo, require_all=require_all)
+    else:
+        checked = verify_bundle(bundle, echo=click.echo, require_all=require_all)
     if checked.not_executed:
         skipped = ", ".join(checked.not_executed)
         click.echo(f"bundle OK for what ran here; not executed: {skipped} (see above)")

@@ -20,6 +20,7 @@ from ponder._core.errors import ConfigError
 from ponder._early_exit.stack import ATTR as EXITS
 from ponder._split.trace import traced_round_trip
 from ponder.runtime import decode_payload, encode_payload
+from ponder.runtime._offload.split import index_array
 
 ATTR = "ponder_split"  # where the link lives on a converted model
 
@@ -153,13 +154,6 @@ class SplitLink(nn.Module):
         else:
             self.bytes.up += sum(sizes)
         return out
-
-
-def index_array(positions: np.ndarray) -> np.ndarray:
-    """Kept token positions in the smallest unsigned dtype that holds them (uint8 up to 256
-    tokens)."""
-    top = int(positions.max()) if positions.size else 0
-    return positions.astype(np.uint8 if top < 256 else np.uint16 if top < 65536 else np.uint32)
 
 
 class _Link(torch.autograd.Function):

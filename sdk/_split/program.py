@@ -27,8 +27,7 @@ from torch.export import Dim
 from ponder._convert.blocks import find_blocks
 from ponder._core.errors import ConfigError, UnsupportedModelError
 from ponder._split.link import SplitLink, send, split_link
-from ponder.export._stages.graph import _in_block, cut_graph, sizes_from_hidden
-from ponder.export._stages.plan import max_positions
+from ponder.runtime._offload.split import select_tokens as numpy_select
 
 __all__ = ["SplitModel", "attention_ranking", "select_tokens", "split_model"]
 
@@ -66,7 +65,9 @@ class SplitModel(nn.Module):
         self.edge_inputs, self.edge_outputs, self.tail_inputs = names
         self.attention, self.anchor = attention, anchor
         self.link = link  # a plain attribute would do, but then .to() and state_dict skip it
-        self.last_index: torch.Tensor | None = None  # kept positions [B, K] of the last call
+        # kept positions [B, K] of the last call, and which of them are real (not padding)
+        self.last_index: torch.Tensor | None = None
+        self.last_kept: torch.Tensor | None = None
 
     @property
     def config(self) -> Any:
@@ -88,7 +89,7 @@ class SplitModel(nn.Module):
         else:
             scores = real.float()
         index, kept = select_tokens(scores, real, self.config.keep, self.anchor)
-        self.last_index = index
+        self.last_index, self.last_kept = index, kept
         tokens = hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
         sent = send(self.link, tokens, kept, index if self.config.keep < 1 else None)
         args = {self.edge_outputs[0]: sent}
@@ -144,35 +145,25 @@ def select_tokens(
     scores: torch.Tensor, real: torch.Tensor, keep: float, anchor: str = "first"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per sample, its pooling token and the top-scored others among its real tokens, `keep`
-    of them in all (rounded up, at least one), in their original order.
+    of them in all (rounded up, at least one), in their original order: the runtime's numpy
+    selection (`ponder.runtime`), so that a device picks exactly what this model picks.
 
     Returns index [B, K] (K: the most any sample keeps) and kept [B, K] (False on padding
     slots). A padding slot points at one of the sample's padding positions where it has one,
     so that gathering any per-token input along `index` also pads it as the input was padded.
     """
-    batch, t = real.shape
-    counts = real.sum(1)
-    wanted = torch.ceil(counts.double() * keep).long().clamp(min=1)
-    wanted = torch.minimum(wanted, counts.clamp(min=1))
-    score = scores.float().masked_fill(~real, float("-inf"))
-    rows = torch.arange(batch, device=real.device)
-    score[rows, _anchor_positions(real, anchor)] = float("inf")
-    rank = score.argsort(dim=1, descending=True, stable=True).argsort(dim=1)  # 0 = best
-    chosen = (rank < wanted[:, None]) & (real | (counts[:, None] == 0))
-    positions = torch.arange(t, device=real.device).expand(batch, t)
-    # kept tokens first, then padding positions, then dropped tokens; each in position order
-    group = torch.where(chosen, 0, torch.where(real, 2, 1))
-    order = (group * t + positions).argsort(dim=1)
-    width = int(wanted.max())
-    index = order[:, :width]
-    kept = torch.arange(width, device=real.device)[None, :] < wanted[:, None]
-    return index, kept
+    index, kept = numpy_select(
+        scores.detach().float().cpu().numpy(), real.cpu().numpy(), keep, anchor
+    )
+    return torch.from_numpy(index).to(real.device), torch.from_numpy(kept).to(real.device)
 
 
 def split_model(model: nn.Module, example_inputs: dict[str, torch.Tensor]) -> SplitModel:
     """`model` (converted with `ponder.SplitConfig`) cut in two at its split block, on keyword
     `example_inputs` (a tokenizer's batch for text models, {"pixel_values": x} or
     {"x": images} for a ViT taking one positional tensor)."""
+    from ponder.export._stages.plan import max_positions
+
     link = split_link(model)
     if not isinstance(example_inputs, dict) or not example_inputs:
         raise ConfigError(
@@ -197,6 +188,8 @@ def split_model(model: nn.Module, example_inputs: dict[str, torch.Tensor]) -> Sp
 def _cut(
     model: nn.Module, example_inputs: dict, link: SplitLink, dynamic: dict, keyword: bool
 ) -> SplitModel:
+    from ponder.export._stages.graph import cut_graph
+
     path = link.spec["block_path"]
     cut = cut_graph(model, example_inputs, [path], dynamic, keyword=keyword, recompute=True)
     edge, tail = cut.modules
@@ -249,6 +242,8 @@ class _Override(nn.Module):
 def _tail_for_any_tokens(
     model: nn.Module, inputs: dict[str, torch.Tensor], path: str, dynamic: dict, keyword: bool
 ) -> tuple[fx.GraphModule, list[str]]:
+    from ponder.export._stages.graph import cut_graph, sizes_from_hidden
+
     block = model.get_submodule(path)
     with torch.no_grad():
         out = _Override(model, block, keyword)  # run once for the hidden state's shape
@@ -274,6 +269,8 @@ def _expose_attention(edge: fx.GraphModule, path: str) -> _Attention:
     """Make the edge half also return the split block's attention inputs (the last attention
     call inside the block): queries, keys and mask for scaled_dot_product_attention, else the
     softmax output."""
+    from ponder.export._stages.graph import _in_block
+
     graph = edge.graph
     inside = [n for n in graph.nodes if n.op == "call_function" and _in_block(n, path)]
     sdpa = [n for n in inside if n.target is _SDPA]
