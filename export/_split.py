@@ -41,8 +41,8 @@ from ponder.runtime._offload.split import (
     SPLIT_SCHEMA,
     TAIL_ONNX,
     TOKENS,
-    _sample_key,
     keep_levels,
+    sample_key,
     verify_split,
 )
 
@@ -262,7 +262,7 @@ def _eager(
         for keep in levels:
             for codec in codecs:
                 link.config = dataclasses.replace(original, keep=keep, codec=codec)
-                key = _sample_key(keep, codec)
+                key = sample_key(keep, codec)
                 found[f"logits_{key}"] = split(**inputs).numpy()
                 if keep < 1:
                     index, kept = split.last_index.numpy(), split.last_kept.numpy()

@@ -84,7 +84,7 @@ class GraphCut:
     dims: list[dict[str, dict[int, str]]]
 
 
-def _in_block(node: fx.Node, path: str) -> bool:
+def in_block(node: fx.Node, path: str) -> bool:
     """Whether `node` was traced inside the module at `path` of the user's model (the trace's
     module paths start at the wrapper, whose attribute `model` is the user's model)."""
     stack = node.meta.get("nn_module_stack") or {}
@@ -158,10 +158,10 @@ def cut_graph(
     pure = _input_only(gm.graph) if recompute else set()
     ends, hiddens = [], []
     for path in block_paths:
-        inside = [n for n in body if _in_block(n, path)]
+        inside = [n for n in body if in_block(n, path)]
         if not inside:
             raise UnsupportedModelError(f"the trace has no operation inside block {path!r}")
-        outs = [n for n in inside if any(not (_in_block(u, path)) for u in n.users)]
+        outs = [n for n in inside if any(not (in_block(u, path)) for u in n.users)]
         hidden = max(outs or inside, key=position.get)
         ends.append(position[inside[-1]])
         hiddens.append(hidden)

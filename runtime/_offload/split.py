@@ -193,12 +193,15 @@ class SplitBundle:
         for b, t in enumerate(tokens):
             batch[b, : len(t)], mask[b, : len(t)] = t, 1
         if self._tail is None:
-            self._tail = _onnx_session(self.root / TAIL_ONNX)
+            from ponder.runtime._backends.base import OnnxRuntimeBackend
+
+            self._tail = OnnxRuntimeBackend.from_files(
+                [self.root / TAIL_ONNX], providers=["CPUExecutionProvider"]
+            )
         feeds = {TOKENS: batch}
-        names = [i.name for i in self._tail.get_inputs()]
-        if MASK in names:
+        if MASK in self.manifest["tail"]["inputs"]:
             feeds[MASK] = mask.astype(self.manifest["tail"]["mask_dtype"])
-        return self._tail.run([LOGITS], feeds)[0]
+        return self._tail.run_stage(0, feeds)[LOGITS]
 
     def run(
         self, inputs: dict[str, np.ndarray], keep: float = 1.0, codec: str | None = None
@@ -236,18 +239,6 @@ def _check_files(root: Path, manifest: dict[str, Any]) -> None:
                 f"{path} does not match the sha256 in {SPLIT_MANIFEST} (changed or corrupt); "
                 "copy the bundle again or re-export it"
             )
-
-
-def _onnx_session(path: Path) -> Any:
-    from ponder.runtime._backends.base import _import_onnxruntime, session_options
-
-    ort = _import_onnxruntime()
-    try:
-        return ort.InferenceSession(
-            str(path), sess_options=session_options(), providers=["CPUExecutionProvider"]
-        )
-    except Exception as e:  # onnxruntime raises its own types for a corrupt model
-        raise BundleError(f"ONNX Runtime cannot load {path}: {e}; re-export the bundle") from e
 
 
 def _edge_backend(root: Path, kind: str) -> Any:
@@ -330,7 +321,7 @@ def _check_halves(
 ) -> list[Comparison]:
     """The tail's logits through real payloads at `keep` and `codec` (and below keep 1 the
     kept positions) against the eager split model's."""
-    key = _sample_key(keep, codec)
+    key = sample_key(keep, codec)
     logits = runner.receive(runner.send(inputs, keep, codec))
     ref = stored[f"logits_{key}"]
     tol = {"atol": 1e-4, "rtol": 1e-4} if codec == "fp32" else LOSSY
@@ -353,7 +344,7 @@ def _real(inputs: dict[str, np.ndarray], hidden: np.ndarray) -> np.ndarray:
     return np.asarray(mask) != 0 if mask is not None else np.ones(hidden.shape[:2], dtype=bool)
 
 
-def _sample_key(keep: float, codec: str) -> str:
+def sample_key(keep: float, codec: str) -> str:
     return f"{keep:g}_{codec}"
 
 

@@ -269,10 +269,10 @@ def _expose_attention(edge: fx.GraphModule, path: str) -> _Attention:
     """Make the edge half also return the split block's attention inputs (the last attention
     call inside the block): queries, keys and mask for scaled_dot_product_attention, else the
     softmax output."""
-    from ponder.export._stages.graph import _in_block
+    from ponder.export._stages.graph import in_block
 
     graph = edge.graph
-    inside = [n for n in graph.nodes if n.op == "call_function" and _in_block(n, path)]
+    inside = [n for n in graph.nodes if n.op == "call_function" and in_block(n, path)]
     sdpa = [n for n in inside if n.target is _SDPA]
     softmax = [n for n in inside if n.target in _SOFTMAX]
     output = next(n for n in graph.nodes if n.op == "output")
