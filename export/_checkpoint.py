@@ -161,13 +161,14 @@ def _export_split(path, out, meta, data, block, target, max_tokens, echo) -> dic
     them; a sentence encoder is split inside `MeanPooled` (its output is the embedding)."""
     from ponder._convert.convert import convert_
     from ponder._split.config import SplitConfig
-    from ponder._split.link import ATTR
+    from ponder._split.link import ATTR, without_split
     from ponder.export._split import export_split
     from ponder.models.text import MeanPooled, load_source_encoder, stdlib_docstrings
 
     model = load(path).eval()
     extra = meta.get("extra") or {}
     source = meta.get("source", {})
+    local: dict[str, Any] = {}
     if source.get("kind") == "transformers" and not extra.get("data_files"):
         _, tokenizer = load_source_encoder(source)
         texts = stdlib_docstrings(SAMPLE_ROWS)
@@ -191,6 +192,9 @@ def _export_split(path, out, meta, data, block, target, max_tokens, echo) -> dic
                 )
             splits = load_dataset(spec.pop("name"), **spec)
         inputs = _keyed(take(splits.calib.x, slice(0, SAMPLE_ROWS)))
+        # the local bundle's exit rule and operating points, as `ponder export` gives them
+        rule, points = exit_rule_and_points(without_split(model), splits, extra)
+        local = {"exit_rule": rule, "operating_points": points}
     existing = getattr(model, ATTR, None)
     if existing is None:
         if block is None:
@@ -204,7 +208,7 @@ def _export_split(path, out, meta, data, block, target, max_tokens, echo) -> dic
     echo(f"{path}: exporting a split bundle with {SAMPLE_ROWS} sample inputs")
     manifest = export_split(
         model, inputs, out, target="onnx" if target == "onnx" else "all",
-        model_id=Path(path).name, max_tokens=max_tokens or 128, echo=echo,
+        model_id=Path(path).name, max_tokens=max_tokens or 128, echo=echo, **local,
     )  # fmt: skip
     return manifest
 

@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from ponder._core.errors import ConfigError
-from ponder._split.link import split_link
+from ponder._split.link import split_link, without_split
 from ponder._split.program import MASK, SplitModel, attention_ranking, split_model
+from ponder.export._bundle import export_bundle
 from ponder.export._formats.onnx import write_onnx_stage
 from ponder.export._formats.pte import write_pte
 from ponder.export._stages.plan import Stage
@@ -33,6 +34,7 @@ from ponder.runtime._offload.split import (
     EDGE_ONNX,
     EDGE_PTE,
     HIDDEN,
+    LOCAL,
     LOGITS,
     SCORES,
     SPLIT_FORMAT,
@@ -94,6 +96,9 @@ def export_split(
     codecs: Sequence[str] | None = None,
     model_id: str = "model",
     max_tokens: int = 128,
+    local: bool = True,
+    exit_rule: dict[str, Any] | None = None,
+    operating_points: Sequence[dict[str, Any]] = (),
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Write the split bundle of `model` (converted with `ponder.SplitConfig`) into `out`.
@@ -101,7 +106,10 @@ def export_split(
     sample_inputs: a batch (>= 2 rows) of real inputs, traced with, checked on and stored for
     `ponder verify`. target: "all" (ONNX and ExecuTorch XNNPACK for the device half) or
     "onnx". keeps: the keep levels the device may choose (1.0 always among them); codecs: those
-    it may use (default every one). The model is not changed (the halves are cut from a copy).
+    it may use (default every one). local: also write `local/`, the model without the split
+    as a device bundle (`export_bundle`, with its exits, `exit_rule` and `operating_points`),
+    for the requests the device answers itself. The model is not changed (the halves are cut
+    from a copy).
     """
     if target not in ("all", "onnx"):
         raise ConfigError(f"target={target!r}: a split bundle's device half is 'all' or 'onnx'")
@@ -119,7 +127,7 @@ def export_split(
     split = split_model(model, inputs)
     out = Path(out)
     if out.exists():
-        for name in (SPLIT_MANIFEST, EDGE_ONNX, EDGE_PTE, SPLIT_SAMPLES, "tail"):
+        for name in (SPLIT_MANIFEST, EDGE_ONNX, EDGE_PTE, SPLIT_SAMPLES, "tail", LOCAL):
             path = out / name
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -205,6 +213,17 @@ def export_split(
         "files": {name: sha256_file(path) for name, path in sorted(files.items())},
     }
     manifest["files"][SPLIT_SAMPLES] = sha256_file(out / SPLIT_SAMPLES)
+    if local:
+        echo(f"the model without the split, for local answers: {out / LOCAL}")
+        export_bundle(
+            without_split(model), inputs, out / LOCAL, target=target, model_id=model_id,
+            exit_rule=exit_rule, operating_points=operating_points,
+            max_tokens=max_tokens if token_inputs else None, echo=lambda line: echo("  " + line),
+        )  # fmt: skip
+        manifest["local"] = {
+            "folder": LOCAL,
+            "manifest_sha256": sha256_file(out / LOCAL / "manifest.json"),
+        }
     (out / SPLIT_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     echo(f"checking both halves against eager: keep {levels} x codecs {codecs}")
     verify_split(out, echo=lambda line: echo("  " + line))

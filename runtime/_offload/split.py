@@ -14,6 +14,9 @@ Layout of a split bundle folder (written by `ponder.export.export_split`):
                       where the model reads one), output `logits`
     samples.npz       sample inputs and what the eager split model computed from them, per
                       keep level and codec (`ponder verify` compares against them)
+    local/            the model without the split as a device bundle (manifest.json, model.pte,
+                      onnx/, with its early exits): what the device runs when it answers a
+                      request itself (`ponder.runtime.Engine`)
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ EDGE_ONNX, EDGE_PTE, TAIL_ONNX, SPLIT_SAMPLES = (
     "edge.onnx", "edge.pte", "tail/tail.onnx", "samples.npz",
 )  # fmt: skip
 EDGE_METHOD = "edge"
+LOCAL = "local"
 HIDDEN, SCORES, TOKENS, MASK, LOGITS = (
     "hidden", "token_scores", "tokens", "attention_mask", "logits",
 )  # fmt: skip
@@ -304,6 +308,20 @@ def verify_split(
             f"{max(errors):.2g}"
         )
         rows += ran
+    local = bundle.manifest.get("local")
+    if local is not None:
+        folder = bundle.root / local["folder"]
+        if sha256_file(folder / "manifest.json") != local["manifest_sha256"]:
+            raise BundleError(
+                f"{folder / 'manifest.json'} is not the one {SPLIT_MANIFEST} names (changed or "
+                "from another export); copy the whole split bundle again or re-export it"
+            )
+        from ponder.runtime._bundle.verify import verify_bundle
+
+        echo(f"{folder}: the model without the split, for local answers")
+        checked = verify_bundle(folder, lambda line: echo("  " + line), require_all=require_all)
+        rows += checked.rows
+        not_executed.update({f"local {k}": v for k, v in checked.not_executed.items()})
     if not rows:
         raise next(iter(not_executed.values()))
     check_comparisons(rows)

@@ -73,8 +73,20 @@ class SplitLink(nn.Module):
         }  # fmt: skip
 
     def attach(self, model: nn.Module, block: nn.Module) -> None:
-        model.register_forward_pre_hook(self._inputs, with_kwargs=True)
-        block.register_forward_hook(self._after)
+        self._handles = [
+            model.register_forward_pre_hook(self._inputs, with_kwargs=True),
+            block.register_forward_hook(self._after),
+        ]
+
+    def detach(self) -> None:
+        """Remove the hooks `attach` registered (a deep copy of the model has its own)."""
+        for handle in getattr(self, "_handles", []):
+            handle.remove()
+        self._handles = []
+
+    def forget_call(self) -> None:
+        """Drop what the pre-hook kept of the latest forward pass."""
+        self._call = _Call()
 
     def _inputs(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         mask = kwargs.get("attention_mask")
@@ -188,6 +200,19 @@ def send(
 def bytes_per_sample(model: nn.Module) -> np.ndarray:
     """Payload bytes each sample of `model`'s latest forward pass sent over its split link."""
     return np.asarray(split_link(model).bytes.last, np.int64)
+
+
+def without_split(model: nn.Module) -> nn.Module:
+    """A deep copy of `model` with its split link removed (hooks and sidecar): the model as
+    converted before the split, which runs whole on one device."""
+    import copy
+
+    clone = copy.deepcopy(model)
+    link = getattr(clone, ATTR, None)
+    if link is not None:
+        link.detach()
+        delattr(clone, ATTR)
+    return clone
 
 
 def split_link(model: nn.Module) -> SplitLink:

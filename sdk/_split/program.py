@@ -183,6 +183,7 @@ def split_model(model: nn.Module, example_inputs: dict[str, torch.Tensor]) -> Sp
         return _cut(model, example_inputs, link, dynamic, keyword)
     finally:
         link.bypass = False
+        link.forget_call()  # tracing left fake tensors there
 
 
 def _cut(

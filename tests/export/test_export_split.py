@@ -17,7 +17,7 @@ import ponder
 from ponder import BundleError, ConfigError, PayloadError
 from ponder._cli import main
 from ponder.export import export_split
-from ponder.runtime import SplitBundle, verify_split
+from ponder.runtime import Engine, SplitBundle, verify_split
 
 QUIET = {"echo": lambda line: None}
 
@@ -46,6 +46,24 @@ def test_a_split_bundle_describes_its_halves_and_keeps(vit_bundle):
     on_disk = json.loads((out / "split.json").read_text())
     assert on_disk == manifest
     assert set(on_disk["files"]) == {"edge.onnx", "tail/tail.onnx", "samples.npz"}
+    # the model without the split, for the requests the device answers itself
+    assert manifest["local"]["folder"] == "local"
+    local = Engine.load(out / "local", "onnxruntime")
+    with torch.no_grad():
+        want = make("vit")(inputs("vit")).argmax(-1).numpy()
+    np.testing.assert_array_equal(local.run(inputs("vit").numpy()).prediction, want)
+
+
+def test_exits_before_the_split_answer_locally(tmp_path):
+    model, x = make("vit"), inputs("vit")
+    ponder.convert_(model, ponder.EarlyExitConfig(num_exits=1))
+    ponder.convert_(model, ponder.SplitConfig(block=2, keep=0.5))
+    manifest = export_split(model, x, tmp_path / "b", target="onnx", codecs=["int8"], **QUIET)
+    local = Engine.load(tmp_path / "b" / "local", "onnxruntime")
+    assert len(local.bundle.manifest.stages) == 2  # an exit stage, then the rest
+    checked = verify_split(tmp_path / "b", **QUIET)
+    assert any(r.format == "onnx" and r.stage == 1 for r in checked.rows)  # local stages ran
+    assert manifest["split"]["block"] == 2
 
 
 def test_both_halves_through_payloads_equal_the_eager_split_model(vit_bundle):
@@ -132,8 +150,27 @@ def test_ponder_export_split_and_verify_from_a_checkpoint(tmp_path):
     verified = runner.invoke(main, ["verify", str(tmp_path / "b")])
     assert verified.exit_code == 0, verified.output
     assert "4 keep levels x 5 codecs" in verified.output and "bundle OK" in verified.output
+    assert "for local answers" in verified.output
     again = runner.invoke(
         main, ["export", str(tmp_path / "ckpt"), "--split", "1", "--quantize", "int8",
                "--out", str(tmp_path / "c")],
     )  # fmt: skip
     assert again.exit_code != 0 and "split bundle takes" in again.output
+
+
+@pytest.mark.slow
+def test_a_converted_hf_classifier_exports_split_with_its_exits_local(tmp_path):
+    pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install 'ponder[onnx]'")
+    from hf_folders import model_folder, texts, write_jsonl
+
+    from ponder._cli.pretrained import convert_pretrained
+    from ponder.export import export_checkpoint
+
+    folder = model_folder(tmp_path, "bert")
+    data = write_jsonl(tmp_path / "d.jsonl", texts(25))
+    convert_pretrained(folder, data, tmp_path / "ckpt", exits=1, epochs=1, progress=False, **QUIET)
+    manifest = export_checkpoint(tmp_path / "ckpt", tmp_path / "b", target="onnx", split=2, **QUIET)
+    assert manifest["split"]["block"] == 2 and manifest["tail"]["inputs"][1] == "attention_mask"
+    local = Engine.load(tmp_path / "b" / "local", "onnxruntime")
+    assert len(local.bundle.manifest.stages) == 2 and local.points  # the exit, with its points
+    assert all(r.ok for r in verify_split(tmp_path / "b", **QUIET).rows)
