@@ -143,6 +143,12 @@ def _codecs() -> dict[str, str]:
     return list_codecs()
 
 
+def _selectors() -> dict[str, str]:
+    from ponder._split.config import SELECTORS
+
+    return dict(SELECTORS)
+
+
 # what `ponder list` shows: registry name -> {entry: one line about it}
 _REGISTRIES = {
     "rules": ponder.list_exit_rules,
@@ -153,6 +159,7 @@ _REGISTRIES = {
     "kernels": _kernels,
     "backends": _backends,
     "codecs": _codecs,
+    "selectors": _selectors,
 }
 
 
@@ -160,7 +167,7 @@ _REGISTRIES = {
 @click.argument("registry", type=click.Choice(sorted(_REGISTRIES)))
 def list_(registry: str) -> None:
     """List what a registry holds: exit rules, conversions, MoE gates, built-in models, data
-    sets, MoE kernel backends, runtime backends, offload codecs."""
+    sets, MoE kernel backends, runtime backends, offload codecs, split token selectors."""
     entries = _REGISTRIES[registry]()
     width = max(map(len, entries), default=0)
     for name, about in entries.items():

@@ -52,6 +52,7 @@ def test_list_gates_backends_and_codecs_shows_each_registry_in_full():
         "kernels": ponder.kernels.list_backends(),
         "backends": sorted(ponder.runtime.list_backends()),
         "codecs": sorted(ponder.runtime.list_codecs()),
+        "selectors": ["cls", "received"],
     }
     for registry, names in expected.items():
         result = runner.invoke(main, ["list", registry])
