@@ -196,13 +196,29 @@ class SplitBundle:
         mask = np.zeros((len(tokens), longest), np.int64)
         for b, t in enumerate(tokens):
             batch[b, : len(t)], mask[b, : len(t)] = t, 1
+        return self.run_tail(batch, mask)
+
+    def run_tail(self, tokens: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """The cloud half on decoded tokens [B, K, D] and their mask [B, K] (None: all real):
+        the logits [B, C]."""
+        tokens = np.asarray(tokens, np.float32)
+        width = self.split["width"]
+        if tokens.ndim != 3 or tokens.shape[2] != width or tokens.shape[1] < 1:
+            raise ConfigError(f"tokens are {list(tokens.shape)}; this split takes [B, K, {width}]")
+        if mask is None:
+            mask = np.ones(tokens.shape[:2], np.int64)
+        mask = np.asarray(mask)
+        if mask.shape != tokens.shape[:2]:
+            raise ConfigError(
+                f"attention_mask is {list(mask.shape)}; the tokens need {list(tokens.shape[:2])}"
+            )
         if self._tail is None:
             from ponder.runtime._backends.base import OnnxRuntimeBackend
 
             self._tail = OnnxRuntimeBackend.from_files(
                 [self.root / TAIL_ONNX], providers=["CPUExecutionProvider"]
             )
-        feeds = {TOKENS: batch}
+        feeds = {TOKENS: tokens}
         if MASK in self.manifest["tail"]["inputs"]:
             feeds[MASK] = mask.astype(self.manifest["tail"]["mask_dtype"])
         return self._tail.run_stage(0, feeds)[LOGITS]

@@ -1,0 +1,209 @@
+"""`ponder serve`: the cloud half of a split bundle behind the Open Inference Protocol (KServe
+v2) over HTTP — Starlette, our own numpy protocol codec (`protocol.py`), no torch.
+
+Routes: GET /v2, /v2/health/live, /v2/health/ready, /v2/models/{name}, /v2/models/{name}/ready;
+POST /v2/models/{name}/infer with a JSON or binary body. A request carries either
+
+- `payload` (UINT8 [N]): ponder offload payloads as `SplitBundle.send` writes them, one after
+  another, with `payload_sizes` (INT64 [B]) when there is more than one; or
+- `tokens` (FP32 [B, K, D]) and, where the tail reads one, `attention_mask` (INT64 [B, K]):
+  decoded tokens, for a client without ponder's codecs;
+
+and the split's parameters (`split_block`, `selector`, `device_sha256`), which must match the
+bundle's: a mismatch is refused with a message, never answered. The answer is `logits`
+(FP32 [B, C]), binary when the request asks for it (`binary_data_output`, or per output).
+
+Limits: a bearer token when one is configured (constant-time compare; the health routes stay
+open), a body-size cap (413 before the body is read when Content-Length says so), at most
+`max_concurrency` inferences at once (503 beyond, with Retry-After), and every error a JSON
+`{"error": ...}` with a 4xx/5xx status while the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ponder._core.errors import PayloadError, PonderError
+from ponder.runtime._offload.split import LOGITS, MASK, TOKENS, SplitBundle
+from ponder.runtime._serve.protocol import (
+    HEADER_LENGTH,
+    ProtocolError,
+    decode_request,
+    encode_response,
+)
+
+__all__ = ["ServeConfig", "make_app"]
+
+PAYLOAD, SIZES = "payload", "payload_sizes"
+CHECKED = ("split_block", "selector", "device_sha256")  # parameters a request must match
+
+
+class ServeConfig:
+    """What `make_app` serves and its limits."""
+
+    def __init__(
+        self,
+        bundle: str | Path,
+        *,
+        token: str | None = None,
+        max_body_bytes: int = 64 << 20,
+        max_concurrency: int = 4,
+    ):
+        self.bundle = Path(bundle)
+        self.token = token
+        self.max_body_bytes = max_body_bytes
+        self.max_concurrency = max_concurrency
+
+
+def make_app(config: ServeConfig) -> Any:
+    """The Starlette app serving `config.bundle`'s cloud half."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    split = SplitBundle.load(config.bundle)
+    name = split.manifest["model_id"]
+    width = split.split["width"]
+    busy = asyncio.Semaphore(config.max_concurrency)
+    stats = {"requests": 0, "errors": 0}
+
+    def error(message: str, status: int, **headers: str) -> Response:
+        stats["errors"] += 1
+        return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+
+    def authorized(request: Any) -> bool:
+        if config.token is None:
+            return True
+        given = request.headers.get("authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {config.token}".encode())
+
+    async def server_meta(request: Any) -> Response:
+        return JSONResponse(
+            {"name": "ponder", "version": "1", "extensions": ["binary_tensor_data"]}
+        )
+
+    async def live(request: Any) -> Response:
+        return JSONResponse({"live": True})
+
+    async def ready(request: Any) -> Response:
+        return JSONResponse({"ready": True})
+
+    def model_or_404(request: Any) -> Response | None:
+        if request.path_params["model"] != name:
+            return error(
+                f"unknown model {request.path_params['model']!r}; this serves {name!r}", 404
+            )
+        if not authorized(request):
+            return error("missing or wrong bearer token (Authorization: Bearer ...)", 401)
+        return None
+
+    async def model_meta(request: Any) -> Response:
+        refused = model_or_404(request)
+        if refused is not None:
+            return refused
+        tail = split.manifest["tail"]
+        inputs = [{"name": TOKENS, "datatype": "FP32", "shape": [-1, -1, width]}]
+        if MASK in tail["inputs"]:
+            inputs.append({"name": MASK, "datatype": "INT64", "shape": [-1, -1]})
+        inputs += [{"name": PAYLOAD, "datatype": "UINT8", "shape": [-1]},
+                   {"name": SIZES, "datatype": "INT64", "shape": [-1]}]  # fmt: skip
+        return JSONResponse(
+            {"name": name, "versions": ["1"], "platform": "onnxruntime_onnx",
+             "inputs": inputs, "outputs": [{"name": LOGITS, "datatype": "FP32",
+                                            "shape": [-1, -1]}],
+             "parameters": {**split.split["params"], "keeps": split.split["keeps"],
+                            "codecs": split.split["codecs"]}}
+        )  # fmt: skip
+
+    async def model_ready(request: Any) -> Response:
+        refused = model_or_404(request)
+        return refused or JSONResponse({"name": name, "ready": True})
+
+    async def infer(request: Any) -> Response:
+        stats["requests"] += 1
+        refused = model_or_404(request)
+        if refused is not None:
+            return refused
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > config.max_body_bytes:
+            return error(
+                f"body of {declared} bytes is over the {config.max_body_bytes}-byte cap", 413
+            )
+        if busy.locked():
+            return error("the server is at its concurrency limit; retry shortly", 503,
+                         **{"Retry-After": "1"})  # fmt: skip
+        async with busy:
+            body = bytearray()
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > config.max_body_bytes:
+                    return error(f"body over the {config.max_body_bytes}-byte cap", 413)
+            try:
+                parsed = decode_request(bytes(body), request.headers.get(HEADER_LENGTH))
+                logits = await asyncio.to_thread(_run, split, parsed)
+            except ProtocolError as e:
+                return error(str(e), e.status)
+            except PayloadError as e:
+                return error(f"payload refused: {e}", 400)
+            except PonderError as e:
+                return error(str(e), 400)
+            binary = parsed.binary_outputs or bool(parsed.outputs and parsed.outputs.get(LOGITS))
+            payload, length = encode_response(
+                {LOGITS: logits.astype(np.float32)}, name, model_version="1", id=parsed.id,
+                binary=binary,
+            )  # fmt: skip
+            headers = {HEADER_LENGTH: str(length)} if length is not None else {}
+            kind = "application/octet-stream" if length is not None else "application/json"
+            return Response(payload, media_type=kind, headers=headers)
+
+    routes = [
+        Route("/v2", server_meta),
+        Route("/v2/health/live", live),
+        Route("/v2/health/ready", ready),
+        Route("/v2/models/{model}", model_meta),
+        Route("/v2/models/{model}/ready", model_ready),
+        Route("/v2/models/{model}/infer", infer, methods=["POST"]),
+    ]
+    app = Starlette(routes=routes)
+    app.state.stats, app.state.started = stats, time.time()
+    return app
+
+
+def _run(split: SplitBundle, request: Any) -> np.ndarray:
+    """The tail on a decoded request: payloads, or tokens (and mask) as they are."""
+    params = request.parameters
+    expected = split.split["params"]
+    for key in CHECKED:
+        if key in params and params[key] != expected[key]:
+            raise PayloadError(
+                f"parameter {key}={params[key]!r}, but this cloud half serves "
+                f"{key}={expected[key]!r}: the device runs another split or other weights"
+            )
+    inputs = request.inputs
+    if PAYLOAD in inputs:
+        data = np.asarray(inputs[PAYLOAD], np.uint8).reshape(-1).tobytes()
+        sizes = inputs.get(SIZES)
+        sizes = [len(data)] if sizes is None else [int(s) for s in np.asarray(sizes).reshape(-1)]
+        if any(s <= 0 for s in sizes) or sum(sizes) != len(data):
+            raise ProtocolError(
+                f"{SIZES} {sizes} do not add up to the {len(data)} bytes of {PAYLOAD}"
+            )
+        payloads, start = [], 0
+        for size in sizes:
+            payloads.append(data[start : start + size])
+            start += size
+        return split.receive(payloads)
+    if TOKENS not in inputs:
+        raise ProtocolError(f"send {PAYLOAD!r} (UINT8) or {TOKENS!r} (FP32 [B, K, D])")
+    missing = [k for k in CHECKED if k not in params]
+    if missing:
+        raise ProtocolError(
+            f"a request with decoded tokens must name the split in its parameters: {missing}"
+        )
+    return split.run_tail(inputs[TOKENS], inputs.get(MASK))

@@ -1,0 +1,151 @@
+"""`ponder serve` as a real process on loopback, called over real HTTP (the standard library's
+http.client): health and metadata, binary and JSON inference equal to the split bundle run in
+process, and every bad request answered with a 4xx and a message while the server keeps
+serving. The server is stopped by its own process id."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from tiny_models import inputs, make
+
+import ponder
+from ponder.export import export_split
+from ponder.runtime import SplitBundle
+from ponder.runtime._serve import HEADER_LENGTH, decode_response, encode_request
+
+TOKEN = "s3cret-token"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    pytest.importorskip("uvicorn", reason="needs the serve extra: pip install 'ponder[serve]'")
+    root = tmp_path_factory.mktemp("serve")
+    model, x = make("vit"), inputs("vit")
+    ponder.convert_(model, ponder.SplitConfig(block=1, keep=0.5, codec="int8"))
+    export_split(model, x, root / "b", target="onnx", codecs=["int8", "fp32"], local=False,
+                 echo=lambda line: None)  # fmt: skip
+    (root / "token").write_text(TOKEN + "\n")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ponder._cli", "serve", str(root / "b"), "--port", str(port),
+         "--token-file", str(root / "token"), "--max-body-mb", "0.05", "--max-concurrency", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # bounded: two minutes at most for the server to come up
+            try:
+                if _call(port, "GET", "/v2/health/ready")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"ponder serve did not start: {proc.stdout.read().decode()}")
+            time.sleep(0.2)
+        yield port, SplitBundle.load(root / "b"), x.numpy()
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def _call(port, method, path, body=None, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read(), response.msg  # headers, any case
+    finally:
+        conn.close()
+
+
+def _infer(port, body, length, token=TOKEN, model="model"):
+    headers = {"Content-Type": "application/octet-stream"}
+    if length is not None:
+        headers[HEADER_LENGTH] = str(length)
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return _call(port, "POST", f"/v2/models/{model}/infer", body, headers)
+
+
+def test_health_and_metadata_routes(server):
+    port, bundle, _ = server
+    assert json.loads(_call(port, "GET", "/v2/health/live")[1]) == {"live": True}
+    assert "binary_tensor_data" in json.loads(_call(port, "GET", "/v2")[1])["extensions"]
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    status, body, _ = _call(port, "GET", "/v2/models/model", headers=auth)
+    meta = json.loads(body)
+    assert status == 200 and meta["name"] == "model"
+    assert meta["parameters"]["device_sha256"] == bundle.split["params"]["device_sha256"]
+    assert _call(port, "GET", "/v2/models/model/ready", headers=auth)[0] == 200
+    assert _call(port, "GET", "/v2/models/model")[0] == 401  # metadata needs the token too
+
+
+def test_payloads_and_decoded_tokens_give_the_in_process_answer(server):
+    port, bundle, x = server
+    payloads = bundle.send({"x": x}, 0.5, "int8")
+    want = bundle.receive(payloads)
+    data = np.frombuffer(b"".join(payloads), np.uint8)
+    sizes = np.array([len(p) for p in payloads], np.int64)
+    for binary in (True, False):
+        body, length = encode_request(
+            {"payload": data, "payload_sizes": sizes}, id="r1", binary=binary,
+            parameters=bundle.split["params"], binary_outputs=binary,
+        )  # fmt: skip
+        status, answer, headers = _infer(port, body, length)
+        assert status == 200, answer
+        got = decode_response(answer, headers.get(HEADER_LENGTH))
+        assert got.id == "r1" and got.model_name == "model"
+        np.testing.assert_allclose(got.outputs["logits"], want, rtol=1e-6, atol=1e-6)
+    tokens = bundle.edge({"x": x})["hidden"]
+    body, length = encode_request({"tokens": tokens}, parameters=bundle.split["params"])
+    status, answer, headers = _infer(port, body, length)
+    assert status == 200, answer
+    np.testing.assert_allclose(
+        decode_response(answer, headers.get(HEADER_LENGTH)).outputs["logits"],
+        bundle.run_tail(tokens), rtol=1e-6, atol=1e-6,
+    )  # fmt: skip
+
+
+def test_bad_requests_get_a_4xx_with_a_message_and_the_server_keeps_serving(server):
+    port, bundle, x = server
+    payloads = bundle.send({"x": x[:1]}, 1.0, "int8")
+    good = encode_request({"payload": np.frombuffer(payloads[0], np.uint8)})
+    wrong_split = encode_request(
+        {"payload": np.frombuffer(payloads[0], np.uint8)}, parameters={"split_block": 3}
+    )
+    corrupt = bytearray(good[0])
+    corrupt[-5] ^= 0xFF
+    cases = [
+        (_infer(port, *good, token=None), 401, "bearer token"),
+        (_infer(port, *good, token="wrong"), 401, "bearer token"),
+        (_infer(port, *good, model="other"), 404, "unknown model"),
+        (_infer(port, b"{not json", None), 400, "not valid JSON"),
+        (_infer(port, good[0], len(good[0]) + 5), 400, "body has"),
+        (_infer(port, bytes(corrupt), good[1]), 400, "payload refused"),
+        (_infer(port, *wrong_split), 400, "split_block=3"),
+        (_infer(port, *encode_request({"tokens": np.zeros((1, 2, 7), np.float32)},
+                                      parameters=bundle.split["params"])), 400, "this split takes"),
+        (_infer(port, *encode_request({"tokens": np.zeros((1, 2, 16), np.float32)})), 400,
+         "must name the split"),
+        (_infer(port, b"x" * 60000, None), 413, "cap"),
+    ]  # fmt: skip
+    for (status, body, _), want_status, message in cases:
+        assert status == want_status, body
+        assert message in json.loads(body)["error"]
+    assert _infer(port, *good)[0] == 200  # still serving
