@@ -149,3 +149,30 @@ def test_bad_requests_get_a_4xx_with_a_message_and_the_server_keeps_serving(serv
         assert status == want_status, body
         assert message in json.loads(body)["error"]
     assert _infer(port, *good)[0] == 200  # still serving
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_tritonclient_calls_it_in_binary_and_json(server, binary):
+    """A client nobody here wrote: tritonclient's HTTP client, binary tensors and JSON."""
+    httpclient = pytest.importorskip("tritonclient.http", reason="needs tritonclient[http]")
+    port, bundle, x = server
+    tokens = bundle.edge({"x": x})["hidden"]
+    client = httpclient.InferenceServerClient(url=f"127.0.0.1:{port}", network_timeout=30.0)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        assert client.is_server_live() and client.is_model_ready("model", headers=auth)
+        assert client.get_model_metadata("model", headers=auth)["name"] == "model"
+        tensor = httpclient.InferInput("tokens", list(tokens.shape), "FP32")
+        tensor.set_data_from_numpy(tokens, binary_data=binary)
+        wanted = httpclient.InferRequestedOutput("logits", binary_data=binary)
+        result = client.infer(
+            "model", [tensor], outputs=[wanted], headers=auth,
+            parameters=dict(bundle.split["params"]),
+        )  # fmt: skip
+        np.testing.assert_allclose(
+            result.as_numpy("logits"), bundle.run_tail(tokens), rtol=1e-6, atol=1e-6
+        )
+        with pytest.raises(Exception, match="bearer token"):
+            client.infer("model", [tensor], parameters=dict(bundle.split["params"]))
+    finally:
+        client.close()
