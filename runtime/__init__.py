@@ -26,6 +26,7 @@ from ponder.runtime._policy.decision import Decision
 from ponder.runtime._policy.points import ExitDistribution, OperatingPoint, operating_points
 from ponder.runtime._policy.policy import Policy
 from ponder.runtime._policy.spec import PolicyRule, PolicySpec, load_policy
+from ponder.runtime._serve.client import LinkEstimate, OffloadClient, OffloadError
 from ponder.runtime._sim.device import Battery, SimulatedDevice, StageRun, ThermalModel
 from ponder.runtime._sim.simulate import Scenario, SimulationResult, default_policy_spec, simulate
 from ponder.runtime._sim.trace import ReplayProbe, Trace, TracePoint, day_trace
@@ -66,8 +67,11 @@ __all__ = [
     "FileEntry",
     "Ina3221Probe",
     "InputError",
+    "LinkEstimate",
     "Manifest",
     "NvmlProbe",
+    "OffloadClient",
+    "OffloadError",
     "OperatingPoint",
     "Payload",
     "Policy",

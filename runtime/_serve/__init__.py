@@ -1,5 +1,7 @@
-"""Serving the cloud half: the Open Inference Protocol (KServe v2) bodies, numpy only."""
+"""Serving the cloud half: the Open Inference Protocol (KServe v2) bodies (numpy only), the
+device's offload client (standard library), and the server app (`ponder serve`, Starlette)."""
 
+from ponder.runtime._serve.client import LinkEstimate, OffloadClient, OffloadError
 from ponder.runtime._serve.protocol import (
     DATATYPES,
     HEADER_LENGTH,
@@ -17,6 +19,9 @@ __all__ = [
     "HEADER_LENGTH",
     "InferRequest",
     "InferResponse",
+    "LinkEstimate",
+    "OffloadClient",
+    "OffloadError",
     "ProtocolError",
     "decode_request",
     "decode_response",

@@ -176,3 +176,72 @@ def test_tritonclient_calls_it_in_binary_and_json(server, binary):
             client.infer("model", [tensor], parameters=dict(bundle.split["params"]))
     finally:
         client.close()
+
+
+def test_the_offload_client_answers_and_says_why_it_could_not(server):
+    from ponder.runtime._serve.client import OffloadClient, OffloadError
+
+    port, bundle, x = server
+    params = bundle.split["params"]
+    payloads = bundle.send({"x": x}, 0.5, "int8")
+    client = OffloadClient(f"http://127.0.0.1:{port}", "model", token=TOKEN, timeout_s=30)
+    try:
+        for _ in range(3):  # one kept-alive connection, reused
+            got = client.infer_payloads(payloads, params)
+        np.testing.assert_allclose(got, bundle.receive(payloads), rtol=1e-6, atol=1e-6)
+        assert client.link.samples == 3 and client.link.rtt_s > 0
+        assert client.live()
+        with pytest.raises(OffloadError) as caught:
+            client.infer_payloads(payloads, {**params, "split_block": 0})
+        assert caught.value.kind == "rejected" and caught.value.status == 400
+    finally:
+        client.close()
+    with pytest.raises(OffloadError) as caught:
+        OffloadClient(f"127.0.0.1:{port}", "model", token="wrong").infer_payloads(payloads, params)
+    assert caught.value.kind == "unauthorized" and "bearer token" in str(caught.value)
+    with pytest.raises(OffloadError) as caught:  # nothing listens there
+        OffloadClient(f"127.0.0.1:{_free_port()}", "model").infer_payloads(payloads, params)
+    assert caught.value.kind == "refused"
+    assert not OffloadClient(f"127.0.0.1:{_free_port()}", "model").live()
+
+
+def test_a_server_that_never_answers_is_a_timeout():
+    import threading
+
+    from ponder.runtime._serve.client import OffloadClient, OffloadError
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(10)  # the thread ends within 10 s whatever happens
+    port = listener.getsockname()[1]
+    held = []
+    thread = threading.Thread(target=lambda: held.append(listener.accept()[0]), daemon=True)
+    thread.start()
+    try:
+        client = OffloadClient(f"127.0.0.1:{port}", "model", timeout_s=0.5)
+        start = time.monotonic()
+        with pytest.raises(OffloadError) as caught:
+            client.infer_tokens(np.zeros((1, 2, 16), np.float32), {})
+        assert caught.value.kind == "timeout" and time.monotonic() - start < 5
+    finally:
+        thread.join(timeout=10)
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
+def test_link_estimates_follow_transfers_and_restart_on_a_new_link():
+    from ponder.runtime._serve.client import LinkEstimate
+
+    link = LinkEstimate(alpha=0.5)
+    assert link.seconds_for(1000) is None
+    link.add(0.010, 100)  # a small request: the round trip
+    for _ in range(5):
+        link.add(0.010 + 1e6 / 50e6, 1_000_000)  # 1 MB at 50 MB/s
+    assert link.rtt_s == pytest.approx(0.010)
+    assert link.bandwidth_bps == pytest.approx(50e6, rel=1e-6)
+    assert link.seconds_for(5_000_000) == pytest.approx(0.11, rel=1e-3)
+    for _ in range(3):  # the device moved to a link ten times slower
+        link.add(0.010 + 1e6 / 5e6, 1_000_000)
+    assert link.changes == 1 and link.bandwidth_bps < 6e6
