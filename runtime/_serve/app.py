@@ -16,13 +16,17 @@ bundle's: a mismatch is refused with a message, never answered. The answer is `l
 Limits: a bearer token when one is configured (constant-time compare; the health routes stay
 open), a body-size cap (413 before the body is read when Content-Length says so), at most
 `max_concurrency` inferences at once (503 beyond, with Retry-After), and every error a JSON
-`{"error": ...}` with a 4xx/5xx status while the server keeps serving.
+`{"error": ...}` with a 4xx/5xx status while the server keeps serving. `GET /metrics`:
+Prometheus counters (requests by status, latency histogram, bytes in and out, in flight);
+each inference also logs one JSON line to the "ponder.serve" logger.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +45,7 @@ from ponder.runtime._serve.protocol import (
 __all__ = ["ServeConfig", "make_app"]
 
 PAYLOAD, SIZES = "payload", "payload_sizes"
+log = logging.getLogger("ponder.serve")  # one JSON line per inference request
 CHECKED = ("split_block", "selector", "device_sha256")  # parameters a request must match
 
 
@@ -71,10 +76,9 @@ def make_app(config: ServeConfig) -> Any:
     name = split.manifest["model_id"]
     width = split.split["width"]
     busy = asyncio.Semaphore(config.max_concurrency)
-    stats = {"requests": 0, "errors": 0}
+    metrics = Metrics()
 
     def error(message: str, status: int, **headers: str) -> Response:
-        stats["errors"] += 1
         return JSONResponse({"error": message}, status_code=status, headers=headers or None)
 
     def authorized(request: Any) -> bool:
@@ -126,7 +130,28 @@ def make_app(config: ServeConfig) -> Any:
         return refused or JSONResponse({"name": name, "ready": True})
 
     async def infer(request: Any) -> Response:
-        stats["requests"] += 1
+        start = time.perf_counter()
+        metrics.inflight += 1
+        try:
+            response = await infer_once(request)
+        finally:
+            metrics.inflight -= 1
+        seconds = time.perf_counter() - start
+        size_in = int(request.headers.get("content-length") or 0)
+        metrics.record(response.status_code, seconds, size_in, len(response.body))
+        log.info(json.dumps({
+            "event": "infer", "model": name, "status": response.status_code,
+            "ms": round(seconds * 1e3, 3), "bytes_in": size_in,
+            "bytes_out": len(response.body),
+        }))  # fmt: skip
+        return response
+
+    async def metrics_text(request: Any) -> Response:
+        if not authorized(request):
+            return error("missing or wrong bearer token (Authorization: Bearer ...)", 401)
+        return Response(metrics.text(name), media_type="text/plain; version=0.0.4")
+
+    async def infer_once(request: Any) -> Response:
         refused = model_or_404(request)
         if refused is not None:
             return refused
@@ -169,10 +194,56 @@ def make_app(config: ServeConfig) -> Any:
         Route("/v2/models/{model}", model_meta),
         Route("/v2/models/{model}/ready", model_ready),
         Route("/v2/models/{model}/infer", infer, methods=["POST"]),
+        Route("/metrics", metrics_text),
     ]
     app = Starlette(routes=routes)
-    app.state.stats, app.state.started = stats, time.time()
+    app.state.metrics, app.state.started = metrics, time.time()
     return app
+
+
+class Metrics:
+    """Prometheus counters of the infer route: requests by status, latency histogram, bytes
+    in and out, requests in flight (text exposition format, no client library)."""
+
+    BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+    def __init__(self) -> None:
+        self.by_status: dict[int, int] = {}
+        self.buckets = [0] * len(self.BUCKETS)
+        self.count, self.seconds, self.bytes_in, self.bytes_out, self.inflight = 0, 0.0, 0, 0, 0
+
+    def record(self, status: int, seconds: float, bytes_in: int, bytes_out: int) -> None:
+        self.by_status[status] = self.by_status.get(status, 0) + 1
+        self.count += 1
+        self.seconds += seconds
+        self.bytes_in += bytes_in
+        self.bytes_out += bytes_out
+        for i, bound in enumerate(self.BUCKETS):
+            if seconds <= bound:
+                self.buckets[i] += 1
+
+    def text(self, model: str) -> str:
+        m = f'model="{model}"'
+        lines = [
+            "# HELP ponder_requests_total Inference requests by HTTP status.",
+            "# TYPE ponder_requests_total counter",
+            *(f'ponder_requests_total{{{m},code="{c}"}} {n}'
+              for c, n in sorted(self.by_status.items())),
+            "# HELP ponder_request_seconds Time to answer an inference request.",
+            "# TYPE ponder_request_seconds histogram",
+            *(f'ponder_request_seconds_bucket{{{m},le="{b}"}} {n}'
+              for b, n in zip(self.BUCKETS, self.buckets, strict=True)),
+            f'ponder_request_seconds_bucket{{{m},le="+Inf"}} {self.count}',
+            f"ponder_request_seconds_sum{{{m}}} {self.seconds}",
+            f"ponder_request_seconds_count{{{m}}} {self.count}",
+            "# TYPE ponder_received_bytes_total counter",
+            f"ponder_received_bytes_total{{{m}}} {self.bytes_in}",
+            "# TYPE ponder_sent_bytes_total counter",
+            f"ponder_sent_bytes_total{{{m}}} {self.bytes_out}",
+            "# TYPE ponder_requests_in_flight gauge",
+            f"ponder_requests_in_flight{{{m}}} {self.inflight}",
+        ]  # fmt: skip
+        return "\n".join(lines) + "\n"
 
 
 def _run(split: SplitBundle, request: Any) -> np.ndarray:

@@ -28,9 +28,17 @@ from ponder._core.errors import ConfigError
     type=click.IntRange(1),
     help="Inferences at once; more get 503 with Retry-After.",
 )
-def serve(bundle, host, port, token_file, max_body_mb, max_concurrency) -> None:
+@click.option(
+    "--log-requests/--no-log-requests",
+    default=True,
+    show_default=True,
+    help="One JSON line per inference request on stderr (status, ms, bytes).",
+)
+def serve(bundle, host, port, token_file, max_body_mb, max_concurrency, log_requests) -> None:
     """Serve BUNDLE's cloud half (a split bundle from `ponder export --split`) over HTTP:
     POST /v2/models/<model>/infer with JSON or binary tensors, health and metadata routes."""
+    import logging
+
     import uvicorn
 
     from ponder.runtime._serve.app import ServeConfig, make_app
@@ -45,5 +53,11 @@ def serve(bundle, host, port, token_file, max_body_mb, max_concurrency) -> None:
         max_concurrency=max_concurrency,
     )  # fmt: skip
     app = make_app(config)  # loads and checks the bundle before binding
+    if log_requests:
+        requests = logging.getLogger("ponder.serve")
+        requests.setLevel(logging.INFO)
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        requests.addHandler(handler)
     click.echo(f"serving {bundle} on http://{host}:{port}/v2 (Ctrl-C stops)")
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -42,10 +42,11 @@ def server(tmp_path_factory):
                  echo=lambda line: None)  # fmt: skip
     (root / "token").write_text(TOKEN + "\n")
     port = _free_port()
+    log = open(root / "serve.log", "wb")  # a file, not a pipe: a full pipe would block it
     proc = subprocess.Popen(
         [sys.executable, "-m", "ponder._cli", "serve", str(root / "b"), "--port", str(port),
          "--token-file", str(root / "token"), "--max-body-mb", "0.05", "--max-concurrency", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
@@ -56,12 +57,15 @@ def server(tmp_path_factory):
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"ponder serve did not start: {proc.stdout.read().decode()}")
+                raise RuntimeError(
+                    f"ponder serve did not start: {(root / 'serve.log').read_text()}"
+                )
             time.sleep(0.2)
         yield port, SplitBundle.load(root / "b"), x.numpy()
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+        log.close()
 
 
 def _call(port, method, path, body=None, headers=None):
@@ -149,6 +153,16 @@ def test_bad_requests_get_a_4xx_with_a_message_and_the_server_keeps_serving(serv
         assert status == want_status, body
         assert message in json.loads(body)["error"]
     assert _infer(port, *good)[0] == 200  # still serving
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    status, text, _ = _call(port, "GET", "/metrics", headers=auth)
+    assert status == 200 and _call(port, "GET", "/metrics")[0] == 401
+    counts = {
+        line.split("code=")[1].split('"')[1]: int(line.split()[-1])
+        for line in text.decode().splitlines()
+        if line.startswith("ponder_requests_total")
+    }
+    assert counts["200"] >= 1 and counts["400"] >= 6 and counts["413"] >= 1
+    assert "ponder_request_seconds_count" in text.decode()
 
 
 @pytest.mark.parametrize("binary", [True, False])
