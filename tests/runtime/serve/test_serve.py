@@ -42,30 +42,32 @@ def server(tmp_path_factory):
                  echo=lambda line: None)  # fmt: skip
     (root / "token").write_text(TOKEN + "\n")
     port = _free_port()
-    log = open(root / "serve.log", "wb")  # a file, not a pipe: a full pipe would block it
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ponder._cli", "serve", str(root / "b"), "--port", str(port),
-         "--token-file", str(root / "token"), "--max-body-mb", "0.05", "--max-concurrency", "2"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while True:  # bounded: two minutes at most for the server to come up
-            try:
-                if _call(port, "GET", "/v2/health/ready")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"ponder serve did not start: {(root / 'serve.log').read_text()}"
-                )
-            time.sleep(0.2)
-        yield port, SplitBundle.load(root / "b"), x.numpy()
-    finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-        log.close()
+    command = [
+        sys.executable, "-m", "ponder._cli", "serve", str(root / "b"), "--port", str(port),
+        "--token-file", str(root / "token"), "--max-body-mb", "0.05", "--max-concurrency", "2",
+    ]  # fmt: skip
+    # its output goes to a file, not a pipe: a full pipe would block the server
+    with open(root / "serve.log", "wb") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait_ready(port, proc, root / "serve.log")
+            yield port, SplitBundle.load(root / "b"), x.numpy()
+        finally:
+            os.kill(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+
+
+def _wait_ready(port, proc, log):
+    deadline = time.monotonic() + 120
+    while True:  # bounded: two minutes at most for the server to come up
+        try:
+            if _call(port, "GET", "/v2/health/ready")[0] == 200:
+                return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"ponder serve did not start: {log.read_text()}")
+        time.sleep(0.2)
 
 
 def _call(port, method, path, body=None, headers=None):
