@@ -27,6 +27,7 @@ from ponder.runtime._policy.points import ExitDistribution, OperatingPoint, oper
 from ponder.runtime._policy.policy import Policy
 from ponder.runtime._policy.spec import PolicyRule, PolicySpec, load_policy
 from ponder.runtime._serve.client import LinkEstimate, OffloadClient, OffloadError
+from ponder.runtime._serve.offload import Offloader, OffloadResult
 from ponder.runtime._sim.device import Battery, SimulatedDevice, StageRun, ThermalModel
 from ponder.runtime._sim.simulate import Scenario, SimulationResult, default_policy_spec, simulate
 from ponder.runtime._sim.trace import ReplayProbe, Trace, TracePoint, day_trace
@@ -72,6 +73,8 @@ __all__ = [
     "NvmlProbe",
     "OffloadClient",
     "OffloadError",
+    "OffloadResult",
+    "Offloader",
     "OperatingPoint",
     "Payload",
     "Policy",

@@ -2,6 +2,7 @@
 device's offload client (standard library), and the server app (`ponder serve`, Starlette)."""
 
 from ponder.runtime._serve.client import LinkEstimate, OffloadClient, OffloadError
+from ponder.runtime._serve.offload import Offloader, OffloadResult
 from ponder.runtime._serve.protocol import (
     DATATYPES,
     HEADER_LENGTH,
@@ -22,6 +23,8 @@ __all__ = [
     "LinkEstimate",
     "OffloadClient",
     "OffloadError",
+    "OffloadResult",
+    "Offloader",
     "ProtocolError",
     "decode_request",
     "decode_response",

@@ -261,3 +261,45 @@ def test_link_estimates_follow_transfers_and_restart_on_a_new_link():
     for _ in range(3):  # the device moved to a link ten times slower
         link.add(0.010 + 1e6 / 5e6, 1_000_000)
     assert link.changes == 1 and link.bandwidth_bps < 6e6
+
+
+def test_no_request_is_lost_when_the_service_goes_and_comes_back(tmp_path):
+    import contextlib
+
+    from ponder.runtime._serve.offload import Offloader
+
+    pytest.importorskip("uvicorn", reason="needs the serve extra: pip install 'ponder[serve]'")
+    model, x = make("vit"), inputs("vit")
+    ponder.convert_(model, ponder.SplitConfig(block=1, codec="int8"))
+    export_split(model, x, tmp_path / "b", target="onnx", codecs=["int8"], echo=lambda _: None)
+    port = _free_port()
+
+    @contextlib.contextmanager
+    def serving():
+        command = [sys.executable, "-m", "ponder._cli", "serve", str(tmp_path / "b"),
+                   "--port", str(port), "--no-log-requests"]  # fmt: skip
+        with open(tmp_path / "serve.log", "wb") as log:
+            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                _wait_ready(port, proc, tmp_path / "serve.log")
+                yield
+            finally:
+                os.kill(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=30)
+
+    device = Offloader(tmp_path / "b", f"127.0.0.1:{port}", timeout_s=5)
+    local = device.local.run(x.numpy()).prediction
+    try:
+        with serving():
+            up = device.run({"x": x.numpy()})
+        down = device.run({"x": x.numpy()})  # the service is gone
+        with serving():
+            back = device.run({"x": x.numpy()})
+    finally:
+        device.close()
+    assert up.source == "cloud" and up.error is None and up.bytes_sent > 0
+    assert down.source == "fallback" and down.error.startswith("refused")
+    np.testing.assert_array_equal(down.prediction, local)
+    assert back.source == "cloud"  # offloading resumed
+    np.testing.assert_array_equal(back.prediction, up.prediction)
+    assert device.run({"x": x.numpy()}, offload=False).source == "local"
