@@ -163,6 +163,20 @@ def bench_runtime(out, width, budgets, rounds, repeats, vit, reuse, quiet) -> No
 @click.option("--batch", default=1, show_default=True, help="Rows per request.")
 @click.option("--power-w", type=float, help="Device power for energy estimates without a probe.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Write results as JSON.")
+@click.option(
+    "--offload",
+    "offload_url",
+    help="A split bundle: offload every request to the `ponder serve` at this URL, falling "
+    "back to the bundle's local model when that fails.",
+)
+@click.option("--keep", default=1.0, show_default=True, help="With --offload: token share sent.")
+@click.option("--codec", help="With --offload: the payload codec (default: the bundle's).")
+@click.option(
+    "--token-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="With --offload: file holding the server's bearer token.",
+)
+@click.option("--timeout-s", default=2.0, show_default=True, help="With --offload: per request.")
 def run(
     bundle,
     input_path,
@@ -176,11 +190,27 @@ def run(
     batch,
     power_w,
     out_path,
+    offload_url,
+    keep,
+    codec,
+    token_file,
+    timeout_s,
 ) -> None:
     """Run a bundle on inputs, request by request, under a policy (or the bundle's own exit
-    rule): prints exits per stage, latency percentiles, energy and what the policy chose."""
+    rule): prints exits per stage, latency percentiles, energy and what the policy chose.
+    With --offload (a split bundle): where each answer came from (cloud, fallback), latency
+    percentiles and payload bytes."""
     if policy_file and (latency_ms or energy_mj):
         raise click.UsageError("give --policy or --latency-ms/--energy-mj, not both")
+    if offload_url:
+        summary = _run_offload(
+            bundle, input_path, offload_url, keep, codec, token_file, timeout_s, batch
+        )
+        if out_path:
+            from ponder._core.report import write_json
+
+            click.echo(f"wrote {write_json(out_path, summary)}")
+        return
     summary = _run(
         bundle,
         input_path,
@@ -293,6 +323,57 @@ def _echo_summary(s: dict, engine) -> None:
         click.echo(f"experts per token and MoE layer: {s['experts_per_token_layer']:.2f}")
     if "accuracy" in s:
         click.echo(f"accuracy: {s['accuracy']:.2%}")
+
+
+def _run_offload(bundle, input_path, url, keep, codec, token_file, timeout_s, batch) -> dict:
+    """Every `batch` rows as one request through `ponder.runtime.Offloader`."""
+    import time
+    from pathlib import Path
+
+    import numpy as np
+
+    from ponder.runtime import Offloader
+
+    token = Path(token_file).read_text().strip() if token_file else None
+    device = Offloader(bundle, url, token=token, timeout_s=timeout_s)
+    names = [i["name"] for i in device.split.manifest["edge"]["inputs"]]
+    inputs, labels = load_inputs(input_path, names)
+    arrays = inputs if isinstance(inputs, dict) else {names[0]: inputs}
+    rows = len(next(iter(arrays.values())))
+    sources: dict[str, int] = {}
+    predictions, ms, sent, errors = [], [], 0, []
+    try:
+        for start in range(0, rows, batch):
+            chunk = {k: v[start : start + batch] for k, v in arrays.items()}
+            t0 = time.perf_counter()
+            result = device.run(chunk, keep=keep, codec=codec)
+            ms.append((time.perf_counter() - t0) * 1e3)
+            sources[result.source] = sources.get(result.source, 0) + 1
+            predictions.append(result.prediction)
+            sent += result.bytes_sent
+            if result.error and result.error not in errors:
+                errors.append(result.error)
+    finally:
+        device.close()
+    prediction = np.concatenate(predictions)
+    summary = {
+        "requests": len(ms), "rows": rows, "sources": sources,
+        "latency_ms": {q: float(np.percentile(ms, int(q[1:]))) for q in ("p50", "p90", "p99")},
+        "payload_bytes_per_row": sent / rows, "link": vars(device.client.link) | {},
+        "errors": errors,
+    }  # fmt: skip
+    summary["link"] = {k: v for k, v in summary["link"].items() if not k.startswith("_")}
+    if labels is not None:
+        summary["accuracy"] = float((prediction == np.asarray(labels)).mean())
+    click.echo(
+        f"{len(ms)} requests of {batch} rows: answered by {sources}; latency ms p50 "
+        f"{summary['latency_ms']['p50']:.2f}, p99 {summary['latency_ms']['p99']:.2f}; "
+        f"{summary['payload_bytes_per_row']:.0f} payload bytes a row"
+        + (f"; accuracy {summary['accuracy']:.2%}" if labels is not None else "")
+    )
+    for error in errors:
+        click.echo(f"fell back after: {error}")
+    return summary
 
 
 def load_inputs(path: str, names: list[str]):

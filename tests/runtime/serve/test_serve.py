@@ -16,9 +16,11 @@ import time
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from tiny_models import inputs, make
 
 import ponder
+from ponder._cli import main
 from ponder.export import export_split
 from ponder.runtime import SplitBundle
 from ponder.runtime._serve import HEADER_LENGTH, decode_response, encode_request
@@ -289,10 +291,20 @@ def test_no_request_is_lost_when_the_service_goes_and_comes_back(tmp_path):
 
     device = Offloader(tmp_path / "b", f"127.0.0.1:{port}", timeout_s=5)
     local = device.local.run(x.numpy()).prediction
+    np.savez(tmp_path / "x.npz", x=x.numpy(), y=local)
+    run = ["run", str(tmp_path / "b"), "--input", str(tmp_path / "x.npz"), "--batch", "2",
+           "--offload", f"http://127.0.0.1:{port}", "--keep", "0.5"]  # fmt: skip
     try:
         with serving():
             up = device.run({"x": x.numpy()})
+            cli = CliRunner().invoke(main, run)
+            assert cli.exit_code == 0, cli.output
+            assert "answered by {'cloud': 3}" in cli.output
         down = device.run({"x": x.numpy()})  # the service is gone
+        cli = CliRunner().invoke(main, run)
+        assert cli.exit_code == 0, cli.output
+        assert "answered by {'fallback': 3}" in cli.output and "accuracy 100.00%" in cli.output
+        assert "fell back after: refused" in cli.output
         with serving():
             back = device.run({"x": x.numpy()})
     finally:
