@@ -24,7 +24,7 @@ $(VENV)/.installed-bootstrap: $(BOOTSTRAP)
 	touch $@
 
 $(VENV)/.installed-train: $(VENV)/.installed-bootstrap pyproject.toml $(LOCK)
-	$(INSTALL) -e '.[train,export,onnx]'
+	$(INSTALL) -e '.[train,export,onnx,serve]'
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed-bootstrap pyproject.toml $(LOCK)

@@ -29,6 +29,7 @@ __all__ = ["exit_rule_and_points", "export_checkpoint", "stage_table"]
 
 SAMPLE_ROWS = 8  # rows traced with and stored for `ponder verify`
 CALIB_BATCH = 128  # rows per int8 calibration batch
+EVAL_ROWS = 512  # calibration rows a split bundle's offload points are measured on
 
 
 def export_checkpoint(
@@ -64,7 +65,7 @@ def export_checkpoint(
         if extra.get("data_files"):
             if max_tokens is None and extra["data_files"].get("main_input") == "input_ids":
                 bounds["max_tokens"] = extra["data_files"].get("max_length")
-            splits = recorded_splits(meta, data)
+            splits = _data_splits(path, meta, data)
             return _export_classifier(path, out, meta, splits, target, moe, quantize, bounds, echo)
         if quantize:
             raise ConfigError(
@@ -72,14 +73,23 @@ def export_checkpoint(
                 "against) is not offered; drop --quantize"
             )
         return _export_text(path, out, meta, target, moe, bounds, echo)
-    spec = {"name": data} if data else dict(extra.get("data") or {})
+    splits = _data_splits(path, meta, data)
+    return _export_classifier(path, out, meta, splits, target, moe, quantize, bounds, echo)
+
+
+def _data_splits(path: str | Path, meta: dict[str, Any], data: str | None) -> Any:
+    """The data a classifier checkpoint was trained on (its sample inputs and operating points
+    come from the calibration split): the recorded data files of a `ponder convert`-ed
+    transformers folder, else `data` or the data set the checkpoint names."""
+    if meta.get("source", {}).get("kind") == "transformers":
+        return recorded_splits(meta, data)
+    spec = {"name": data} if data else dict((meta.get("extra") or {}).get("data") or {})
     if "name" not in spec:
         raise ConfigError(
             f"{path} does not say which data set it was trained on; pass --calib-data NAME "
             "(sample inputs and the operating points come from its calibration split)"
         )
-    splits = load_dataset(spec.pop("name"), **spec)
-    return _export_classifier(path, out, meta, splits, target, moe, quantize, bounds, echo)
+    return load_dataset(spec.pop("name"), **spec)
 
 
 def _export_classifier(
@@ -181,20 +191,13 @@ def _export_split(path, out, meta, data, block, target, max_tokens, echo) -> dic
             )
         model = MeanPooled(model).eval()
     else:
-        if source.get("kind") == "transformers":
-            splits = recorded_splits(meta, data)
-        else:
-            spec = {"name": data} if data else dict(extra.get("data") or {})
-            if "name" not in spec:
-                raise ConfigError(
-                    f"{path} does not say which data set it was trained on; pass --calib-data "
-                    "NAME (the sample inputs come from its calibration split)"
-                )
-            splits = load_dataset(spec.pop("name"), **spec)
+        splits = _data_splits(path, meta, data)
         inputs = _keyed(take(splits.calib.x, slice(0, SAMPLE_ROWS)))
         # the local bundle's exit rule and operating points, as `ponder export` gives them
         rule, points = exit_rule_and_points(without_split(model), splits, extra)
-        local = {"exit_rule": rule, "operating_points": points}
+        rows = slice(0, EVAL_ROWS)
+        evaluation = (_keyed(take(splits.calib.x, rows)), torch.as_tensor(splits.calib.y[rows]))
+        local = {"exit_rule": rule, "operating_points": points, "evaluation": evaluation}
     existing = getattr(model, ATTR, None)
     if existing is None:
         if block is None:

@@ -25,6 +25,7 @@ from ponder._split.program import MASK, SplitModel, attention_ranking, split_mod
 from ponder.export._bundle import export_bundle
 from ponder.export._formats.onnx import write_onnx_stage
 from ponder.export._formats.pte import write_pte
+from ponder.export._stages.graph import is_token_input
 from ponder.export._stages.plan import Stage
 from ponder.export._stages.trace import export_stage
 from ponder.export._validate import torch_threads_kept
@@ -43,6 +44,7 @@ from ponder.runtime._offload.split import (
     SPLIT_SCHEMA,
     TAIL_ONNX,
     TOKENS,
+    SplitBundle,
     keep_levels,
     sample_key,
     verify_split,
@@ -99,6 +101,7 @@ def export_split(
     local: bool = True,
     exit_rule: dict[str, Any] | None = None,
     operating_points: Sequence[dict[str, Any]] = (),
+    evaluation: tuple[dict[str, torch.Tensor], torch.Tensor] | None = None,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Write the split bundle of `model` (converted with `ponder.SplitConfig`) into `out`.
@@ -108,8 +111,11 @@ def export_split(
     "onnx". keeps: the keep levels the device may choose (1.0 always among them); codecs: those
     it may use (default every one). local: also write `local/`, the model without the split
     as a device bundle (`export_bundle`, with its exits, `exit_rule` and `operating_points`),
-    for the requests the device answers itself. The model is not changed (the halves are cut
-    from a copy).
+    for the requests the device answers itself. evaluation: labelled inputs (those the local
+    operating points were measured on): the accuracy and mean payload bytes of every keep ×
+    codec, measured through the exported halves and real payloads, become the bundle's
+    offload points (what `ponder.runtime.OffloadPolicy` chooses from). The model is not
+    changed (the halves are cut from a copy).
     """
     if target not in ("all", "onnx"):
         raise ConfigError(f"target={target!r}: a split bundle's device half is 'all' or 'onnx'")
@@ -133,7 +139,7 @@ def export_split(
     out.mkdir(parents=True, exist_ok=True)
     names = list(split.edge_inputs)
     tokens_max = min(max_tokens, int(max(v.shape[1] for v in inputs.values() if v.dim() >= 2)))
-    token_inputs = [n for n in names if _is_tokens(n, inputs[n])]
+    token_inputs = [n for n in names if is_token_input(n, inputs[n])]
     bounds = {"batch": (1, MAX_BATCH), "tokens": (1, max(tokens_max, 2))}
     with torch.no_grad():
         edge = _EdgeStage(split).eval()
@@ -227,17 +233,64 @@ def export_split(
     (out / SPLIT_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     echo(f"checking both halves against eager: keep {levels} x codecs {codecs}")
     verify_split(out, echo=lambda line: echo("  " + line))
+    if evaluation is not None:
+        manifest["offload_points"] = _offload_points(out, *evaluation, levels, codecs, echo)
+        manifest["local_accuracy"] = _accuracy(without_split(model), *evaluation)
+        (out / SPLIT_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def _accuracy(model: nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> float:
+    """Top-1 accuracy of the model without its split (its last exit) on labelled inputs."""
+    from ponder._early_exit.infer import final_logits
+
+    right = 0
+    with torch.no_grad():
+        for i in range(0, len(labels), MAX_BATCH):
+            batch = {n: v[i : i + MAX_BATCH] for n, v in inputs.items()}
+            logits = final_logits(model(**batch) if list(batch) != ["x"] else model(batch["x"]))
+            right += int((logits.argmax(-1) == labels[i : i + MAX_BATCH]).sum())
+    return right / len(labels)
+
+
+def _offload_points(
+    out: Path,
+    inputs: dict[str, torch.Tensor],
+    labels: torch.Tensor,
+    levels: list[float],
+    codecs: list[str],
+    echo: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """Accuracy and mean payload bytes per sample of every keep × codec, through the exported
+    halves (ONNX Runtime) and real payloads, in batches of MAX_BATCH rows."""
+    runner = SplitBundle.load(out)
+    y = np.asarray(labels)
+    rows = len(y)
+    batches = [
+        {n: v[i : i + MAX_BATCH].numpy() for n, v in inputs.items()}
+        for i in range(0, rows, MAX_BATCH)
+    ]
+    points = []
+    for keep in levels:
+        for codec in codecs:
+            right = sent = 0
+            for i, batch in enumerate(batches):
+                payloads = runner.send(batch, keep, codec)
+                sent += sum(len(p) for p in payloads)
+                predicted = runner.receive(payloads).argmax(-1)
+                right += int((predicted == y[i * MAX_BATCH : i * MAX_BATCH + len(payloads)]).sum())
+            points.append({"keep": keep, "codec": codec, "accuracy": right / rows,
+                           "payload_bytes": sent / rows, "samples": rows})  # fmt: skip
+    table = ", ".join(f"{p['keep']:g}/{p['codec']} {p['accuracy']:.3f} {p['payload_bytes']:.0f} B"
+                      for p in points)  # fmt: skip
+    echo(f"offload points on {rows} labelled samples (keep/codec accuracy bytes): {table}")
+    return points
 
 
 def _copy(model: nn.Module) -> nn.Module:
     import copy
 
     return copy.deepcopy(model).eval()
-
-
-def _is_tokens(name: str, value: torch.Tensor) -> bool:
-    return value.dim() == 2 and (not torch.is_floating_point(value) or name.endswith("mask"))
 
 
 def _spec(name: str, value: torch.Tensor, token_inputs: list[str]) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Dynamic-k mixture-of-experts FFN kernels: a PyTorch reference, a CPU fast path, a dispatcher.
+"""Dynamic-k mixture-of-experts FFN kernels: a PyTorch reference, a CPU fast path, a Triton GPU
+path, a dispatcher.
 
 The stacked-expert layout every backend shares is documented in `moe_reference`.
 """
@@ -8,6 +9,7 @@ from ._cpu import moe_grouped_cpu
 from ._dispatch import list_backends, moe_ffn, select_backend
 from ._reference import moe_reference
 from ._traceable import moe_traceable
+from ._triton import moe_triton
 
 __all__ = [
     "get_activation",
@@ -17,5 +19,6 @@ __all__ = [
     "moe_grouped_cpu",
     "moe_reference",
     "moe_traceable",
+    "moe_triton",
     "select_backend",
 ]

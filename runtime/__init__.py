@@ -23,11 +23,15 @@ from ponder.runtime._offload.payload import Payload, check_params, decode_payloa
 from ponder.runtime._offload.split import SplitBundle, verify_split
 from ponder.runtime._policy.cost_model import CostModel, Prediction
 from ponder.runtime._policy.decision import Decision
+from ponder.runtime._policy.link import LinkEstimate
+from ponder.runtime._policy.offload import OffloadDecision, OffloadPoint, OffloadPolicy
 from ponder.runtime._policy.points import ExitDistribution, OperatingPoint, operating_points
 from ponder.runtime._policy.policy import Policy
-from ponder.runtime._policy.spec import PolicyRule, PolicySpec, load_policy
-from ponder.runtime._serve.client import LinkEstimate, OffloadClient, OffloadError
+from ponder.runtime._policy.spec import EnergyPacing, PolicyRule, PolicySpec, load_policy
+from ponder.runtime._serve.app import ServeConfig
+from ponder.runtime._serve.client import OffloadClient, OffloadError
 from ponder.runtime._serve.offload import Offloader, OffloadResult
+from ponder.runtime._serve.ray_serve import Autoscaling, ray_deployment, ray_serving
 from ponder.runtime._sim.device import Battery, SimulatedDevice, StageRun, ThermalModel
 from ponder.runtime._sim.simulate import Scenario, SimulationResult, default_policy_spec, simulate
 from ponder.runtime._sim.trace import ReplayProbe, Trace, TracePoint, day_trace
@@ -52,6 +56,7 @@ __all__ = [
     "FORMAT",
     "PROBES",
     "SCHEMA_VERSION",
+    "Autoscaling",
     "Backend",
     "Battery",
     "BatteryState",
@@ -61,6 +66,7 @@ __all__ = [
     "Decision",
     "DeviceState",
     "Encoded",
+    "EnergyPacing",
     "Engine",
     "ExitDistribution",
     "ExitRuleSpec",
@@ -72,7 +78,10 @@ __all__ = [
     "Manifest",
     "NvmlProbe",
     "OffloadClient",
+    "OffloadDecision",
     "OffloadError",
+    "OffloadPoint",
+    "OffloadPolicy",
     "OffloadResult",
     "Offloader",
     "OperatingPoint",
@@ -87,6 +96,7 @@ __all__ = [
     "ReplayProbe",
     "Result",
     "Scenario",
+    "ServeConfig",
     "ServeReport",
     "SimulatedDevice",
     "SimulationResult",
@@ -114,6 +124,8 @@ __all__ = [
     "make_probe",
     "manifest_digest",
     "operating_points",
+    "ray_deployment",
+    "ray_serving",
     "read_state",
     "run_requests",
     "sha256_file",

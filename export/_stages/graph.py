@@ -23,7 +23,14 @@ from ponder._core.errors import ConfigError, UnsupportedModelError
 from ponder._early_exit.infer import final_logits
 from ponder._moe.config import moe_layers, tau_given
 
-__all__ = ["GraphCut", "GraphStage", "cut_graph", "plan_graph", "sizes_from_hidden"]
+__all__ = [
+    "GraphCut",
+    "GraphStage",
+    "cut_graph",
+    "is_token_input",
+    "plan_graph",
+    "sizes_from_hidden",
+]
 
 
 class _Logits(nn.Module):
@@ -360,7 +367,7 @@ def plan_graph(
     spec = stack.spec if stack is not None else {"block_paths": [], "exit_blocks": []}
     keyword = list(inputs) != ["x"]
     for name, value in inputs.items():
-        if _is_tokens(name, value) and value.shape[1] > bounds["tokens"][1]:
+        if is_token_input(name, value) and value.shape[1] > bounds["tokens"][1]:
             raise ConfigError(
                 f"sample input {name!r} has {value.shape[1]} tokens, more than the "
                 f"{bounds['tokens'][1]} the stages are exported for; raise max_tokens "
@@ -368,7 +375,7 @@ def plan_graph(
             )
     dims = {name: Dim(name, min=lo, max=hi) for name, (lo, hi) in bounds.items()}
     dynamic = {
-        name: {0: dims["batch"], **({1: dims["tokens"]} if _is_tokens(name, value) else {})}
+        name: {0: dims["batch"], **({1: dims["tokens"]} if is_token_input(name, value) else {})}
         for name, value in inputs.items()
     }
     paths = [spec["block_paths"][b] for b in spec["exit_blocks"]]
@@ -426,7 +433,8 @@ def plan_graph(
     return plan
 
 
-def _is_tokens(name: str, value: torch.Tensor) -> bool:
-    """Token ids and masks [B, T] (integer tensors, or any `*mask`): their dim 1 is dynamic."""
+def is_token_input(name: str, value: torch.Tensor) -> bool:
+    """Token ids and masks [B, T] (integer tensors, or any `*mask`): their dim 1 is dynamic
+    (bundles, split bundles and the split model's trace all decide it here)."""
     integer = not torch.is_floating_point(value)
     return value.dim() == 2 and (integer or name.endswith("mask"))

@@ -161,14 +161,7 @@ class Engine:
         self.cost_model.observe_request(outside, own)
         if policy is not None:
             result.extra["decide_us"] = decide_us
-            for k, rows, ms, mj in zip(
-                result.stage_index,
-                result.stage_rows,
-                result.stage_ms,
-                result.extra["stage_mj"],
-                strict=True,
-            ):
-                policy.observe(k, ms, mj, batch=rows)
+            policy.observe_stages(result)
             policy.observe_request(outside, own)
         return result
 

@@ -123,6 +123,14 @@ class SplitBundle:
     def split(self) -> dict[str, Any]:
         return self.manifest["split"]
 
+    @property
+    def offload_points(self) -> list[Any]:
+        """The `OffloadPoint`s (keep × codec, accuracy, payload bytes) measured at export on
+        labelled calibration data; empty when the export had no labels."""
+        from ponder.runtime._policy.offload import OffloadPoint
+
+        return [OffloadPoint.from_dict(d) for d in self.manifest.get("offload_points", [])]
+
     def params(self, keep: float, codec: str) -> dict[str, Any]:
         """What a payload for this split at `keep` and `codec` carries (and the cloud checks)."""
         return {**self.split["params"], "keep": keep, "codec": codec}
@@ -273,8 +281,10 @@ def _edge_backend(root: Path, kind: str) -> Any:
 
 
 # what verification allows per codec: the device half's numbers differ from eager by float32
-# rounding, and a quantizing codec can turn such a difference into one code step on a value
-LOSSY = {"atol": 1e-3, "rtol": 0.02}
+# rounding (seen: <= 6e-7 on the tiny test models, 1.3e-8 on HF BERT, every codec), and a
+# quantizing codec can turn such a difference into one code step on a value, which moves the
+# logits by far less than this
+LOSSY = {"atol": 1e-4, "rtol": 5e-3}
 
 
 def verify_split(

@@ -9,6 +9,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ponder.runtime._policy.cost_model import CostModel, Prediction
+from ponder.runtime._policy.pacing import PaceReading
 from ponder.runtime._policy.points import OperatingPoint
 from ponder.runtime._policy.snapshot import Limits, Snapshot
 from ponder.runtime._policy.spec import PolicyRule, PolicySpec
@@ -36,7 +37,8 @@ class Why(NamedTuple):
     chosen: int
     how: str  # "accuracy", "cost", "floor", "cheapest" or "unknown"
     kept: str | None  # "margin" or "dwell" when hysteresis kept the previous point
-    limits: Limits  # worst latency at full clock (ms), energy (mJ), floor
+    limits: Limits  # worst latency at full clock (ms), energy (mJ, paced), floor
+    pace: PaceReading | None = None  # the pacer when the policy has [pacing]
 
 
 @dataclass(frozen=True, eq=False)
@@ -149,9 +151,52 @@ def _budget_lines(d: Decision, w: Why) -> list[str]:
             f"energy budget {_fig(w.limits[1], 'mJ')} per inference ({' and '.join(parts)}); "
             f"predicted {_fig(p.mean_energy_mj, 'mJ')}"
         )
+    if w.pace is not None:
+        out.append(_pacing_line(d, w, w.pace))
     if r.min_accuracy is not None:
         out.append(f"accuracy floor {r.min_accuracy:g}; expected {_acc(w, w.chosen)}")
     return out or ["no budgets: the most accurate point runs"]
+
+
+def _pacing_line(d: Decision, w: Why, p: PaceReading) -> str:
+    """E.g. "pacing: 1.2 of 3% of the battery (648 of 1,620 J) spent this hour, 41 min left at
+    2.1 requests/s: at most 3.4 mJ per inference; predicted 3.1 mJ"."""
+    pacing, window = p.pacing, _window_words(p.pacing.window_s)
+    spent = (
+        f"{p.spent_percent:.2g} of {pacing.battery_percent:g}% of the battery "
+        f"({_joules(p.spent_mj)} of {_joules(p.budget_mj)} J) spent {window}"
+    )
+    if p.charging:
+        return f"pacing: on the charger, the battery pays nothing, so no cap ({spent})"
+    rate = ", request rate not known yet" if p.rate is None else f" at {p.rate:.3g} requests/s"
+    head = f"pacing: {spent}, {_duration(p.left_s)} left{rate}: "
+    if p.allowance_mj == 0:
+        return head + "the budget is spent, so the cheapest point runs until the next window"
+    own = w.rules[w.rule].energy_limit(w.snap.full_en)
+    tighter = f" (the rule's own {_energy(own)} is tighter)" if own < p.allowance_mj else ""
+    predicted = _fig(d.prediction.mean_energy_mj, "mJ")
+    return head + f"at most {_energy(p.allowance_mj)} per inference{tighter}; predicted {predicted}"
+
+
+def _window_words(window_s: float) -> str:
+    return {3600.0: "this hour", 86400.0: "today"}.get(
+        float(window_s), f"in this {_duration(window_s)} window"
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.3g} h"
+
+
+def _energy(mj: float) -> str:
+    return f"{mj:.3g} mJ" if mj < 1000 else f"{mj / 1000:.3g} J"
+
+
+def _joules(mj: float) -> str:
+    j = mj / 1000
+    return f"{j:.3g}" if j < 1000 else f"{j:,.0f}"
 
 
 def _choice_line(d: Decision, w: Why) -> str:

@@ -1,17 +1,20 @@
 """The policy engine: from device state and the policy file's budgets, pick the operating point
-for the next requests that maximises expected accuracy; with hysteresis, and saying why."""
+for the next requests that maximises expected accuracy; with hysteresis, energy pacing over time,
+and saying why."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
 from ponder._core.errors import ConfigError
 from ponder.runtime._policy.cost_model import CostModel, Prediction
 from ponder.runtime._policy.decision import Decision, Why
+from ponder.runtime._policy.pacing import Pacer, round_down
 from ponder.runtime._policy.points import ExitDistribution, OperatingPoint
 from ponder.runtime._policy.snapshot import Limits, Snapshot
 from ponder.runtime._policy.spec import PolicyRule, PolicySpec
@@ -30,7 +33,12 @@ def baseline_points(num_exits: int) -> list[OperatingPoint]:
 
 class Policy:
     """Chooses among `points` with predictions from `cost_model` under `spec` (no budgets when
-    None). Call decide(state) before a request (or batch) and observe() after each stage call."""
+    None). Call decide(state) before a request (or batch) and observe() after each stage call.
+
+    With the spec's [pacing], `pacer` charges each observed call's energy (measured, else the
+    cost model's estimate for its rows) to the current window, counts the requests (stage-0
+    rows), and caps energy per inference at the window's allowance, rounded down to 3
+    significant digits so that decisions stay cached while it barely moves."""
 
     def __init__(
         self,
@@ -63,6 +71,7 @@ class Policy:
         self._snap: Snapshot | None = None
         self._key: tuple | None = None
         self._cached: Decision | None = None
+        self.pacer = None if self.spec.pacing is None else Pacer(self.spec.pacing)
 
     def _precompute(self, n: int) -> None:
         # P=points, S=stages; every point's mean cost is ExitDistribution.expected, done for all
@@ -105,6 +114,29 @@ class Policy:
         self.cost_model.observe(
             stage, latency_ms, energy_mj, batch, self._speed if speed is None else speed
         )
+        if self.pacer is not None:
+            spent = self._estimate_mj(stage, batch) if energy_mj is None else energy_mj
+            self.pacer.spend(spent, batch if stage == 0 else 0)
+
+    def spend(self, energy_mj: float, requests: float = 1.0) -> None:
+        """Charge energy spent outside observe() (an offloaded request's radio time, requests
+        a simulator serves in aggregate) to the pacing window; nothing without [pacing]."""
+        if self.pacer is not None:
+            self.pacer.spend(energy_mj, requests)
+
+    def _estimate_mj(self, stage: int, batch: int) -> float:
+        try:
+            per_row = self.cost_model.stage_energy_mj()
+        except ConfigError:  # other stages' costs are not known yet
+            return 0.0
+        return 0.0 if per_row is None else per_row[stage] * batch
+
+    def observe_stages(self, result: Any) -> None:
+        """Feed every stage call of an engine `Result` to the cost model."""
+        calls = zip(result.stage_index, result.stage_rows, result.stage_ms,
+                    result.extra["stage_mj"], strict=True)  # fmt: skip
+        for k, rows, ms, mj in calls:
+            self.observe(k, ms, mj, batch=rows)
 
     def observe_request(self, overhead_ms: float, step_overhead_ms: float | None = None) -> None:
         """Feed one request's engine overheads to the cost model (see CostModel)."""
@@ -117,12 +149,16 @@ class Policy:
         if not speed > 0:
             raise ConfigError(f"DeviceState.speed must be > 0 (1.0 = full clock), got {speed!r}")
         self._speed = speed
+        cap = _INF
+        if self.pacer is not None:
+            self.pacer.tick(state.time_s, state.charging)
+            cap = round_down(self.pacer.allowance_mj())
         dwell_ok = self._since >= self.spec.min_requests
-        key = _key(state, self.cost_model.version, self._current, self._active, dwell_ok)
+        key = _key(state, self.cost_model.version, self._current, self._active, dwell_ok, cap)
         if key == self._key:  # nothing the choice depends on has changed
             self._since += 1
             return self._cached
-        return self._decide(state, dwell_ok)
+        return self._decide(state, dwell_ok, cap)
 
     def _snapshot(self) -> Snapshot:
         if self._snap is None or self._snap.version != self.cost_model.version:
@@ -141,7 +177,7 @@ class Policy:
                 return i
         return len(self.rules) - 1
 
-    def _decide(self, state: DeviceState, dwell_ok: bool) -> Decision:
+    def _decide(self, state: DeviceState, dwell_ok: bool, cap: float) -> Decision:
         snap, previous, was_active = self._snapshot(), self._current, self._active
         self._active = ri = self._match(state)
         rule = self.rules[ri]
@@ -150,7 +186,7 @@ class Policy:
         )  # at full clock
         limits = (
             lat_lim,
-            rule.energy_limit(snap.full_en),
+            min(rule.energy_limit(snap.full_en), cap),
             -_INF if rule.min_accuracy is None else rule.min_accuracy,
         )
         if not snap.known and (limits[0] < _INF or limits[1] < _INF):
@@ -175,6 +211,7 @@ class Policy:
             how,
             kept,
             limits,
+            None if self.pacer is None else self.pacer.reading(cap),
         )
         budgets = {
             "latency_ms": rule.latency_ms,
@@ -183,7 +220,8 @@ class Policy:
         }
         prediction = self._predict(snap, chosen, state.speed)
         d = Decision(self.points[chosen], prediction, rule.name, budgets, feasible, changed, why)
-        self._key = _key(state, snap.version, chosen, ri, self._since >= self.spec.min_requests)
+        dwell = self._since >= self.spec.min_requests
+        self._key = _key(state, snap.version, chosen, ri, dwell, cap)
         self._cached = replace(d, changed=False) if changed else d
         return d
 
@@ -233,7 +271,9 @@ class Policy:
         )
 
 
-def _key(state: DeviceState, version: int, current: int | None, rule: int, dwell: bool) -> tuple:
-    """Everything a decision depends on: equal keys, equal decisions."""
+def _key(
+    state: DeviceState, version: int, current: int | None, rule: int, dwell: bool, cap: float
+) -> tuple:
+    """Everything a decision depends on (cap: the pacing allowance): equal keys, equal decisions."""
     b, ch, t, v = state.battery_percent, state.charging, state.temperature_c, state.speed
-    return (b, ch, t, v, version, current, rule, dwell)
+    return (b, ch, t, v, version, current, rule, dwell, cap)

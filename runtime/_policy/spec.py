@@ -1,5 +1,6 @@
 """The declarative policy file: budgets per request (latency SLO, energy, accuracy floor) that
-depend on battery, charging and temperature, plus hysteresis settings. TOML or JSON:
+depend on battery, charging and temperature, hysteresis settings, and energy pacing over time.
+TOML or JSON:
 
 ```toml
 # ponder policy: the first [[rule]] whose `when` holds decides; [default] otherwise
@@ -8,6 +9,11 @@ latency_quantile = 0.99   # share of requests a latency budget must hold for (1.
 [hysteresis]
 battery_band = 2          # a battery rule stays active until the battery is 2 points past its edge
 accuracy_margin = 0.005   # switch to a more accurate point only for more than +0.5 points
+
+[pacing]                  # "do not use more than 3% of the battery an hour", under every rule
+battery_percent = 3       # share of the battery inference may spend per window
+window_s = 3600           # the window, seconds
+battery_wh = 15           # the battery's capacity: turns the share into energy
 
 [default]
 latency_ms = 50           # latency per request (an SLO, at latency_quantile)
@@ -35,13 +41,15 @@ from typing import Any
 
 from ponder._core.errors import ConfigError
 
-__all__ = ["PolicyRule", "PolicySpec", "load_policy"]
+__all__ = ["EnergyPacing", "PolicyRule", "PolicySpec", "load_policy"]
 
 POLICY_FORMAT = "ponder-policy"
 POLICY_VERSION = 1
 CONDITIONS = ("battery_above", "battery_below", "charging", "temperature_above")
 BUDGETS = ("latency_ms", "energy_mj", "energy_fraction", "min_accuracy")
 HYSTERESIS = ("battery_band", "temperature_band", "accuracy_margin", "cost_margin", "min_requests")
+PACING = ("battery_percent", "window_s", "battery_wh")
+MJ_PER_WH = 3.6e6
 
 
 def _unknown(where: str, keys: Any, allowed: tuple[str, ...]) -> None:
@@ -168,6 +176,58 @@ class PolicyRule:
 
 
 @dataclass(frozen=True)
+class EnergyPacing:
+    """At most `battery_percent` of a `battery_wh` battery spent on inference per window of
+    `window_s` seconds ("3% of the battery an hour"), whichever rule holds: the policy's energy
+    budget per inference becomes the window's unspent energy over the requests expected in the
+    rest of the window (the tighter of that and the rule's own). Counts inference energy (what
+    the policy observes), not the device's idle draw, and none while the device is charging.
+    """
+
+    battery_percent: float
+    window_s: float = 3600.0
+    battery_wh: float | None = None
+
+    def __post_init__(self) -> None:
+        where = "policy [pacing]"
+        _number(where, "battery_percent", self.battery_percent, 0, 100, lo_open=True)
+        if self.battery_wh is None:
+            raise ConfigError(
+                f"{where}: battery_wh is missing: the battery's capacity in Wh is what turns "
+                f"{self.battery_percent:g}% of the battery into energy (1 Wh = 3600 J); add the "
+                "device's rated capacity, e.g. battery_wh = 15"
+            )
+        for name in ("window_s", "battery_wh"):
+            value = getattr(self, name)
+            _number(where, name, value, 0, lo_open=True)
+            if math.isinf(value):
+                raise ConfigError(f"{where}: {name} must be finite, got {value!r}")
+
+    @property
+    def budget_mj(self) -> float:
+        """The energy a window may spend, mJ (1 Wh = 3.6e6 mJ)."""
+        return self.battery_percent / 100 * self.battery_wh * MJ_PER_WH
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EnergyPacing:
+        if not isinstance(d, dict):
+            raise ConfigError(
+                "policy: [pacing] must be a table like { battery_percent = 3, window_s = 3600, "
+                "battery_wh = 15 }"
+            )
+        _unknown("policy [pacing]", d, PACING)
+        if "battery_percent" not in d:
+            raise ConfigError(
+                "policy [pacing]: battery_percent is missing: the share of the battery inference "
+                "may spend per window, e.g. battery_percent = 3"
+            )
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in PACING}
+
+
+@dataclass(frozen=True)
 class PolicySpec:
     """A whole policy: `rules` tried in order (the first that holds decides), `default` when
     none does, and the hysteresis settings that keep the choice from flapping.
@@ -176,7 +236,8 @@ class PolicySpec:
     far past its edge. accuracy_margin: move to a more accurate point only when it gains more
     than this; cost_margin: under an accuracy floor, move to a cheaper point only when it saves
     more than this fraction of energy; min_requests: decisions to stay on a point before such a
-    move. A point that breaks a budget is always left at once.
+    move. A point that breaks a budget is always left at once. pacing: an energy budget per
+    time window over every rule (None: none).
     """
 
     default: PolicyRule = field(default_factory=PolicyRule)
@@ -187,9 +248,14 @@ class PolicySpec:
     cost_margin: float = 0.05
     min_requests: int = 0
     latency_quantile: float = 0.99
+    pacing: EnergyPacing | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rules", tuple(self.rules))
+        if self.pacing is not None and not isinstance(self.pacing, EnergyPacing):
+            raise ConfigError(
+                f"policy: pacing must be an EnergyPacing or None, got {type(self.pacing).__name__}"
+            )
         q = self.latency_quantile
         if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 < q <= 1:
             raise ConfigError(
@@ -223,7 +289,8 @@ class PolicySpec:
 
     @property
     def needs_energy(self) -> bool:
-        return any(r.needs_energy for r in (self.default, *self.rules))
+        rules = (self.default, *self.rules)
+        return self.pacing is not None or any(r.needs_energy for r in rules)
 
     @classmethod
     def simple(cls, latency_ms: float | None = None, energy_mj: float | None = None) -> PolicySpec:
@@ -234,9 +301,8 @@ class PolicySpec:
     def from_dict(cls, d: dict[str, Any]) -> PolicySpec:
         if not isinstance(d, dict):
             raise ConfigError(f"a policy must be a table of keys, got {type(d).__name__}")
-        _unknown(
-            "policy", d, ("format", "version", "latency_quantile", "hysteresis", "default", "rule")
-        )
+        known = ("format", "version", "latency_quantile", "hysteresis", "pacing", "default", "rule")
+        _unknown("policy", d, known)
         if d.get("format", POLICY_FORMAT) != POLICY_FORMAT or d.get("version", 1) != POLICY_VERSION:
             raise ConfigError(
                 f"not a ponder policy of version {POLICY_VERSION} (format {d.get('format')!r}, "
@@ -250,10 +316,12 @@ class PolicySpec:
         rules = d.get("rule", [])
         if not isinstance(rules, list):
             raise ConfigError("policy: `rule` must be a list of tables (write [[rule]] in TOML)")
+        pacing = d.get("pacing")
         return cls(
             default=PolicyRule.from_dict(d.get("default", {})),
             rules=tuple(PolicyRule.from_dict(r, f"rule {i}") for i, r in enumerate(rules)),
             latency_quantile=d.get("latency_quantile", 0.99),
+            pacing=None if pacing is None else EnergyPacing.from_dict(pacing),
             **hyst,
         )
 
@@ -266,6 +334,7 @@ class PolicySpec:
             "hysteresis": {
                 f.name: getattr(self, f.name) for f in fields(self) if f.name in HYSTERESIS
             },
+            **({} if self.pacing is None else {"pacing": self.pacing.to_dict()}),
             "default": self.default.to_dict(),
             "rule": [r.to_dict() for r in self.rules],
         }

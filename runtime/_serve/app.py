@@ -13,6 +13,10 @@ and the split's parameters (`split_block`, `selector`, `device_sha256`), which m
 bundle's: a mismatch is refused with a message, never answered. The answer is `logits`
 (FP32 [B, C]), binary when the request asks for it (`binary_data_output`, or per output).
 
+Batching: concurrent requests whose decoded tokens have the same shape (the same token count
+K) are gathered for at most `batch_wait_ms` up to `max_batch` rows and run as one tail call
+(`batching.py`); /metrics counts the tail calls and rows per call.
+
 Limits: a bearer token when one is configured (constant-time compare; the health routes stay
 open), a body-size cap (413 before the body is read when Content-Length says so), at most
 `max_concurrency` inferences at once (503 beyond, with Retry-After), and every error a JSON
@@ -28,13 +32,15 @@ import hmac
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ponder._core.errors import PayloadError, PonderError
+from ponder._core.errors import ConfigError, PayloadError, PonderError
 from ponder.runtime._offload.split import LOGITS, MASK, TOKENS, SplitBundle
+from ponder.runtime._serve.batching import BatchedSplit
 from ponder.runtime._serve.protocol import (
     HEADER_LENGTH,
     ProtocolError,
@@ -42,7 +48,7 @@ from ponder.runtime._serve.protocol import (
     encode_response,
 )
 
-__all__ = ["ServeConfig", "make_app"]
+__all__ = ["CONFIG_ENV", "ServeConfig", "app_from_env", "make_app"]
 
 PAYLOAD, SIZES = "payload", "payload_sizes"
 log = logging.getLogger("ponder.serve")  # one JSON line per inference request
@@ -59,11 +65,39 @@ class ServeConfig:
         token: str | None = None,
         max_body_bytes: int = 64 << 20,
         max_concurrency: int = 4,
+        max_batch: int = 8,
+        batch_wait_ms: float = 2.0,
+        timeout_s: float = 30.0,
     ):
         self.bundle = Path(bundle)
+        self.timeout_s = timeout_s
         self.token = token
         self.max_body_bytes = max_body_bytes
         self.max_concurrency = max_concurrency
+        # a batch gathers at most max_concurrency requests (the rest are refused with 503)
+        self.max_batch, self.batch_wait_ms = max_batch, batch_wait_ms
+
+    def to_json(self) -> str:
+        return json.dumps({**vars(self), "bundle": str(self.bundle)})
+
+    @classmethod
+    def from_json(cls, text: str) -> ServeConfig:
+        d = json.loads(text)
+        return cls(d.pop("bundle"), **d)
+
+
+CONFIG_ENV = "PONDER_SERVE_CONFIG"  # a ServeConfig as JSON, for worker processes
+
+
+def app_from_env() -> Any:
+    """The app of the ServeConfig in $PONDER_SERVE_CONFIG (`ponder serve --workers N`: uvicorn
+    starts each worker from this factory)."""
+    import os
+
+    text = os.environ.get(CONFIG_ENV)
+    if not text:
+        raise ConfigError(f"${CONFIG_ENV} is not set; start the server with `ponder serve`")
+    return make_app(ServeConfig.from_json(text))
 
 
 def make_app(config: ServeConfig) -> Any:
@@ -72,11 +106,18 @@ def make_app(config: ServeConfig) -> Any:
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
-    split = SplitBundle.load(config.bundle)
+    split = BatchedSplit.load(config.bundle)
     name = split.manifest["model_id"]
     width = split.split["width"]
     busy = asyncio.Semaphore(config.max_concurrency)
     metrics = Metrics()
+    batcher = split.batched(
+        max_batch=config.max_batch, wait_s=config.batch_wait_ms / 1e3,
+        inflight=lambda: metrics.inflight,
+    )  # fmt: skip
+    # a thread for every admitted request: a batch's requests block their threads while it
+    # gathers, and asyncio's default pool (cores + 4 threads) would starve the ones it waits for
+    threads = ThreadPoolExecutor(config.max_concurrency, thread_name_prefix="ponder-serve")
 
     def error(message: str, status: int, **headers: str) -> Response:
         return JSONResponse({"error": message}, status_code=status, headers=headers or None)
@@ -132,10 +173,13 @@ def make_app(config: ServeConfig) -> Any:
     async def infer(request: Any) -> Response:
         start = time.perf_counter()
         metrics.inflight += 1
-        try:
-            response = await infer_once(request)
+        try:  # a body that trickles in, or a tail that hangs, is cut off at timeout_s
+            response = await asyncio.wait_for(infer_once(request), config.timeout_s)
+        except TimeoutError:
+            response = error(f"not answered within the server's {config.timeout_s:g} s", 504)
         finally:
             metrics.inflight -= 1
+            batcher.request_left()
         seconds = time.perf_counter() - start
         size_in = int(request.headers.get("content-length") or 0)
         metrics.record(response.status_code, seconds, size_in, len(response.body))
@@ -149,7 +193,8 @@ def make_app(config: ServeConfig) -> Any:
     async def metrics_text(request: Any) -> Response:
         if not authorized(request):
             return error("missing or wrong bearer token (Authorization: Bearer ...)", 401)
-        return Response(metrics.text(name), media_type="text/plain; version=0.0.4")
+        text = metrics.text(name) + batcher.metrics_text(name)
+        return Response(text, media_type="text/plain; version=0.0.4")
 
     async def infer_once(request: Any) -> Response:
         refused = model_or_404(request)
@@ -169,9 +214,11 @@ def make_app(config: ServeConfig) -> Any:
                 body += chunk
                 if len(body) > config.max_body_bytes:
                     return error(f"body over the {config.max_body_bytes}-byte cap", 413)
+            computing = time.perf_counter()
             try:
                 parsed = decode_request(bytes(body), request.headers.get(HEADER_LENGTH))
-                logits = await asyncio.to_thread(_run, split, parsed)
+                loop = asyncio.get_running_loop()
+                logits = await loop.run_in_executor(threads, _run, split, parsed)
             except ProtocolError as e:
                 return error(str(e), e.status)
             except PayloadError as e:
@@ -179,9 +226,11 @@ def make_app(config: ServeConfig) -> Any:
             except PonderError as e:
                 return error(str(e), 400)
             binary = parsed.binary_outputs or bool(parsed.outputs and parsed.outputs.get(LOGITS))
+            # the server's own time (decode, queue, tail): the client tells the link from it
+            server_ms = round((time.perf_counter() - computing) * 1e3, 3)
             payload, length = encode_response(
                 {LOGITS: logits.astype(np.float32)}, name, model_version="1", id=parsed.id,
-                binary=binary,
+                parameters={"server_ms": server_ms}, binary=binary,
             )  # fmt: skip
             headers = {HEADER_LENGTH: str(length)} if length is not None else {}
             kind = "application/octet-stream" if length is not None else "application/json"
@@ -197,7 +246,7 @@ def make_app(config: ServeConfig) -> Any:
         Route("/metrics", metrics_text),
     ]
     app = Starlette(routes=routes)
-    app.state.metrics, app.state.started = metrics, time.time()
+    app.state.metrics, app.state.batcher, app.state.started = metrics, batcher, time.time()
     return app
 
 

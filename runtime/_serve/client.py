@@ -15,13 +15,13 @@ import http.client
 import json
 import socket
 import time
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
 
 from ponder._core.errors import PonderError
+from ponder.runtime._policy.link import LinkEstimate
 from ponder.runtime._serve.protocol import (
     HEADER_LENGTH,
     ProtocolError,
@@ -40,47 +40,6 @@ class OffloadError(PonderError):
     def __init__(self, message: str, kind: str, status: int | None = None):
         super().__init__(message)
         self.kind, self.status = kind, status
-
-
-@dataclass
-class LinkEstimate:
-    """Round-trip time and bandwidth of the link, exponentially weighted over transfers
-    (`alpha` per new sample). A sample far from the estimate three times running is taken as
-    a change of link (another network): the estimate restarts from it."""
-
-    alpha: float = 0.3
-    rtt_s: float | None = None  # time of a request with (almost) no bytes
-    bandwidth_bps: float | None = None  # bytes per second, both ways together
-    samples: int = 0
-    changes: int = 0
-    _far: int = field(default=0, repr=False)
-
-    def add(self, seconds: float, nbytes: int) -> None:
-        """One transfer of `nbytes` (request and answer) that took `seconds` in all."""
-        if self.rtt_s is None or nbytes < 2048:
-            self.rtt_s = _ewma(self.rtt_s, seconds, self.alpha)
-        payload_s = max(seconds - (self.rtt_s or 0.0), 1e-6)
-        if nbytes >= 2048:
-            rate = nbytes / payload_s
-            if self.bandwidth_bps is not None and not 1 / 3 < rate / self.bandwidth_bps < 3:
-                self._far += 1
-                if self._far >= 3:  # a new link: forget the old one
-                    self.bandwidth_bps, self._far = None, 0
-                    self.changes += 1
-            else:
-                self._far = 0
-            self.bandwidth_bps = _ewma(self.bandwidth_bps, rate, self.alpha)
-        self.samples += 1
-
-    def seconds_for(self, nbytes: int) -> float | None:
-        """Expected time to send and answer `nbytes` (None before any measurement)."""
-        if self.rtt_s is None:
-            return None
-        return self.rtt_s + (nbytes / self.bandwidth_bps if self.bandwidth_bps else 0.0)
-
-
-def _ewma(old: float | None, new: float, alpha: float) -> float:
-    return new if old is None else (1 - alpha) * old + alpha * new
 
 
 class OffloadClient:
@@ -103,6 +62,8 @@ class OffloadClient:
         self.host, self.port = parts.hostname, parts.port or 80
         self.model, self.token, self.timeout_s, self.binary = model, token, timeout_s, binary
         self.link = LinkEstimate()
+        self.server_ms: float | None = None  # the last answer's server compute time
+        self.last_answer_bytes = 0
         self._conn: http.client.HTTPConnection | None = None
 
     def close(self) -> None:
@@ -140,37 +101,56 @@ class OffloadClient:
             headers[HEADER_LENGTH] = str(length)
         start = time.perf_counter()
         status, answer, got = self._request("POST", f"/v2/models/{self.model}/infer", body, headers)
-        self.link.add(time.perf_counter() - start, len(body) + len(answer))
+        seconds = time.perf_counter() - start
         if status != 200:
+            self.link.add(seconds, len(body) + len(answer))
             raise _status_error(status, answer)
         try:
-            return decode_response(answer, got.get(HEADER_LENGTH)).outputs["logits"]
+            response = decode_response(answer, got.get(HEADER_LENGTH))
+            logits = response.outputs["logits"]
         except (ProtocolError, KeyError) as e:
             raise OffloadError(f"the server's answer is not usable: {e}", "protocol", status) from e
+        # the server says how long it computed (`ponder serve` does): the link is the rest
+        server_ms = response.parameters.get("server_ms")
+        server_ms = float(server_ms) if isinstance(server_ms, (int, float)) else None
+        self.server_ms, self.last_answer_bytes = server_ms, len(answer)
+        link_s = seconds - (server_ms or 0.0) / 1e3
+        self.link.add(max(link_s, 1e-6), len(body) + len(answer))
+        return logits
 
     def _request(
         self, method: str, path: str, body: bytes | None, headers: dict[str, str]
     ) -> tuple[int, bytes, Any]:
         if self.token is not None:
             headers = {**headers, "Authorization": f"Bearer {self.token}"}
-        for attempt in (0, 1):  # one reconnect: a kept-alive connection may have been closed
-            try:
-                conn = self._connection()
-                conn.request(method, path, body=body, headers=headers)
-                response = conn.getresponse()
-                return response.status, response.read(), response.msg
-            except TimeoutError as e:
-                self.close()
-                raise OffloadError(
-                    f"no answer from {self.host}:{self.port} within {self.timeout_s} s", "timeout"
-                ) from e
-            except (ConnectionError, http.client.HTTPException, OSError) as e:
-                self.close()
-                if attempt or isinstance(e, ConnectionRefusedError):
-                    raise OffloadError(
-                        f"cannot reach {self.host}:{self.port}: {e}", "refused"
-                    ) from e
-        raise AssertionError("unreachable")
+        try:
+            return self._send(method, path, body, headers)
+        except (ConnectionError, http.client.HTTPException, OSError) as e:
+            if isinstance(e, (ConnectionRefusedError, TimeoutError)):
+                raise self._failure(e) from e
+        try:  # one reconnect: a kept-alive connection may have been closed by the server
+            return self._send(method, path, body, headers)
+        except (ConnectionError, http.client.HTTPException, OSError) as e:
+            raise self._failure(e) from e
+
+    def _send(
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, bytes, Any]:
+        try:
+            conn = self._connection()
+            conn.request(method, path, body=body, headers=headers)
+            response = conn.getresponse()
+            return response.status, response.read(), response.msg
+        except BaseException:
+            self.close()
+            raise
+
+    def _failure(self, e: BaseException) -> OffloadError:
+        if isinstance(e, TimeoutError):
+            return OffloadError(
+                f"no answer from {self.host}:{self.port} within {self.timeout_s} s", "timeout"
+            )
+        return OffloadError(f"cannot reach {self.host}:{self.port}: {e}", "refused")
 
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:

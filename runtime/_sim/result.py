@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ponder.runtime._sim.windows import pacing_windows
+
 if TYPE_CHECKING:
     from ponder.runtime._policy.decision import Decision
     from ponder.runtime._policy.points import ExitDistribution, OperatingPoint
@@ -53,6 +55,7 @@ class StrategyRun:
         self._weight: list[float] = []  # ... and how many requests it stands for
         self.switches: list[dict[str, Any]] = []
         self.switch_count = 0
+        self.start_percent: float | None = None  # the battery before the first step
 
     def add(
         self,
@@ -68,6 +71,8 @@ class StrategyRun:
     ) -> None:
         """Record one step (`state` from its start, `device` at its end); `dist`: where the
         point's requests leave (None: nothing was run)."""
+        if self.start_percent is None:
+            self.start_percent = state.battery_percent
         if done.alive_s < dt and self.lifetime_s is None:
             self.lifetime_s = t0 + done.alive_s - self.start_s
         served = requests * done.served_fraction
@@ -177,7 +182,8 @@ def _round(v: Any) -> Any:
 @dataclass
 class SimulationResult:
     """A simulated replay: the scenario, the trace, the policy, and one StrategyRun each for
-    "policy", "always full" and "always earliest" (in that order)."""
+    "policy", "always full" and "always earliest" (in that order; with "policy without pacing"
+    after "policy" when the policy has [pacing])."""
 
     scenario: Scenario
     trace: str
@@ -196,6 +202,13 @@ class SimulationResult:
     @property
     def duration_h(self) -> float:
         return self.run("policy").series["time_h"][-1]
+
+    def pacing(self) -> dict[str, Any] | None:
+        """Per pacing window, each strategy's inference energy against the budget, battery
+        drain and accuracy (see `pacing_windows`); None when the policy has no [pacing]."""
+        if self.policy.pacing is None:
+            return None
+        return pacing_windows(self.runs, self.policy.pacing)
 
     def comparison(self) -> dict[str, Any]:
         """Lifetime gained by the policy against always-full, and the accuracy it cost."""
@@ -250,6 +263,7 @@ class SimulationResult:
             "trace": self.trace,
             "trace_synthetic": self.trace_synthetic,
             "policy": self.policy.to_dict(),
+            **({} if self.policy.pacing is None else {"pacing": self.pacing()}),
             "comparison": self.comparison(),
             "headline": self.headline(),
             "strategies": [r.to_dict() for r in self.runs],

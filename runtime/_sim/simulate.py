@@ -1,5 +1,6 @@
 """`simulate`: replay a usage trace on SIMULATED devices under a policy and under the two static
-baselines (always full, always earliest), to estimate battery lifetime against accuracy."""
+baselines (always full, always earliest), to estimate battery lifetime against accuracy; a policy
+with [pacing] is also replayed without it, to show what pacing changes."""
 
 from __future__ import annotations
 
@@ -226,13 +227,15 @@ def _replay(
         done = device.run_requests([requests * r for r in reach], dt)
         if policy is not None and done.served_fraction > 0:
             for k in (k for k in range(n) if reach[k] > 0):
-                lat = done.sampled_latency_ms[k]  # one timed call, as on a device
-                policy.observe(
+                lat = done.sampled_latency_ms[k]  # one timed call teaches the cost model, ...
+                policy.cost_model.observe(
                     k,
                     lat,
                     done.stage_energy_mj[k] * lat / done.stage_latency_ms[k],
                     speed=done.speed,
                 )
+            served = requests * done.served_fraction  # ... the pacer pays for the whole step
+            policy.spend(served * dist.expected(done.stage_energy_mj), served)
         run.add(t0, dt, state, point, decision, requests, done, dist, device)
     return run
 
@@ -253,14 +256,40 @@ def _device(target: CostTable, scenario: Scenario, start: TracePoint, seed: int)
     )
 
 
-def _notes(table: CostTable, scenario: Scenario) -> list[str]:
-    return [
+def _notes(table: CostTable, scenario: Scenario, spec: PolicySpec) -> list[str]:
+    notes = [
         f"stage latencies: the {table.backend} cost table (batch {table.batch}) measured on "
         f"{table.device}, × {scenario.slowdown:g}; the policy starts from them and follows the "
         "simulated stage times by EWMA",
         "latency percentiles come from exit stages and throttling; per-call jitter averages out "
         "over a step and is left out of them",
     ]
+    pacing = spec.pacing
+    if pacing is not None:
+        share = pacing.budget_mj / (scenario.battery_wh * 3.6e6) * 100
+        notes.append(
+            f"pacing: at most {pacing.battery_percent:g}% of a {pacing.battery_wh:g} Wh battery "
+            f"({pacing.budget_mj / 1000:.4g} J, {share:.3g}% of the simulated "
+            f"{scenario.battery_wh:g} Wh) on inference per {pacing.window_s:g} s window from the "
+            "trace start, off the charger; idle draw is not paced; the policy decides once per "
+            "step, so a window can overshoot by part of a step"
+        )
+    return notes
+
+
+def _policy(manifest: Any, target: CostTable, scenario: Scenario, spec: PolicySpec) -> Policy:
+    """A Policy over the manifest's points, its cost model starting from the target's table."""
+    n, flops = len(manifest.stages), [s.flops for s in manifest.stages]
+    cost_model = CostModel(n, target, stage_flops=flops, power_w=scenario.power_w)
+    return Policy(operating_points(manifest), cost_model, spec, n)
+
+
+def _chooser(policy: Policy) -> Chooser:
+    def decide(state: DeviceState) -> tuple[OperatingPoint, Decision]:
+        d = policy.decide(state)
+        return d.point, d
+
+    return decide
 
 
 def simulate(
@@ -272,9 +301,10 @@ def simulate(
     policy_spec: PolicySpec | None = None,
     seed: int = 0,
 ) -> SimulationResult:
-    """Replay `trace` three times on fresh SIMULATED devices built from `table` and `scenario`:
-    under a Policy over the manifest's operating points (`policy_spec`, default
-    `default_policy_spec`), always full, and always earliest. All figures are simulated."""
+    """Replay `trace` on fresh SIMULATED devices built from `table` and `scenario`: under a
+    Policy over the manifest's operating points (`policy_spec`, default `default_policy_spec`),
+    always full, always earliest, and, when the policy has [pacing], the same policy without
+    it ("policy without pacing"). All figures are simulated."""
     if not manifest.operating_points:
         raise ConfigError(
             f"bundle {manifest.model_id!r} records no operating points, so a policy has nothing to "
@@ -282,7 +312,7 @@ def simulate(
             "calibrates them), or pass operating_points to export_bundle"
         )
     scenario = scenario or Scenario()
-    n, target = len(manifest.stages), target_table(table, scenario.slowdown)
+    target = target_table(table, scenario.slowdown)
     trace = _scaled(trace, scenario.load_scale) if scenario.load_scale != 1 else trace
     full, earliest, notes = baselines(manifest)
     full_ms = target.cumulative_latency_ms()[-1] / target.batch
@@ -293,14 +323,14 @@ def simulate(
             f"default policy: latency budget {budget:.3g} ms = latency_headroom "
             f"{scenario.latency_headroom:g} × the full model's {full_ms:.3g} ms on the target"
         )
-    flops = [s.flops for s in manifest.stages]
-    cost_model = CostModel(n, target, stage_flops=flops, power_w=scenario.power_w)
-    policy = Policy(operating_points(manifest), cost_model, spec, n)
-
-    def decide(state: DeviceState) -> tuple[OperatingPoint, Decision]:
-        d = policy.decide(state)
-        return d.point, d
-
+    policies = {"policy": _policy(manifest, target, scenario, spec)}
+    if spec.pacing is not None:
+        unpaced = replace(spec, pacing=None)
+        policies["policy without pacing"] = _policy(manifest, target, scenario, unpaced)
+    strategies = [(name, _chooser(p), p) for name, p in policies.items()] + [
+        ("always full", lambda _: (full, None), None),
+        ("always earliest", lambda _: (earliest, None), None),
+    ]
     first, step = trace.points[0], scenario.step_s
     runs = [
         _replay(
@@ -309,13 +339,9 @@ def simulate(
             trace,
             step,
             choose,
-            policy if name == "policy" else None,
+            policy,
         )
-        for name, choose in [
-            ("policy", decide),
-            ("always full", lambda _: (full, None)),
-            ("always earliest", lambda _: (earliest, None)),
-        ]
+        for name, choose, policy in strategies
     ]
-    notes += _notes(table, scenario)
+    notes += _notes(table, scenario, spec)
     return SimulationResult(scenario, trace.describe(), trace.synthetic, spec, runs, notes)

@@ -24,6 +24,14 @@ import numpy as np
 import torch
 
 from ponder._bench.moe_eval import retrieval_agreement
+from ponder._bench.offload_driver import (
+    SELECTORS,
+    SplitBench,
+    fine_tune_runs,
+    measure,
+    ratios,
+    select_tokens,
+)
 from ponder._bench.offload_vit import echo_vit_half, run_vit_half
 from ponder._bench.timing import machine
 from ponder._convert.convert import convert_
@@ -31,7 +39,6 @@ from ponder._core.errors import ConfigError
 from ponder._core.report import format_table, write_json
 from ponder._split.config import SplitConfig
 from ponder._split.link import split_link
-from ponder._split.program import split_model
 from ponder.models.text import (
     MeanPooled,
     embed,
@@ -46,10 +53,6 @@ __all__ = ["run_bench_offload"]
 
 DEFAULT_BLOCKS = (1, 3)  # 0-based: after the 2nd and the 4th of MiniLM's 6 blocks
 DEFAULT_KEEPS = (0.5, 0.25, 0.1)
-SELECTORS = ("cls", "received")
-SELECTION_CODECS = ("int8", "int4-g32")
-# fine-tuned after the last split block, with the better selector there: (keep, codec)
-FINE_TUNED = ((0.5, "int8"), (0.25, "int4-g32"))
 _BATCH = 32
 VIT_LR = 5e-4
 # the issue's goal: 32x smaller than fp32 activations at cosine >= 0.99 (text encoder)
@@ -110,48 +113,34 @@ def run_bench_offload(
         f"removed), at most {max_length} tokens; every real token sent"
     )
     raw = _raw_input(kept, tokenizer, max_length, zstd_level)
+
+    def quality(model: torch.nn.Module) -> dict[str, float]:
+        return _agreement(embed(model, tokenizer, kept, max_length=max_length), reference)
+
     rows = []
     runs = [(b, c) for b in blocks for c in codecs]
     for i, (block, codec) in enumerate(runs, 1):
         model = convert_(
             copy.deepcopy(dense), SplitConfig(block=block, codec=codec, zstd_level=zstd_level)
         )
-        link = split_link(model)
-        link.bytes.reset()
-        with torch.no_grad():
-            emb = embed(model, tokenizer, kept, max_length=max_length)
-        sent = np.asarray(link.bytes.sent)
-        rows.append({"block": block, "codec": codec, **_quality(emb, reference, sent)})
+        row = {"block": block, "codec": codec, **measure(model, split_link(model), quality)}
+        rows.append(row)
         if progress:
-            echo(f"  [{i}/{len(runs)}] block {block} {codec}: {sent.mean():.0f} B a text")
-    encoder = MeanPooled(dense).eval()
+            echo(f"  [{i}/{len(runs)}] block {block} {codec}: {row['bytes_mean']:.0f} B a text")
     batch = length_batches(tokenizer, kept[:4], 4, max_length, torch.device("cpu"))[0][1]
-    example = {k: batch[k] for k in ("input_ids", "attention_mask")}
-    selected = _selection(
-        encoder, tokenizer, kept, reference, example, blocks, keeps, max_length, zstd_level,
-        progress, echo,
+    bench = SplitBench(
+        model=MeanPooled(dense).eval(),
+        example={k: batch[k] for k in ("input_ids", "attention_mask")},
+        quality=quality, score="cosine_mean", zstd_level=zstd_level,
     )  # fmt: skip
-    for row in [*rows, *selected]:
-        _ratios(row, rows, raw)
+    said = echo if progress else None
+    selected = select_tokens(bench, blocks, keeps, said)
     tuned = []
     if epochs and keeps:
-        block = max(blocks)
-        selector = _better_selector(selected, block)
-        runs = [(1.0, "fp32"), *FINE_TUNED]
-        for i, (keep, codec) in enumerate(runs, 1):
-            config = SplitConfig(
-                block=block, keep=keep, selector=selector, codec=codec, zstd_level=zstd_level
-            )
-            if progress:
-                echo(f"  fine-tuning [{i}/{len(runs)}] {_label(config)}, {epochs} epochs")
-            tuned.append(
-                _fine_tune(
-                    encoder, tokenizer, training, kept, reference, example, config,
-                    1 if codec == "fp32" else epochs, lr, max_length, seed,
-                )
-            )  # fmt: skip
-        for run in tuned:
-            _ratios(run["final"], rows, raw)
+        batches = _training_batches(bench.model, tokenizer, training, max_length)
+        tuned = fine_tune_runs(bench, selected, _one_minus_cosine, batches, epochs, lr, seed, said)
+    measured = [*rows, *selected, *(t["final"] for t in tuned)]
+    ratios(rows, measured, "times_the_text", raw["text_bytes_mean"])
     timing = _encode_times(dense, tokenizer, kept, blocks, codecs, max_length, zstd_level)
     image = None
     if vit:
@@ -180,7 +169,7 @@ def run_bench_offload(
         "selection": selected,
         "fine_tuning": tuned,
         "timing": timing,
-        "goal": _goal([*rows, *selected, *(t["final"] for t in tuned)], raw),
+        "goal": _goal(measured, raw),
         "digits_vit": image,
     }
     _echo(results, echo)
@@ -193,124 +182,33 @@ def run_bench_offload(
     return results
 
 
-def _ratios(row: dict[str, Any], every_token: list[dict], raw: dict[str, float]) -> None:
-    """Bytes against fp32 activations of every token (same block) and against the text."""
-    fp32 = next(
-        (r for r in every_token if r["block"] == row["block"] and r["codec"] == "fp32"), None
-    )
-    row["ratio_vs_fp32"] = fp32["bytes_mean"] / row["bytes_mean"] if fp32 else None
-    row["times_the_text"] = row["bytes_mean"] / raw["text_bytes_mean"]
-
-
-def _quality(emb: torch.Tensor, reference: torch.Tensor, sent: np.ndarray) -> dict[str, float]:
+def _agreement(emb: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
+    """MiniLM's quality: cosine to the unsplit model's embedding and retrieval agreement."""
     cosine = (emb * reference).sum(-1)  # [N], both unit-norm
     return {
-        "bytes_mean": float(sent.mean()),
-        "bytes_median": float(np.median(sent)),
         "cosine_mean": float(cosine.mean()),
         "cosine_p05": float(cosine.quantile(0.05)),
         **retrieval_agreement(emb, reference),
     }
 
 
-def _label(c: SplitConfig) -> str:
-    kept = "every token" if c.keep == 1 else f"keep {c.keep:g} by {c.selector}"
-    return f"block {c.block}, {kept}, {c.codec}"
+def _one_minus_cosine(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (1 - torch.nn.functional.cosine_similarity(out, target)).mean()
 
 
-def _selection(
-    encoder, tokenizer, texts, reference, example, blocks, keeps, max_length, level,
-    progress, echo,
-) -> list[dict[str, Any]]:  # fmt: skip
-    """Token selection rows: both selectors through int8 at every keep; then the better one
-    (higher mean cosine over the keeps, per block) through the other selection codecs."""
-    rows: list[dict[str, Any]] = []
-
-    def measure(block: int, keep: float, selector: str, codec: str) -> None:
-        config = SplitConfig(
-            block=block, keep=keep, selector=selector, codec=codec, zstd_level=level
-        )
-        model = split_model(convert_(copy.deepcopy(encoder), config), example)
-        model.link.bytes.reset()
-        with torch.no_grad():
-            emb = embed(model, tokenizer, texts, max_length=max_length)
-        sent = np.asarray(model.link.bytes.sent)
-        rows.append(
-            {"block": block, "keep": keep, "selector": selector, "codec": codec,
-             **_quality(emb, reference, sent)}
-        )  # fmt: skip
-        if progress:
-            echo(f"  {_label(config)}: {sent.mean():.0f} B a text")
-
-    for block in blocks:
-        for keep in keeps:
-            for selector in SELECTORS:
-                measure(block, keep, selector, SELECTION_CODECS[0])
-        best = _better_selector(rows, block)
-        for codec in SELECTION_CODECS[1:]:
-            for keep in keeps:
-                measure(block, keep, best, codec)
-    return rows
-
-
-def _better_selector(rows: list[dict[str, Any]], block: int) -> str:
-    def mean_cosine(selector: str) -> float:
-        found = [
-            r["cosine_mean"]
-            for r in rows
-            if r["block"] == block and r["selector"] == selector
-            and r["codec"] == SELECTION_CODECS[0]
-        ]  # fmt: skip
-        return float(np.mean(found)) if found else -1.0
-
-    return max(SELECTORS, key=mean_cosine)
-
-
-def _fine_tune(
-    encoder, tokenizer, training, texts, reference, example, config, epochs, lr, max_length,
-    seed,
-) -> dict[str, Any]:  # fmt: skip
-    """Split fine-tuning over the compressed link: both halves of a copy of `encoder` learn
-    the unsplit model's embeddings of `training` (loss 1 - cosine), batches of similar length
-    in a shuffled order; bytes both ways counted per epoch; quality on `texts` after each."""
-    torch.manual_seed(seed)
+def _training_batches(encoder, tokenizer, training, max_length) -> Callable[[], list]:
+    """MiniLM's fine-tuning data: the unsplit model's embeddings of `training` as targets, in
+    batches of similar length, in a fresh shuffled order each epoch."""
     target = embed(encoder, tokenizer, training, max_length=max_length)
-    model = split_model(convert_(copy.deepcopy(encoder), config), example)
-    link = model.link
+    batches = [
+        ({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}, target[idx])
+        for idx, enc in length_batches(tokenizer, training, _BATCH, max_length, torch.device("cpu"))
+    ]
 
-    def evaluate() -> dict[str, float]:
-        link.bytes.reset()
-        with torch.no_grad():
-            emb = embed(model, tokenizer, texts, max_length=max_length)
-        return _quality(emb, reference, np.asarray(link.bytes.sent))
+    def shuffled() -> list:
+        return [batches[b] for b in torch.randperm(len(batches)).tolist()]
 
-    before = evaluate()
-    batches = length_batches(tokenizer, training, _BATCH, max_length, torch.device("cpu"))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    history = []
-    for epoch in range(epochs):
-        link.bytes.reset()
-        start = time.perf_counter()
-        for b in torch.randperm(len(batches)).tolist():
-            idx, enc = batches[b]
-            out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
-            loss = (1 - torch.nn.functional.cosine_similarity(out, target[idx])).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        down, up, seconds = link.bytes.down, link.bytes.up, time.perf_counter() - start
-        history.append(
-            {"epoch": epoch + 1, "down_bytes": down, "up_bytes": up, "seconds": seconds,
-             **evaluate()}
-        )  # fmt: skip
-    final = history[-1] if history else before
-    return {
-        "block": config.block, "keep": config.keep, "selector": config.selector,
-        "codec": config.codec, "label": _label(config), "before": before, "epochs": history,
-        "final": {"block": config.block, "keep": config.keep, "codec": config.codec,
-                  "selector": config.selector, "fine_tuned": True,
-                  **{k: v for k, v in final.items() if k not in ("epoch", "seconds")}},
-    }  # fmt: skip
+    return shuffled
 
 
 def _raw_input(texts: list[str], tokenizer, max_length: int, level: int) -> dict[str, float]:

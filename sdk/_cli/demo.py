@@ -37,7 +37,7 @@ def run_demo(
     torch.manual_seed(0)
     splits = load_recipe_data(DIGITS_RECIPE)
     echo(
-        f"[1/6] digits (scikit-learn, 8x8 images): {len(splits.train)} train / {len(splits.calib)} "
+        f"[1/7] digits (scikit-learn, 8x8 images): {len(splits.train)} train / {len(splits.calib)} "
         f"calibration / {len(splits.test)} test"
     )
     model, stats = fit_recipe(DIGITS_RECIPE, splits, progress)
@@ -49,11 +49,11 @@ def run_demo(
     history = train_exits(model, splits.train.x, splits.train.y, TrainConfig(progress=progress))
     costs = count_costs(model, splits.test.x)
     echo(
-        f"[2/6] added 3 ZTW exit heads (cascading, with a learned ensemble; backbone frozen) in "
+        f"[2/7] added 3 ZTW exit heads (cascading, with a learned ensemble; backbone frozen) in "
         f"{history['seconds']:.1f} s; together they cost {costs.head_overhead:.2%} of the model's FLOPs"
     )
 
-    echo("[3/6] evaluation and calibration")
+    echo("[3/7] evaluation and calibration")
     result = assess(
         model, splits, rule=RULE, delta=delta, epsilon=epsilon, echo=echo, costs=costs, budget=0.5
     )
@@ -62,7 +62,7 @@ def run_demo(
     offline = simulate_exits(result["test_data"].scores, threshold)
     agree = bool(np.array_equal(online.exit_index.numpy(), offline))
     echo(
-        f"[4/6] one batched adaptive run over the {len(splits.test)} test images at the "
+        f"[4/7] one batched adaptive run over the {len(splits.test)} test images at the "
         f"risk-controlled threshold: samples per exit {online.exit_counts()} (exited samples leave "
         f"the batch); {'matches' if agree else 'DOES NOT match'} the offline table"
     )
@@ -80,12 +80,31 @@ def run_demo(
     if not result["export"].get("skipped"):
         from ponder._cli.demo_policy import policy_drain
 
-        echo("[6/6] the bundle under a battery-dependent policy, on a SIMULATED device")
+        echo("[6/7] the bundle under a battery-dependent policy, on a SIMULATED device")
         result["policy"] = policy_drain(
             out / "bundle", splits.test.x.numpy(), splits.test.y.numpy(), echo
         )
+        echo(_OFFLOAD_STEP)
+        result["offload"] = _offload(out, progress, echo)
     echo(f"next: ponder evaluate {out / 'checkpoint'} --delta 0.01")
     return result
+
+
+_OFFLOAD_STEP = (
+    "[7/7] edge and cloud: a digits ViT split after block 3, its cloud half behind `ponder "
+    "serve` on loopback, the device offloading under a 50 ms budget; then the server stops"
+)
+
+
+def _offload(out: Path, progress: bool, echo) -> dict:
+    import importlib.util
+
+    if not all(importlib.util.find_spec(p) for p in ("uvicorn", "starlette")):
+        echo("      skipped: pip install 'ponder[serve]' to include it")
+        return {"skipped": True}
+    from ponder._cli.demo_offload import offload_demo
+
+    return offload_demo(out, echo, progress)
 
 
 def _export_and_run(out: Path, x: torch.Tensor, threshold: float, online: Any, echo) -> dict:
@@ -95,7 +114,7 @@ def _export_and_run(out: Path, x: torch.Tensor, threshold: float, online: Any, e
     import importlib.util
 
     if not all(importlib.util.find_spec(p) for p in ("executorch", "onnxruntime", "onnxscript")):
-        echo("[5/6] skipped the device export: pip install 'ponder[export,onnx]' to include it")
+        echo("[5/7] skipped the device export: pip install 'ponder[export,onnx]' to include it")
         return {"skipped": True}
     from ponder._core.rules import exit_rule, offline_scores
     from ponder.export import export_checkpoint
@@ -103,7 +122,7 @@ def _export_and_run(out: Path, x: torch.Tensor, threshold: float, online: Any, e
     from ponder.runtime import Bundle
     from ponder.runtime._backends.executorch import ExecuTorchBackend
 
-    echo("[5/6] device bundle: ExecuTorch program (XNNPACK) with one method per stage + ONNX")
+    echo("[5/7] device bundle: ExecuTorch program (XNNPACK) with one method per stage + ONNX")
     export_checkpoint(out / "checkpoint", out / "bundle", echo=lambda line: echo("      " + line))
     bundle = Bundle.open(out / "bundle")
     backend = ExecuTorchBackend(bundle)  # the backend Engine runs the program with

@@ -128,7 +128,7 @@ def _datasets() -> dict[str, str]:
 def _kernels() -> dict[str, str]:
     from ponder.kernels import list_backends
 
-    return _names(list_backends())
+    return list_backends()
 
 
 def _backends() -> dict[str, str]:
@@ -335,6 +335,23 @@ def bench_offload(
         progress=not quiet,
         echo=click.echo,
     )
+
+
+@bench.command("serve")
+@click.option(
+    "--out", default="ponder-bench/serve", show_default=True, type=click.Path(file_okay=False)
+)
+@click.option("--quick", is_flag=True, help="Tiny counts and a briefly trained model (tests).")
+@click.option("--seed", default=0, show_default=True, help="Training seed of the digits ViT.")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+def bench_serve(out, quick, seed, quiet) -> None:
+    """The offload service on loopback with the digits ViT split bundle: throughput and
+    p50/p99 latency at 1-16 clients (binary and JSON), server CPU per request, bytes per
+    request per codec and keep level, and load, fault (server killed and restarted) and fuzz
+    tests with every request counted."""
+    from ponder._bench.serve import run_bench_serve
+
+    run_bench_serve(out, quick=quick, seed=seed, progress=not quiet, echo=click.echo)
 
 
 @bench.command("moe-export")

@@ -166,8 +166,19 @@ def bench_runtime(out, width, budgets, rounds, repeats, vit, reuse, quiet) -> No
 @click.option(
     "--offload",
     "offload_url",
-    help="A split bundle: offload every request to the `ponder serve` at this URL, falling "
-    "back to the bundle's local model when that fails.",
+    help="A split bundle: offload to the `ponder serve` at this URL, falling back to the "
+    "bundle's local model when that fails; with --policy/--latency-ms/--energy-mj the policy "
+    "decides per request between local points and offload points, else every request is "
+    "offloaded at --keep and --codec.",
+)
+@click.option(
+    "--radio-power-w",
+    default=1.0,
+    show_default=True,
+    help="With --offload and a policy: the device's draw while a request is on the link.",
+)
+@click.option(
+    "--explain", is_flag=True, help="With --offload and a policy: say why, for each new choice."
 )
 @click.option("--keep", default=1.0, show_default=True, help="With --offload: token share sent.")
 @click.option("--codec", help="With --offload: the payload codec (default: the bundle's).")
@@ -195,6 +206,8 @@ def run(
     codec,
     token_file,
     timeout_s,
+    radio_power_w,
+    explain,
 ) -> None:
     """Run a bundle on inputs, request by request, under a policy (or the bundle's own exit
     rule): prints exits per stage, latency percentiles, energy and what the policy chose.
@@ -203,9 +216,12 @@ def run(
     if policy_file and (latency_ms or energy_mj):
         raise click.UsageError("give --policy or --latency-ms/--energy-mj, not both")
     if offload_url:
+        spec = _spec(policy_file, latency_ms, energy_mj)
+        energy = {"power_w": power_w, "radio_power_w": radio_power_w}
         summary = _run_offload(
-            bundle, input_path, offload_url, keep, codec, token_file, timeout_s, batch
-        )
+            bundle, input_path, offload_url, keep, codec, token_file, timeout_s, batch,
+            spec, energy, explain,
+        )  # fmt: skip
         if out_path:
             from ponder._core.report import write_json
 
@@ -325,8 +341,22 @@ def _echo_summary(s: dict, engine) -> None:
         click.echo(f"accuracy: {s['accuracy']:.2%}")
 
 
-def _run_offload(bundle, input_path, url, keep, codec, token_file, timeout_s, batch) -> dict:
-    """Every `batch` rows as one request through `ponder.runtime.Offloader`."""
+def _spec(policy_file, latency_ms, energy_mj):
+    """The policy the options give, or None."""
+    from ponder.runtime import PolicySpec, load_policy
+
+    if policy_file:
+        return load_policy(policy_file)
+    if latency_ms is not None or energy_mj is not None:
+        return PolicySpec.simple(latency_ms=latency_ms, energy_mj=energy_mj)
+    return None
+
+
+def _run_offload(
+    bundle, input_path, url, keep, codec, token_file, timeout_s, batch, spec, energy, explain
+) -> dict:
+    """Every `batch` rows as one request through `ponder.runtime.Offloader`; with `spec`, where
+    an OffloadPolicy decides (energy: power_w and radio_power_w)."""
     import time
     from pathlib import Path
 
@@ -341,14 +371,23 @@ def _run_offload(bundle, input_path, url, keep, codec, token_file, timeout_s, ba
     arrays = inputs if isinstance(inputs, dict) else {names[0]: inputs}
     rows = len(next(iter(arrays.values())))
     sources: dict[str, int] = {}
+    chosen: dict[str, int] = {}
     predictions, ms, sent, errors = [], [], 0, []
     try:
+        policy = None if spec is None else device.policy(spec, **energy)
         for start in range(0, rows, batch):
             chunk = {k: v[start : start + batch] for k, v in arrays.items()}
             t0 = time.perf_counter()
-            result = device.run(chunk, keep=keep, codec=codec)
+            result = device.run(chunk, keep=keep, codec=codec, policy=policy)
             ms.append((time.perf_counter() - t0) * 1e3)
             sources[result.source] = sources.get(result.source, 0) + 1
+            d = result.decision
+            if d is not None:
+                name = d.point.name + (" (probe)" if d.probe else "")
+                if explain and name not in chosen:
+                    click.echo(f"request {len(ms)}: {name}")
+                    click.echo("\n".join(f"  {line}" for line in d.reasons))
+                chosen[name] = chosen.get(name, 0) + 1
             predictions.append(result.prediction)
             sent += result.bytes_sent
             if result.error and result.error not in errors:
@@ -359,10 +398,11 @@ def _run_offload(bundle, input_path, url, keep, codec, token_file, timeout_s, ba
     summary = {
         "requests": len(ms), "rows": rows, "sources": sources,
         "latency_ms": {q: float(np.percentile(ms, int(q[1:]))) for q in ("p50", "p90", "p99")},
-        "payload_bytes_per_row": sent / rows, "link": vars(device.client.link) | {},
+        "payload_bytes_per_row": sent / rows, "link": device.client.link.to_dict(),
         "errors": errors,
     }  # fmt: skip
-    summary["link"] = {k: v for k, v in summary["link"].items() if not k.startswith("_")}
+    if chosen:
+        summary["decisions"] = chosen
     if labels is not None:
         summary["accuracy"] = float((prediction == np.asarray(labels)).mean())
     click.echo(
@@ -371,6 +411,8 @@ def _run_offload(bundle, input_path, url, keep, codec, token_file, timeout_s, ba
         f"{summary['payload_bytes_per_row']:.0f} payload bytes a row"
         + (f"; accuracy {summary['accuracy']:.2%}" if labels is not None else "")
     )
+    if chosen:
+        click.echo(f"policy chose: {chosen}")
     for error in errors:
         click.echo(f"fell back after: {error}")
     return summary

@@ -14,6 +14,7 @@ import click
 
 import ponder
 from ponder._cli.runtime import BACKENDS
+from ponder._cli.simulate_pacing import pacing_report, pacing_words
 
 SYNTHETIC_LOAD_SCALE = 10.0  # synthetic day × 10: an always-on camera, ~4-40 frames/s awake
 SHOWN_SWITCHES = 6
@@ -103,6 +104,8 @@ def report(result: Any, policy_name: str, echo: Callable[[str], None]) -> None:
     echo(f"policy ({policy_name}; the first rule that holds decides):")
     for rule in (*result.policy.rules, result.policy.default):
         echo(f"  {_rule_words(rule)}")
+    if result.policy.pacing is not None:
+        echo(f"  [pacing] under every rule: {pacing_words(result.policy.pacing)}")
     echo("")
     echo(
         f"simulated over {result.duration_h:.1f} h (accuracy: expected, from the calibration split)"
@@ -111,6 +114,7 @@ def report(result: Any, policy_name: str, echo: Callable[[str], None]) -> None:
     peak = max(r.summary()["peak_temperature_c"] for r in result.runs)
     slowest = min(r.summary()["min_speed"] for r in result.runs)
     echo(f"thermal (simulated): peak {peak:.1f} °C, lowest clock speed {slowest:.2f}")
+    pacing_report(result, echo)
     switches(result.run("policy"), echo)
     echo(result.headline())
 

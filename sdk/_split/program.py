@@ -64,7 +64,9 @@ class SplitModel(nn.Module):
         self.edge, self.tail = edge, tail
         self.edge_inputs, self.edge_outputs, self.tail_inputs = names
         self.attention, self.anchor = attention, anchor
-        self.link = link  # a plain attribute would do, but then .to() and state_dict skip it
+        # the model's own link (a submodule without parameters): the split model shares its
+        # config and its byte counts with the model it was cut from
+        self.link = link
         # kept positions [B, K] of the last call, and which of them are real (not padding)
         self.last_index: torch.Tensor | None = None
         self.last_kept: torch.Tensor | None = None
@@ -162,6 +164,7 @@ def split_model(model: nn.Module, example_inputs: dict[str, torch.Tensor]) -> Sp
     """`model` (converted with `ponder.SplitConfig`) cut in two at its split block, on keyword
     `example_inputs` (a tokenizer's batch for text models, {"pixel_values": x} or
     {"x": images} for a ViT taking one positional tensor)."""
+    from ponder.export._stages.graph import is_token_input
     from ponder.export._stages.plan import max_positions
 
     link = split_link(model)
@@ -175,7 +178,7 @@ def split_model(model: nn.Module, example_inputs: dict[str, torch.Tensor]) -> Sp
     dynamic = {}
     for name, value in example_inputs.items():
         dims = {0: batch}
-        if value.dim() == 2 and (not torch.is_floating_point(value) or name.endswith("mask")):
+        if is_token_input(name, value):
             dims[1] = tokens
         dynamic[name] = dims
     link.bypass = True

@@ -1,4 +1,5 @@
-"""The MoE kernels: the CPU fast path against the reference, and the dispatcher's choices."""
+"""The MoE kernels: the CPU fast path against the reference, and the dispatcher's choices (the
+Triton path's own tests are in test_moe_triton.py)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,17 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from moe_weights import random_experts
 
 import ponder.kernels._cpu as cpu_module
-from ponder._core.errors import ConfigError
+from ponder._core.errors import ConfigError, MissingDependencyError
 from ponder.kernels import (
     list_activations,
     list_backends,
     moe_ffn,
     moe_grouped_cpu,
     moe_reference,
+    moe_triton,
     select_backend,
 )
 
@@ -24,19 +27,6 @@ from ponder.kernels import (
 # so it differs from the reference by rounding only; measured max error 1e-6 on outputs of
 # order 1, hence 1e-5 (the default rtol for float32 is 1.3e-6, too tight for reordered sums).
 F32 = {"atol": 1e-5, "rtol": 1e-5}
-
-
-def _experts(E, D, H, *, gated=False, bias=True, seed=0):
-    """Random stacked-expert weights scaled so that outputs are of order 1."""
-    g = torch.Generator().manual_seed(seed)
-    w = {
-        "w1": torch.randn(E, D, H, generator=g) / D**0.5,
-        "w2": torch.randn(E, H, D, generator=g) / (E * H) ** 0.5,
-        "b1": torch.randn(E, H, generator=g) if bias else None,
-        "b2": torch.randn(D, generator=g) if bias else None,
-        "w_up": torch.randn(E, D, H, generator=g) / D**0.5 if gated else None,
-    }
-    return w
 
 
 def _tokens_and_mask(T, D, E, density, seed=1):
@@ -85,7 +75,7 @@ def cpu_path(request, monkeypatch):
 @pytest.mark.parametrize("gated", [False, True], ids=["plain", "gated"])
 @pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
 def test_fast_path_matches_reference(cpu_path, T, D, H, E, density, gated, bias):
-    w = _experts(E, D, H, gated=gated, bias=bias)
+    w = random_experts(E, D, H, gated=gated, bias=bias)
     x, mask = _tokens_and_mask(T, D, E, density)
     got = moe_grouped_cpu(x, mask, **w, activation="gelu")
     torch.testing.assert_close(got, moe_reference(x, mask, **w, activation="gelu"), **F32)
@@ -94,7 +84,7 @@ def test_fast_path_matches_reference(cpu_path, T, D, H, E, density, gated, bias)
 @pytest.mark.parametrize("activation", list_activations())
 @pytest.mark.parametrize("gated", [False, True], ids=["plain", "gated"])
 def test_every_activation(cpu_path, activation, gated):
-    w = _experts(24, 13, 5, gated=gated)
+    w = random_experts(24, 13, 5, gated=gated)
     x, mask = _tokens_and_mask(7, 13, 24, 0.3)
     got = moe_grouped_cpu(x, mask, **w, activation=activation)
     torch.testing.assert_close(got, moe_reference(x, mask, **w, activation=activation), **F32)
@@ -102,7 +92,7 @@ def test_every_activation(cpu_path, activation, gated):
 
 @pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
 def test_no_expert_selected_gives_the_output_bias(cpu_path, bias):
-    w = _experts(3, 13, 5, bias=bias)
+    w = random_experts(3, 13, 5, bias=bias)
     x, _ = _tokens_and_mask(7, 13, 3, 0.0)
     mask = torch.zeros(7, 3, dtype=torch.bool)
     expected = torch.zeros(7, 13) if w["b2"] is None else w["b2"].expand(7, 13)
@@ -111,7 +101,7 @@ def test_no_expert_selected_gives_the_output_bias(cpu_path, bias):
 
 
 def test_tokens_without_experts_and_experts_without_tokens(cpu_path):
-    w = _experts(24, 13, 5)
+    w = random_experts(24, 13, 5)
     x, mask = _tokens_and_mask(7, 13, 24, 0.5)
     mask[2] = False  # a token that runs no expert
     mask[:, 5:9] = False  # experts that no token chose
@@ -123,7 +113,7 @@ def test_tokens_without_experts_and_experts_without_tokens(cpu_path):
 @pytest.mark.parametrize("gated", [False, True], ids=["plain", "gated"])
 @pytest.mark.parametrize("E", [3, 24])
 def test_all_experts_reproduce_the_dense_ffn(cpu_path, gated, E):
-    w = _experts(E, 13, 5, gated=gated)
+    w = random_experts(E, 13, 5, gated=gated)
     x, _ = _tokens_and_mask(7, 13, E, 1.0)
     mask = torch.ones(7, E, dtype=torch.bool)
     dense = _dense_ffn(x, w, F.silu if gated else F.gelu)
@@ -135,7 +125,8 @@ def test_all_experts_reproduce_the_dense_ffn(cpu_path, gated, E):
 @pytest.mark.parametrize("gated", [False, True], ids=["plain", "gated"])
 def test_bfloat16(cpu_path, gated):
     w = {
-        k: None if v is None else v.bfloat16() for k, v in _experts(24, 13, 5, gated=gated).items()
+        k: None if v is None else v.bfloat16()
+        for k, v in random_experts(24, 13, 5, gated=gated).items()
     }
     x, mask = _tokens_and_mask(40, 13, 24, 0.3)
     x = x.bfloat16()
@@ -149,11 +140,11 @@ def test_bfloat16(cpu_path, gated):
 
 
 def test_dispatcher_picks_by_device_and_honours_overrides():
-    w = _experts(3, 13, 5)
+    w = random_experts(3, 13, 5)
     x, mask = _tokens_and_mask(7, 13, 3, 0.5)
-    assert list_backends() == ["cpu", "reference", "traceable"]
+    assert list(list_backends()) == ["cpu", "reference", "traceable", "triton"]
     assert select_backend(x) == "cpu"
-    # No triton backend is registered yet, so a non-CPU device falls back to the reference.
+    # Neither the CPU path nor Triton (CUDA only) runs on the meta device: the reference does.
     assert select_backend(x.to("meta")) == "reference"
     assert select_backend(x, "reference") == "reference"
     torch.testing.assert_close(moe_ffn(x, mask, **w), moe_grouped_cpu(x, mask, **w), atol=0, rtol=0)
@@ -162,7 +153,7 @@ def test_dispatcher_picks_by_device_and_honours_overrides():
 
 
 def test_dispatcher_errors():
-    w = _experts(3, 13, 5)
+    w = random_experts(3, 13, 5)
     x, mask = _tokens_and_mask(7, 13, 3, 0.5)
     with pytest.raises(ConfigError, match="unknown MoE backend 'nope'; known: cpu, reference"):
         moe_ffn(x, mask, **w, backend="nope")
@@ -171,7 +162,7 @@ def test_dispatcher_errors():
 
 
 def test_argument_errors():
-    w = _experts(3, 13, 5)
+    w = random_experts(3, 13, 5)
     x, mask = _tokens_and_mask(7, 13, 3, 0.5)
     with pytest.raises(
         ConfigError, match="unknown activation 'swish'; known: gelu, gelu_tanh, relu, silu"
@@ -185,6 +176,23 @@ def test_argument_errors():
         moe_ffn(x[None], mask, **w)
 
 
+def test_triton_is_listed_with_whether_it_can_run(monkeypatch):
+    import ponder.kernels._triton as triton_module
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr(triton_module, "triton_installed", lambda: False)
+    assert list_backends()["triton"] == (
+        "CUDA tensors (CPU tensors under TRITON_INTERPRET=1); not available: triton is not "
+        "installed (pip install 'ponder[kernels]')"
+    )
+    w = random_experts(3, 13, 5)
+    x, mask = _tokens_and_mask(7, 13, 3, 0.5)
+    with pytest.raises(ConfigError, match=r"'triton' needs CUDA tensors .* but x is on cpu"):
+        moe_ffn(x, mask, **w, backend="triton")
+    with pytest.raises(MissingDependencyError, match=r"pip install 'ponder\[kernels\]'"):
+        moe_triton(x, mask, **w)  # called directly: past the dispatcher's check
+
+
 def test_importing_the_kernels_does_not_import_triton():
     probe = "import sys, ponder.kernels; print('triton' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
@@ -194,7 +202,7 @@ def test_importing_the_kernels_does_not_import_triton():
 def test_unselected_overflow_does_not_leak(cpu_path):
     """Paths that run an expert over all tokens must drop unselected pairs like the reference's
     `where` does: an overflowing (inf) hidden unit of a pair the mask left out adds nothing."""
-    w = _experts(3, 13, 5)
+    w = random_experts(3, 13, 5)
     x, mask = _tokens_and_mask(7, 13, 3, 0.9)
     w["w1"][1] *= 1e38  # expert 1 overflows to inf for every token...
     mask[:, 1] = False  # ...and no token chose it
@@ -208,7 +216,7 @@ def test_gradients_match_the_reference(cpu_path, gated):
     """Every path is differentiable (the masked ones change h in place after the activation)."""
     grads = []
     for kernel in (moe_reference, moe_grouped_cpu):
-        w = _experts(24, 16, 8, gated=gated)
+        w = random_experts(24, 16, 8, gated=gated)
         w = {k: None if v is None else v.requires_grad_() for k, v in w.items()}
         x, mask = _tokens_and_mask(40, 16, 24, 0.6)
         kernel(x.requires_grad_(), mask, **w).square().sum().backward()
@@ -217,7 +225,7 @@ def test_gradients_match_the_reference(cpu_path, gated):
         torch.testing.assert_close(got, expected, **F32)
 
 
-def _two_experts(T: int, E: int) -> torch.Tensor:
+def _tworandom_experts(T: int, E: int) -> torch.Tensor:
     """Half the tokens chose expert 0, the other half expert 1: [T, E]."""
     mask = torch.zeros(T, E, dtype=torch.bool)
     mask[: T // 2, 0] = mask[T // 2 :, 1] = True
@@ -239,7 +247,7 @@ def test_strategy_choice(monkeypatch, T, mask, expected):
     ran = []
     for name in ("run_masked_all", "run_padded", "run_per_expert", "run_masked_wide"):
         monkeypatch.setattr(cpu_module, name, lambda *a, name=name, **k: ran.append(name))
-    w = _experts(24, 16, 8)
+    w = random_experts(24, 16, 8)
     x, random_mask = _tokens_and_mask(T, 16, 24, 0.0 if isinstance(mask, str) else mask)
-    moe_grouped_cpu(x, _two_experts(T, 24) if isinstance(mask, str) else random_mask, **w)
+    moe_grouped_cpu(x, _tworandom_experts(T, 24) if isinstance(mask, str) else random_mask, **w)
     assert ran == expected

@@ -73,7 +73,7 @@ def test_simple_spec_for_the_cli():
     [
         (
             {"rules": []},
-            "unknown key 'rules' (allowed: default, format, hysteresis, latency_quantile, rule, version); did you mean 'rule'?",
+            "unknown key 'rules' (allowed: default, format, hysteresis, latency_quantile, pacing, rule, version); did you mean 'rule'?",
         ),
         ({"default": {"latency": 30}}, "policy rule 'default': unknown key 'latency'"),
         ({"rule": [{"name": "r", "when": {"battery_abov": 5}}]}, "did you mean 'battery_above'?"),

@@ -13,25 +13,22 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from tiny_models import inputs, make
 
 import ponder
+from ponder._bench.serve_process import ServeProcess, free_port
 from ponder._cli import main
 from ponder.export import export_split
 from ponder.runtime import SplitBundle
 from ponder.runtime._serve import HEADER_LENGTH, decode_response, encode_request
 
 TOKEN = "s3cret-token"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +40,10 @@ def server(tmp_path_factory):
     export_split(model, x, root / "b", target="onnx", codecs=["int8", "fp32"], local=False,
                  echo=lambda line: None)  # fmt: skip
     (root / "token").write_text(TOKEN + "\n")
-    port = _free_port()
+    port = free_port()
     command = [
         sys.executable, "-m", "ponder._cli", "serve", str(root / "b"), "--port", str(port),
-        "--token-file", str(root / "token"), "--max-body-mb", "0.05", "--max-concurrency", "2",
+        "--token-file", str(root / "token"), "--max-body-mb", "0.05", "--max-concurrency", "2", "--timeout-s", "1",
     ]  # fmt: skip
     # its output goes to a file, not a pipe: a full pipe would block the server
     with open(root / "serve.log", "wb") as log:
@@ -218,9 +215,9 @@ def test_the_offload_client_answers_and_says_why_it_could_not(server):
         OffloadClient(f"127.0.0.1:{port}", "model", token="wrong").infer_payloads(payloads, params)
     assert caught.value.kind == "unauthorized" and "bearer token" in str(caught.value)
     with pytest.raises(OffloadError) as caught:  # nothing listens there
-        OffloadClient(f"127.0.0.1:{_free_port()}", "model").infer_payloads(payloads, params)
+        OffloadClient(f"127.0.0.1:{free_port()}", "model").infer_payloads(payloads, params)
     assert caught.value.kind == "refused"
-    assert not OffloadClient(f"127.0.0.1:{_free_port()}", "model").live()
+    assert not OffloadClient(f"127.0.0.1:{free_port()}", "model").live()
 
 
 def test_a_server_that_never_answers_is_a_timeout():
@@ -266,28 +263,16 @@ def test_link_estimates_follow_transfers_and_restart_on_a_new_link():
 
 
 def test_no_request_is_lost_when_the_service_goes_and_comes_back(tmp_path):
-    import contextlib
-
     from ponder.runtime._serve.offload import Offloader
 
     pytest.importorskip("uvicorn", reason="needs the serve extra: pip install 'ponder[serve]'")
     model, x = make("vit"), inputs("vit")
     ponder.convert_(model, ponder.SplitConfig(block=1, codec="int8"))
     export_split(model, x, tmp_path / "b", target="onnx", codecs=["int8"], echo=lambda _: None)
-    port = _free_port()
+    port = free_port()
 
-    @contextlib.contextmanager
     def serving():
-        command = [sys.executable, "-m", "ponder._cli", "serve", str(tmp_path / "b"),
-                   "--port", str(port), "--no-log-requests"]  # fmt: skip
-        with open(tmp_path / "serve.log", "wb") as log:
-            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-            try:
-                _wait_ready(port, proc, tmp_path / "serve.log")
-                yield
-            finally:
-                os.kill(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=30)
+        return ServeProcess(tmp_path / "b", port=port)
 
     device = Offloader(tmp_path / "b", f"127.0.0.1:{port}", timeout_s=5)
     local = device.local.run(x.numpy()).prediction
@@ -315,3 +300,110 @@ def test_no_request_is_lost_when_the_service_goes_and_comes_back(tmp_path):
     assert back.source == "cloud"  # offloading resumed
     np.testing.assert_array_equal(back.prediction, up.prediction)
     assert device.run({"x": x.numpy()}, offload=False).source == "local"
+
+
+def test_the_policy_probes_decides_backs_off_and_resumes(tmp_path):
+    """Offloader.policy on a bundle with offload points, against a real server: the unmeasured
+    link is probed, later requests are decided from the measured link, a failed probe is
+    answered locally and backs off, and once the service is back offloading resumes."""
+    from ponder.runtime import PolicySpec
+    from ponder.runtime._serve.offload import Offloader
+
+    pytest.importorskip("uvicorn", reason="needs the serve extra: pip install 'ponder[serve]'")
+    model, x = make("vit"), inputs("vit")
+    ponder.convert_(model, ponder.SplitConfig(block=1, codec="int8"))
+    labels = torch.arange(len(x)) % 3
+    export_split(model, x, tmp_path / "b", target="onnx", codecs=["int8", "fp32"],
+                 evaluation=({"x": x}, labels), echo=lambda _: None)  # fmt: skip
+    bundle = SplitBundle.load(tmp_path / "b")
+    points = bundle.offload_points
+    assert [(p.keep, p.codec) for p in points] == [
+        (k, c) for k in (1.0, 0.5, 0.25, 0.1) for c in ("int8", "fp32")
+    ]
+    for p in points:
+        logits = bundle.run({"x": x.numpy()}, p.keep, p.codec)
+        assert p.accuracy == pytest.approx(float((logits.argmax(-1) == labels.numpy()).mean()))
+    sizes = {(p.keep, p.codec): p.payload_bytes for p in points}
+    # (on this tiny model a kept-positions header outweighs the tokens it saves)
+    assert sizes[1.0, "int8"] < sizes[1.0, "fp32"] and min(sizes.values()) > 0
+    assert 0 <= bundle.manifest["local_accuracy"] <= 1
+    port, now = free_port(), [0.0]
+    device = Offloader(tmp_path / "b", f"127.0.0.1:{port}", timeout_s=5)
+    policy = device.policy(PolicySpec.simple(latency_ms=1000), power_w=1.0, clock=lambda: now[0])
+    local = device.local.run(x.numpy()).prediction
+    try:
+        first = device.run({"x": x.numpy()}, policy=policy)  # times the local model
+        down = device.run({"x": x.numpy()}, policy=policy)  # nothing listens: the probe fails
+        held = device.run({"x": x.numpy()}, policy=policy)
+        with ServeProcess(tmp_path / "b", port=port):
+            waiting = device.run({"x": x.numpy()}, policy=policy)
+            now[0] += 1.5  # past the first backoff (1 s)
+            probe = device.run({"x": x.numpy()}, policy=policy)
+            decided = [device.run({"x": x.numpy()}, policy=policy) for _ in range(3)]
+            np.savez(tmp_path / "x.npz", x=x.numpy(), y=labels.numpy())
+            cli = CliRunner().invoke(main, [
+                "run", str(tmp_path / "b"), "--input", str(tmp_path / "x.npz"), "--batch", "2",
+                "--offload", f"http://127.0.0.1:{port}", "--latency-ms", "1000",
+                "--power-w", "1", "--explain",
+            ])  # fmt: skip
+    finally:
+        device.close()
+    assert first.source == "local" and "not measured yet" in first.decision.explain()
+    assert down.source == "fallback" and down.decision.probe and down.error.startswith("refused")
+    np.testing.assert_array_equal(down.prediction, local)
+    assert held.source == "local" and "the last offload failed (refused" in held.decision.explain()
+    assert waiting.source == "local"  # still backing off, although the service is up
+    assert probe.source == "cloud" and probe.decision.probe
+    assert device.client.link.known and policy.server_ms is not None
+    for r in decided:
+        assert not r.decision.probe and len(r.decision.cloud) == len(points)
+        assert "link: RTT" in r.decision.explain()
+        expected = local
+        if r.source == "cloud":
+            p = r.decision.point
+            expected = bundle.run({"x": x.numpy()}, p.keep, p.codec).argmax(-1)
+        np.testing.assert_array_equal(r.prediction, expected)
+    assert cli.exit_code == 0, cli.output
+    assert "request 1: always full" in cli.output and "not measured yet" in cli.output
+    assert "request 2: cloud keep " in cli.output and "(probe)" in cli.output
+    assert "probe: the link has not been measured yet" in cli.output
+    assert "policy chose: {" in cli.output and "answered by {" in cli.output
+
+
+def test_a_body_that_trickles_in_is_cut_off_with_504(server):
+    port, _, _ = server
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        head = (f"POST /v2/models/model/infer HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                f"{TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n")  # fmt: skip
+        sock.sendall(head.encode() + b'{"inputs": [')  # and then nothing more
+        start = time.monotonic()
+        answer = b""
+        while b"within" not in answer and (chunk := sock.recv(4096)):  # bounded by the timeout
+            answer += chunk  # headers and body may come in separate reads
+    assert answer.startswith(b"HTTP/1.1 504"), answer
+    assert b"not answered within the server's 1 s" in answer
+    assert time.monotonic() - start < 20
+    assert _call(port, "GET", "/v2/health/ready")[0] == 200  # still serving
+
+
+def test_workers_serve_one_port_from_several_processes(tmp_path):
+    from ponder.runtime import OffloadClient
+
+    pytest.importorskip("uvicorn", reason="needs the serve extra: pip install 'ponder[serve]'")
+    model, x = make("vit"), inputs("vit")
+    ponder.convert_(model, ponder.SplitConfig(block=1, codec="int8"))
+    export_split(model, x, tmp_path / "b", target="onnx", codecs=["int8"], local=False,
+                 echo=lambda _: None)  # fmt: skip
+    bundle = SplitBundle.load(tmp_path / "b")
+    payloads = bundle.send({"x": x.numpy()}, 1.0, "int8")
+    with ServeProcess(tmp_path / "b", token=TOKEN, options=("--workers", "2")) as server:
+        children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+        clients = [OffloadClient(server.url, "model", token=TOKEN) for _ in range(4)]
+        try:  # four connections, spread over the workers by the kernel
+            got = [c.infer_payloads(payloads, bundle.params(1.0, "int8")) for c in clients]
+        finally:
+            for c in clients:
+                c.close()
+    assert len(children) >= 2  # the worker processes (uvicorn's supervisor is the parent)
+    for logits in got:
+        np.testing.assert_allclose(logits, bundle.receive(payloads), rtol=1e-6, atol=1e-6)

@@ -93,3 +93,23 @@ def test_simulate_without_a_cost_table_says_to_profile(bundle, trace):
     result = CliRunner().invoke(main, ["simulate", str(bundle), "--trace", str(trace)])
     assert result.exit_code != 0
     assert "ponder profile" in result.output and "--costs" in result.output
+
+
+def test_simulate_with_pacing_shows_each_window_against_its_budget(bundle, trace, tmp_path):
+    stages = tuple(StageCost(i, 1.0, 1.1) for i in range(3))
+    CostTable("onnxruntime", "test-cpu", 1, 1, stages).save(cost_table_path(bundle, "onnxruntime"))
+    # 100 requests/s for an hour: "most" needs 1.66 kJ, "early" 0.72; 3% of 10 Wh is 1.08 kJ
+    policy = tmp_path / "paced.toml"
+    policy.write_text("[pacing]\nbattery_percent = 3\nbattery_wh = 10\n")
+    out = tmp_path / "out"
+    args = ["simulate", str(bundle), "--trace", str(trace), "--policy", str(policy)]
+    args += ["--slowdown", "1", "--battery-wh", "10", "--step-s", "120", "--out", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "[pacing] under every rule: at most 3% of a 10 Wh battery (1,080 J)" in result.output
+    assert "energy pacing (simulated)" in result.output and "unpaced J" in result.output
+    assert "windows over the 1,080 J budget: policy 0 of 2" in result.output
+    assert "policy without pacing 1 of 2" in result.output
+    data = json.loads((out / "simulate.json").read_text())
+    assert len(data["pacing"]["windows"]) == 2 and data["pacing"]["budget_j"] == 1080
+    assert (out / "simulate.png").stat().st_size > 10_000

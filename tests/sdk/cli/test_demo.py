@@ -12,8 +12,18 @@ from ponder._cli import main
 def test_demo_writes_checkpoint_plot_report_and_explains(tmp_path):
     result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path), "--quiet"])
     assert result.exit_code == 0, result.output
-    for step in ("[1/6]", "[2/6]", "[3/6]", "[4/6]", "[5/6]", "[6/6]", "risk control", "EEFP"):
+    steps = ("[1/7]", "[2/7]", "[3/7]", "[4/7]", "[5/7]", "[6/7]", "[7/7]")
+    for step in (*steps, "risk control", "EEFP"):
         assert step in result.output
+    # the last step: offloading to `ponder serve` on loopback, then the server stopped
+    offload = json.loads((tmp_path / "offload.json").read_text())
+    up, down = offload["up"], offload["down"]
+    assert sum(up["sources"].values()) == up["requests"] and up["sources"].get("cloud", 0) >= 1
+    assert set(down["sources"]) <= {"local", "fallback"} and down["sources"].get("fallback")
+    assert sum(down["sources"].values()) == down["requests"]  # no request lost
+    assert down["accuracy"] > 0.9 and up["accuracy"] > 0.9
+    assert "stopped the server (pid" in result.output
+    assert any("the last offload failed" in line for line in down["explain"])
     assert "matches the offline table" in result.output
     assert "exits and predictions match the eager run" in result.output, result.output
     # the policy over the simulated battery: every band it went through, labelled simulated
