@@ -3,8 +3,10 @@ runtime and eager torch. A registry maps names to factories that import their ru
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,14 @@ BACKENDS: Registry[Any] = Registry("backend")
 
 # ONNX Runtime execution providers in the order the engine prefers them.
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+# short names users may write (CLI --provider, Engine.load(providers=[...]))
+PROVIDER_NAMES = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
 class Backend:
@@ -50,6 +60,11 @@ class Backend:
     def to_numpy(self, value: Any) -> np.ndarray:
         return np.asarray(value)
 
+    def take(self, value: Any, rows: np.ndarray) -> Any:
+        """The rows `rows` (numpy int indices) of a stage output, in the runtime's array type:
+        what the engine carries on for the samples that did not leave at an exit."""
+        return value[rows]
+
 
 def session_options(threads: int | None = None) -> Any:
     """ONNX Runtime options for chained stage sessions: no intra-op spinning. DESIGN.md measured
@@ -65,9 +80,11 @@ def session_options(threads: int | None = None) -> Any:
 
 
 def choose_providers(available: list[str], wanted: list[str] | None = None) -> list[str]:
-    """Providers to ask for, best first: `wanted` (each must be available), else TensorRT, CUDA
-    and CPU as far as this onnxruntime build offers them."""
+    """Providers to ask for, best first: `wanted` (ONNX Runtime names or the short "tensorrt",
+    "cuda", "cpu"; each must be available), else TensorRT, CUDA and CPU as far as this
+    onnxruntime build offers them."""
     if wanted:
+        wanted = [PROVIDER_NAMES.get(p.lower(), p) for p in wanted]
         missing = [p for p in wanted if p not in available]
         if missing:
             raise ConfigError(
@@ -80,8 +97,58 @@ def choose_providers(available: list[str], wanted: list[str] | None = None) -> l
     return chosen or list(available)
 
 
+def tensorrt_cache_dir(path: Path, ort_version: str) -> Path:
+    """Where TensorRT engines built for the stage file `path` are kept between runs:
+    $PONDER_TRT_CACHE (else $XDG_CACHE_HOME/ponder/tensorrt, else ~/.cache/ponder/tensorrt),
+    one folder per file content and onnxruntime version. ONNX Runtime does not notice a changed
+    model in its engine cache, so the folder is keyed by the file's sha256: a re-exported
+    stage gets a new folder and never loads a stale engine."""
+    root = os.environ.get("PONDER_TRT_CACHE")
+    if not root:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        root = Path(base) / "ponder" / "tensorrt"
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return Path(root) / f"{path.stem}-{digest}-ort{ort_version}"
+
+
+def provider_options(
+    providers: list[str], path: Path, ort_version: str, device_id: int, trt_fp16: bool
+) -> list[tuple[str, dict[str, Any]]]:
+    """(provider, options) pairs for one stage session: the GPU providers on `device_id`;
+    TensorRT with its engine and timing caches on disk (`tensorrt_cache_dir`), so a restart
+    loads the engines instead of building them again (minutes for a large model), and fp16
+    only when asked (the bundle's tolerances were set in fp32)."""
+    pairs: list[tuple[str, dict[str, Any]]] = []
+    for name in providers:
+        if name == "TensorrtExecutionProvider":
+            cache = tensorrt_cache_dir(path, ort_version)
+            cache.mkdir(parents=True, exist_ok=True)
+            options = {
+                "device_id": device_id,
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(cache),
+                "trt_timing_cache_enable": True,
+                "trt_timing_cache_path": str(cache),
+                "trt_fp16_enable": trt_fp16,
+            }
+            pairs.append((name, options))
+        elif name == "CUDAExecutionProvider":
+            pairs.append((name, {"device_id": device_id}))
+        else:
+            pairs.append((name, {}))
+    return pairs
+
+
 class OnnxRuntimeBackend(Backend):
-    """One ONNX Runtime session per stage file (fp32, or the int8 files with `int8`)."""
+    """One ONNX Runtime session per stage file (fp32, or the int8 files with `int8`).
+
+    On CUDA or TensorRT (`providers`, best first; default: the best this build offers) the
+    stages' outputs stay on the GPU and go to the next stage from there (IOBinding): only
+    the exit heads' outputs, which the exit rule reads, and the final answer come back to the
+    host. When samples leave at an exit, the tensors carried on for the others make one trip
+    through the host to drop those rows (ONNX Runtime has no gather on its own values).
+    `io_binding` forces the bound path on (also on the CPU, where it is tested) or off.
+    `device_id` picks the GPU; `trt_fp16` lets TensorRT compute in fp16."""
 
     name = "onnxruntime"
 
@@ -92,10 +159,14 @@ class OnnxRuntimeBackend(Backend):
         providers: list[str] | None = None,
         threads: int | None = None,
         int8: bool = False,
+        io_binding: bool | None = None,
+        device_id: int = 0,
+        trt_fp16: bool = False,
     ):
         ort = _import_onnxruntime()
         paths = [bundle.onnx_path(stage.index, int8=int8) for stage in bundle.manifest.stages]
-        self._load(ort, paths, providers, threads, "int8" if int8 else "fp32")
+        gpu = {"io_binding": io_binding, "device_id": device_id, "trt_fp16": trt_fp16}
+        self._load(ort, paths, providers, threads, "int8" if int8 else "fp32", **gpu)
 
     @classmethod
     def from_files(
@@ -105,12 +176,16 @@ class OnnxRuntimeBackend(Backend):
         providers: list[str] | None = None,
         threads: int | None = None,
         precision: str = "fp32",
+        io_binding: bool | None = None,
+        device_id: int = 0,
+        trt_fp16: bool = False,
     ) -> OnnxRuntimeBackend:
         """Stage files without their bundle (as export checks them before the manifest exists):
         `paths[i]` is stage i. `precision` only goes into the description."""
         backend = cls.__new__(cls)
         ort = _import_onnxruntime()
-        backend._load(ort, [Path(p) for p in paths], providers, threads, precision)
+        gpu = {"io_binding": io_binding, "device_id": device_id, "trt_fp16": trt_fp16}
+        backend._load(ort, [Path(p) for p in paths], providers, threads, precision, **gpu)
         return backend
 
     def _load(
@@ -120,23 +195,68 @@ class OnnxRuntimeBackend(Backend):
         providers: list[str] | None,
         threads: int | None,
         precision: str,
+        *,
+        io_binding: bool | None = None,
+        device_id: int = 0,
+        trt_fp16: bool = False,
     ) -> None:
         chosen = choose_providers(ort.get_available_providers(), providers)
-        self.threads = threads
-        self.sessions = [_session(ort, path, threads, chosen) for path in paths]
+        self._ort, self.threads = ort, threads
+        self.sessions = [
+            _session(
+                ort,
+                path,
+                threads,
+                provider_options(chosen, path, ort.__version__, device_id, trt_fp16),
+            )
+            for path in paths
+        ]
         self.outputs = [[o.name for o in session.get_outputs()] for session in self.sessions]
         used = self.sessions[0].get_providers()
         skipped = [p.removesuffix("ExecutionProvider") for p in PROVIDER_ORDER if p not in used]
         self.providers = used
+        on_gpu = used[0] in GPU_PROVIDERS
+        self.device = ("cuda", device_id) if on_gpu else ("cpu", 0)
+        self.io_binding = on_gpu if io_binding is None else bool(io_binding)
         self.description = (
             f"onnxruntime {ort.__version__}, {precision} stage files, providers "
             f"{[p.removesuffix('ExecutionProvider') for p in used]}"
+            + (f" on GPU {device_id}" if on_gpu else "")
+            + (", IOBinding" if self.io_binding else "")
             + (f" (not in this build or not usable here: {skipped})" if skipped else "")
         )
 
     def run_stage(self, index: int, feeds: dict[str, Any]) -> dict[str, Any]:
         names = self.outputs[index]
-        return dict(zip(names, self.sessions[index].run(names, feeds), strict=True))
+        if not self.io_binding:
+            feeds = {k: self.to_numpy(v) for k, v in feeds.items()}
+            return dict(zip(names, self.sessions[index].run(names, feeds), strict=True))
+        session = self.sessions[index]
+        binding = session.io_binding()
+        for name, value in feeds.items():
+            if isinstance(value, np.ndarray):
+                binding.bind_cpu_input(name, value)
+            else:
+                binding.bind_ortvalue_input(name, value)
+        kind, device_id = self.device
+        for name in names:
+            binding.bind_output(name, kind, device_id)
+        session.run_with_iobinding(binding)
+        return dict(zip(names, binding.get_outputs(), strict=True))
+
+    def from_numpy(self, array: np.ndarray) -> Any:
+        if not self.io_binding:
+            return array
+        kind, device_id = self.device
+        return self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), kind, device_id)
+
+    def to_numpy(self, value: Any) -> np.ndarray:
+        return value if isinstance(value, np.ndarray) else value.numpy()
+
+    def take(self, value: Any, rows: np.ndarray) -> Any:
+        if isinstance(value, np.ndarray):
+            return value[rows]
+        return self.from_numpy(value.numpy()[rows])  # through the host: see the class docstring
 
 
 def _import_onnxruntime() -> Any:
@@ -147,7 +267,7 @@ def _import_onnxruntime() -> Any:
     return ort
 
 
-def _session(ort: Any, path: Path, threads: int | None, providers: list[str]) -> Any:
+def _session(ort: Any, path: Path, threads: int | None, providers: list[Any]) -> Any:
     try:
         return ort.InferenceSession(str(path), session_options(threads), providers=providers)
     except Exception as e:  # ORT raises its own exception types for bad files

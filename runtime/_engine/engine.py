@@ -73,8 +73,9 @@ class Engine:
     ) -> Engine:
         """Open (and verify) `bundle` and load it on `backend` ("onnxruntime", "executorch" or
         "torch"; see `list_backends()`). options go to the backend: onnxruntime takes
-        providers (list, best first), threads, int8; executorch takes int8; torch takes
-        checkpoint, model, threads. costs: a cost table, its path, "auto" (the table `ponder profile`
+        providers (list, best first: "tensorrt", "cuda", "cpu" or ONNX Runtime's names),
+        threads, int8, io_binding, device_id, trt_fp16; executorch takes int8; torch takes
+        checkpoint, model, threads, device. costs: a cost table, its path, "auto" (the table `ponder profile`
         stored beside the bundle for this backend, if any) or None. meter: an energy probe with
         `read_joules()` (RaplProbe, NvmlProbe) to measure energy per stage call."""
         if not isinstance(bundle, Bundle):
@@ -142,7 +143,7 @@ class Engine:
                 f"bundle has {len(self.stages) - 1} early exits"
             )
         arrays = check_inputs(self.bundle.manifest.inputs, inputs, self.max_batch, self.max_tokens)
-        controls = self._controls(point)
+        controls = self.controls(point)
         n = next(iter(arrays.values())).shape[0]
         started = time.perf_counter()
         chunks = [
@@ -165,7 +166,7 @@ class Engine:
             policy.observe_request(outside, own)
         return result
 
-    def _controls(self, point: OperatingPoint) -> dict[str, Any]:
+    def controls(self, point: OperatingPoint) -> dict[str, Any]:
         """Inputs the engine sets for every MoE stage: the dynamic_k gate's tau."""
         if self._tau_input is None:
             if point.moe_tau is not None:
@@ -229,8 +230,11 @@ class Engine:
                 keep = ~leave
                 kept = np.flatnonzero(keep)
                 rows, state, pred_logp = rows[keep], select(state, keep), pred_logp[keep]
+                carried = {**known, **got}.items()
                 known = {
-                    name: v[kept] for name, v in {**known, **got}.items() if name in self._carry[k]
+                    name: self.backend.take(v, kept)
+                    for name, v in carried
+                    if name in self._carry[k]
                 }
             else:
                 known.update(got)

@@ -77,6 +77,7 @@ def _stage_feeds(engine: Any, batch: int) -> list[dict[str, Any]]:
         known = {
             n: engine.backend.from_numpy(np.repeat(stored[n][:1], batch, axis=0)) for n in names
         }
+    known.update(engine.controls(engine.default_point))  # an MoE bundle's tau, as run() sets it
     feeds = []
     for k, stage in enumerate(engine.bundle.manifest.stages):
         feeds.append({t.name: known[t.name] for t in stage.inputs})

@@ -83,12 +83,15 @@ def versions() -> dict[str, object]:
 
 
 def run_gpu_tests(out: Path) -> dict[str, object]:
-    """`pytest -m gpu tests/kernels` in a child process (this file, so the same bootstrap)."""
-    tests = ROOT / "tests" / "kernels"
-    if not tests.is_dir():
-        return {"ran": False, "why": f"{tests} not found: run from a checkout"}
+    """`pytest -m gpu` on the kernel and runtime tests in a child process (this file, so the
+    same bootstrap): the Triton kernel natively, NVML against nvidia-smi, and ONNX Runtime on
+    CUDA/TensorRT and eager torch on CUDA where this machine has what they need (each test
+    says why it skipped)."""
+    tests = [ROOT / "tests" / "kernels", ROOT / "tests" / "runtime"]
+    if not tests[0].is_dir():
+        return {"ran": False, "why": f"{tests[0]} not found: run from a checkout"}
     start = time.perf_counter()
-    pytest_args = ["-m", "gpu", "-q", "-rs", "-p", "no:cacheprovider", str(tests)]
+    pytest_args = ["-m", "gpu", "-q", "-rs", "-p", "no:cacheprovider", *map(str, tests)]
     child = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--pytest", *pytest_args],
         cwd=ROOT,
@@ -189,6 +192,29 @@ def run(args) -> int:
     took = time.perf_counter() - start
     print(f"done in {took:.0f} s; results in {args.out}", flush=True)
     return 0
+
+
+def run_bench_moe_gpu(
+    out: str | Path,
+    *,
+    rounds: int = 15,
+    budget_s: float = 270.0,
+    expert_size: int = 64,
+    tests: bool = True,
+    sweep: bool = True,
+    smoke: bool = False,
+) -> int:
+    """`ponder bench moe --device cuda`: the same run as this file's command line."""
+    args = argparse.Namespace(
+        out=Path(out),
+        rounds=rounds,
+        budget_s=budget_s,
+        expert_size=expert_size,
+        no_tests=not tests,
+        no_sweep=not sweep,
+        smoke=smoke,
+    )
+    return run(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -244,9 +244,31 @@ def bench_exits(**options) -> None:
     is_flag=True,
     help="Instead: a small ReLU MLP classifier trained on MNIST-1D, accuracy as the metric.",
 )
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda"]),
+    default="cpu",
+    show_default=True,
+    help="cuda: one D2DMoE layer (MiniLM and ViT-B sizes, 128-16,384 tokens) on the GPU: dense, "
+    "masked reference and the Triton kernel, fp16 and fp32, time against FLOPs fraction, "
+    "after the `gpu` tests.",
+)
+@click.option(
+    "--budget-s", default=270.0, show_default=True, help="--device cuda: stop measuring after."
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def bench_moe(out, texts, expert_size, router_epochs, repeats, sparsified, small, quiet) -> None:
-    """D2DMoE on MiniLM: quality over tau, dynamic-k vs top-k vs oracle, one layer's wall-clock."""
+def bench_moe(
+    out, texts, expert_size, router_epochs, repeats, sparsified, small, device, budget_s, quiet
+) -> None:
+    """D2DMoE on MiniLM: quality over tau, dynamic-k vs top-k vs oracle, one layer's wall-clock;
+    with --device cuda, one layer on the GPU with the Triton kernel."""
+    if device == "cuda":
+        from ponder._bench.moe_gpu import run_bench_moe_gpu
+
+        code = run_bench_moe_gpu(out, budget_s=budget_s, expert_size=expert_size)
+        if code:
+            raise click.ClickException("no CUDA device here: torch.cuda.is_available() is False")
+        return
     if small:
         from pathlib import Path
 

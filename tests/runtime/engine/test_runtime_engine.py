@@ -155,7 +155,9 @@ def test_unknown_backend_and_options_are_refused(ztw_bundle):
     ):
         Engine.load(ztw_bundle, backend="executorch", providers=["CPUExecutionProvider"])
     with pytest.raises(
-        ConfigError, match=r"\['thread'\]; it takes \['int8', 'providers', 'threads'\]"
+        ConfigError,
+        match=r"\['thread'\]; it takes \['device_id', 'int8', 'io_binding', 'providers', "
+        r"'threads', 'trt_fp16'\]",
     ):
         Engine.load(ztw_bundle, backend="onnxruntime", thread=1)  # checked by name, before loading
     with pytest.raises(ConfigError, match=r"not in this onnxruntime build.*onnxruntime-gpu"):
@@ -167,11 +169,18 @@ def test_torch_backend_needs_the_checkpoint(ztw_bundle):
         Engine.load(ztw_bundle, backend="torch")
 
 
-def test_torch_backend_runs_the_checkpoint_eagerly(ztw_bundle, tmp_path):
-    ponder.save(ztw_cnn(), tmp_path / "ckpt")
-    engine = Engine.load(
-        ztw_bundle, backend="torch", checkpoint=tmp_path / "ckpt", model=make("conv2d")
+def _torch_engine(bundle: Path, tmp_path: Path, **options) -> Engine:
+    """The ZTW CNN's checkpoint (saved once per test) on the torch backend."""
+    checkpoint = tmp_path / "ckpt"
+    if not checkpoint.exists():
+        ponder.save(ztw_cnn(), checkpoint)
+    return Engine.load(
+        bundle, backend="torch", checkpoint=checkpoint, model=make("conv2d"), **options
     )
+
+
+def test_torch_backend_runs_the_checkpoint_eagerly(ztw_bundle, tmp_path):
+    engine = _torch_engine(ztw_bundle, tmp_path)
     onnx = Engine.load(ztw_bundle, backend="onnxruntime")
     x = _x()
     t = _median_threshold(onnx, x)
@@ -179,6 +188,71 @@ def test_torch_backend_runs_the_checkpoint_eagerly(ztw_bundle, tmp_path):
     np.testing.assert_array_equal(
         engine.run(x, point=point).prediction, onnx.run(x, point=point).prediction
     )
+
+
+def test_torch_backend_on_the_cpu_by_name_is_the_default(ztw_bundle, tmp_path):
+    default = _torch_engine(ztw_bundle, tmp_path)
+    cpu = _torch_engine(ztw_bundle, tmp_path, device="cpu")
+    assert "on cpu" in cpu.backend.description
+    x = _x()
+    t = _median_threshold(default, x)
+    point = OperatingPoint("median", (t, t))
+    a, b = default.run(x, point=point), cpu.run(x, point=point)
+    np.testing.assert_array_equal(b.exit_stage, a.exit_stage)
+    np.testing.assert_array_equal(b.prediction, a.prediction)
+    np.testing.assert_array_equal(b.output, a.output)  # the same kernels on the same rows
+    assert b.stage_rows == a.stage_rows and a.stage_rows[0] > a.stage_rows[-1]  # rows left
+
+
+def test_torch_backend_refuses_an_unknown_device(ztw_bundle):
+    with pytest.raises(ConfigError, match=r"runs on device 'cpu', 'cuda' or 'cuda:N', not 'tpu'"):
+        Engine.load(ztw_bundle, backend="torch", device="tpu")  # refused before any loading
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error where there is no CUDA")
+def test_torch_backend_refuses_cuda_without_a_gpu(ztw_bundle):
+    with pytest.raises(ConfigError, match=r"no CUDA device here \(.+\); use device='cpu'"):
+        Engine.load(ztw_bundle, backend="torch", device="cuda")
+
+
+def test_moving_a_traced_stage_moves_the_devices_written_in_its_graph():
+    """A traced GPT builds its causal mask with torch.ones(device=cpu): move_stage sends it with
+    the weights (shown on the meta device, which every machine has)."""
+    from ponder.export._stages.plan import plan_stages
+    from ponder.runtime._backends.eager import move_stage
+
+    model, x = make("gpt"), inputs("gpt", batch=3)
+    ponder.convert_(model, ponder.EarlyExitConfig(num_exits=2), example_inputs=x)
+    stage = plan_stages(model.eval(), "grouped", {"x": x}).stages[0].module
+    meta = torch.device("meta")
+    moved = move_stage(stage, meta)
+    graphs = [m for m in moved.modules() if isinstance(m, torch.fx.GraphModule)]
+    written = [n.kwargs["device"] for g in graphs for n in g.graph.nodes if "device" in n.kwargs]
+    assert written and all(d == meta for d in written), written
+    assert all(out.device == meta for out in moved(x.to(meta)))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_torch_backend_on_cuda_answers_as_onnxruntime_on_the_cpu(ztw_bundle, tmp_path, monkeypatch):
+    # TF32 convolutions (cuDNN's default) are off by ~1e-3, enough to move a sample near the
+    # median threshold across it; in fp32 the two runtimes agree to the export tolerance
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    engine = _torch_engine(ztw_bundle, tmp_path, device="cuda")
+    assert "(cuda)" in engine.backend.description
+    onnx = Engine.load(ztw_bundle, backend="onnxruntime", providers=["CPUExecutionProvider"])
+    x = _x()
+    t = _median_threshold(onnx, x)
+    point = OperatingPoint("median", (t, t))
+    got, want = engine.run(x, point=point), onnx.run(x, point=point)
+    np.testing.assert_array_equal(got.exit_stage, want.exit_stage)
+    np.testing.assert_array_equal(got.prediction, want.prediction)
+    torch.testing.assert_close(
+        torch.from_numpy(got.output), torch.from_numpy(want.output), atol=1e-4, rtol=1e-4
+    )
+    # samples left at an exit, so the tensors carried on were cut on the GPU (Backend.take)
+    assert got.stage_rows == want.stage_rows and got.stage_rows[0] > got.stage_rows[-1]
 
 
 def test_bundle_of_another_major_version_is_refused(ztw_bundle, tmp_path):

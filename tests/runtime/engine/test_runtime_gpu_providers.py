@@ -1,0 +1,147 @@
+"""ONNX Runtime on CUDA and TensorRT: provider names and options, TensorRT's engine cache on
+disk, and the IOBinding path (stage outputs kept where the provider computes). The bound path
+runs here on the CPU provider, with the same answers as the plain one; the `gpu` tests run it
+on CUDA and TensorRT where this onnxruntime build has them, and are skipped elsewhere."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from tiny_models import inputs
+
+from ponder import ConfigError
+from ponder.runtime import Engine, OperatingPoint
+from ponder.runtime._backends.base import choose_providers, provider_options, tensorrt_cache_dir
+from ponder.runtime._engine.profile import profile
+
+ort = pytest.importorskip("onnxruntime")
+HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
+HAS_TRT = "TensorrtExecutionProvider" in ort.get_available_providers()
+
+
+def _x(batch: int = 40) -> np.ndarray:
+    return inputs("conv2d", batch=batch, seed=3).numpy()
+
+
+def _median_point(engine: Engine, x: np.ndarray) -> OperatingPoint:
+    """Thresholds at which some samples leave at each exit and the rest go on."""
+    b = engine.backend
+    logp = b.to_numpy(b.run_stage(0, {"x": b.from_numpy(x)})["exit_logp_0"])
+    t = float(np.median(np.exp(logp).max(axis=-1)))
+    return OperatingPoint("median", (t, t))
+
+
+def test_short_provider_names_resolve_and_missing_ones_are_named():
+    available = ["CPUExecutionProvider"]
+    assert choose_providers(available, ["cpu"]) == ["CPUExecutionProvider"]
+    assert choose_providers(available, ["CPU"]) == ["CPUExecutionProvider"]
+    with pytest.raises(ConfigError, match=r"\['CUDAExecutionProvider'\].*onnxruntime-gpu"):
+        choose_providers(available, ["cuda", "cpu"])
+    gpu_build = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers(gpu_build) == gpu_build  # best first by default
+    assert choose_providers(gpu_build, ["trt", "cuda"]) == gpu_build[:2]
+
+
+def test_tensorrt_options_cache_engines_per_file_content(tmp_path, monkeypatch):
+    monkeypatch.setenv("PONDER_TRT_CACHE", str(tmp_path / "cache"))
+    stage = tmp_path / "stage_0.onnx"
+    stage.write_bytes(b"first export")
+    names = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    (trt, trt_opts), (cuda, cuda_opts), (cpu, cpu_opts) = provider_options(
+        names, stage, "1.2.3", device_id=1, trt_fp16=False
+    )
+    assert (trt, cuda, cpu) == tuple(names)
+    cache = tmp_path / "cache"
+    assert trt_opts["trt_engine_cache_enable"] and trt_opts["trt_timing_cache_enable"]
+    folder = trt_opts["trt_engine_cache_path"]
+    assert folder.startswith(str(cache)) and folder.endswith("-ort1.2.3")
+    assert (cache / folder).is_dir()  # made before the session needs it
+    assert trt_opts["device_id"] == 1 and trt_opts["trt_fp16_enable"] is False
+    assert cuda_opts == {"device_id": 1} and cpu_opts == {}
+    # the same file keeps its folder; a re-exported file gets another (no stale engines)
+    assert str(tensorrt_cache_dir(stage, "1.2.3")) == folder
+    stage.write_bytes(b"second export")
+    assert str(tensorrt_cache_dir(stage, "1.2.3")) != folder
+    assert str(tensorrt_cache_dir(stage, "1.2.4")) != folder  # another onnxruntime
+
+
+def test_default_cache_folder_follows_xdg(tmp_path, monkeypatch):
+    monkeypatch.delenv("PONDER_TRT_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    stage = tmp_path / "stage_1.onnx"
+    stage.write_bytes(b"x")
+    folder = tensorrt_cache_dir(stage, "9")
+    assert folder.parent == tmp_path / "ponder" / "tensorrt"
+    assert folder.name.startswith("stage_1-")
+
+
+def test_io_binding_on_the_cpu_gives_the_plain_answers(ztw_bundle):
+    plain = Engine.load(ztw_bundle, backend="onnxruntime", providers=["cpu"])
+    bound = Engine.load(ztw_bundle, backend="onnxruntime", providers=["cpu"], io_binding=True)
+    assert not plain.backend.io_binding and "IOBinding" not in plain.backend.description
+    assert bound.backend.io_binding and "IOBinding" in bound.backend.description
+    x = _x()
+    point = _median_point(plain, x)
+    a, b = plain.run(x, point=point), bound.run(x, point=point)
+    counts = a.exit_counts(3)
+    assert counts[0] > 0 and counts[1] + counts[2] > 0, counts  # rows left and rows went on
+    np.testing.assert_array_equal(b.exit_stage, a.exit_stage)
+    np.testing.assert_array_equal(b.prediction, a.prediction)
+    np.testing.assert_array_equal(b.output, a.output)
+    assert b.stage_rows == a.stage_rows
+
+
+def test_io_binding_feeds_the_moe_tau_and_profiles(moe_bundle):
+    x = torch.randn(9, 12, generator=torch.Generator().manual_seed(4)).numpy()
+    point = OperatingPoint("tau", (np.inf,), moe_tau=0.8)
+    plain = Engine.load(moe_bundle, backend="onnxruntime")
+    bound = Engine.load(moe_bundle, backend="onnxruntime", io_binding=True)
+    a, b = plain.run(x, point=point), bound.run(x, point=point)
+    np.testing.assert_array_equal(b.prediction, a.prediction)
+    np.testing.assert_array_equal(b.experts, a.experts)
+    table = profile(bound, warmup=1, repeats=3)
+    assert len(table.stages) == len(bound.stages)
+    assert all(s.latency_ms > 0 for s in table.stages)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="this onnxruntime build has no CUDA provider")
+def test_cuda_provider_keeps_stages_on_the_gpu_and_answers_as_the_cpu(ztw_bundle):
+    cpu = Engine.load(ztw_bundle, backend="onnxruntime", providers=["cpu"])
+    gpu = Engine.load(ztw_bundle, backend="onnxruntime", providers=["cuda", "cpu"])
+    assert gpu.backend.providers[0] == "CUDAExecutionProvider"
+    assert gpu.backend.io_binding  # on by default on a GPU provider
+    got = gpu.backend.run_stage(0, {"x": gpu.backend.from_numpy(_x(4))})
+    assert all(v.device_name() == "cuda" for v in got.values())
+    x = _x()
+    point = _median_point(cpu, x)
+    a, b = cpu.run(x, point=point), gpu.run(x, point=point)
+    # cuDNN may pick other convolution algorithms: the answers, not the bits, must agree
+    assert (a.prediction == b.prediction).mean() >= 0.95
+    np.testing.assert_allclose(b.output, a.output, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_TRT, reason="this onnxruntime build has no TensorRT provider")
+def test_tensorrt_reloads_its_engines_from_the_cache(ztw_bundle, tmp_path, monkeypatch):
+    monkeypatch.setenv("PONDER_TRT_CACHE", str(tmp_path))
+    providers = ["tensorrt", "cuda", "cpu"]
+    x = _x(8)
+
+    def load_and_run() -> tuple[float, np.ndarray]:
+        t0 = time.perf_counter()
+        engine = Engine.load(ztw_bundle, backend="onnxruntime", providers=providers)
+        result = engine.run(x, point=OperatingPoint.full(2))
+        return time.perf_counter() - t0, result.output
+
+    built, first = load_and_run()
+    engines = list(tmp_path.rglob("*.engine"))
+    assert engines, f"no TensorRT engine written under {tmp_path}"
+    stamps = {p: p.stat().st_mtime_ns for p in engines}
+    reloaded, second = load_and_run()
+    assert {p: p.stat().st_mtime_ns for p in engines} == stamps  # read, not rebuilt
+    np.testing.assert_allclose(second, first, atol=1e-5)
+    print(f"TensorRT: first load + run {built:.2f} s, from the cache {reloaded:.2f} s")
