@@ -60,6 +60,12 @@ class Backend:
     def to_numpy(self, value: Any) -> np.ndarray:
         return np.asarray(value)
 
+    @property
+    def cost_key(self) -> str:
+        """Names the cost table `ponder profile` stores beside the bundle for this backend
+        (costs.<key>.json): stage times measured on a GPU must not predict the CPU's."""
+        return self.name
+
     def take(self, value: Any, rows: np.ndarray) -> Any:
         """The rows `rows` (numpy int indices) of a stage output, in the runtime's array type:
         what the engine carries on for the samples that did not leave at an exit."""
@@ -225,6 +231,13 @@ class OnnxRuntimeBackend(Backend):
             + (", IOBinding" if self.io_binding else "")
             + (f" (not in this build or not usable here: {skipped})" if skipped else "")
         )
+
+    @property
+    def cost_key(self) -> str:
+        if self.device[0] == "cpu":
+            return self.name
+        short = self.providers[0].removesuffix("ExecutionProvider").lower()
+        return f"{self.name}-{short}"  # onnxruntime-cuda, onnxruntime-tensorrt
 
     def run_stage(self, index: int, feeds: dict[str, Any]) -> dict[str, Any]:
         names = self.outputs[index]

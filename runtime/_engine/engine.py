@@ -75,13 +75,14 @@ class Engine:
         "torch"; see `list_backends()`). options go to the backend: onnxruntime takes
         providers (list, best first: "tensorrt", "cuda", "cpu" or ONNX Runtime's names),
         threads, int8, io_binding, device_id, trt_fp16; executorch takes int8; torch takes
-        checkpoint, model, threads, device. costs: a cost table, its path, "auto" (the table `ponder profile`
-        stored beside the bundle for this backend, if any) or None. meter: an energy probe with
-        `read_joules()` (RaplProbe, NvmlProbe) to measure energy per stage call."""
+        checkpoint, model, threads, device. costs: a cost table, its path, "auto" (the table
+        `ponder profile` stored beside the bundle for this backend and device, named by
+        `backend.cost_key`, if any) or None. meter: an energy probe with `read_joules()`
+        (RaplProbe, NvmlProbe) to measure energy per stage call."""
         if not isinstance(bundle, Bundle):
             bundle = Bundle.open(bundle, verify_hashes=verify_hashes)
         loaded = load_backend(backend, bundle, **options)
-        return cls(bundle, loaded, _cost_table(bundle, backend, costs), meter)
+        return cls(bundle, loaded, _cost_table(bundle, loaded.cost_key, costs), meter)
 
     @property
     def default_point(self) -> OperatingPoint:

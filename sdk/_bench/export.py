@@ -16,7 +16,7 @@ import torch
 
 from ponder._bench.export_int8 import int8_bundle
 from ponder._bench.export_report import add_goals, echo_tables, write_outputs
-from ponder._bench.export_time import runtime_threads, summarise, time_bundles
+from ponder._bench.export_time import PROVIDER_CHAINS, runtime_threads, summarise, time_bundles
 from ponder._bench.timing import machine
 from ponder._bench.vit import vit_sequential
 from ponder._convert.convert import convert_
@@ -50,6 +50,7 @@ def run_bench_export(
     warmup: int = 5,
     int8: bool = True,
     reuse: bool = False,
+    provider: str = "cpu",
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Export (or, with `reuse`, load) the bundles under `out`, time them, write export.json
@@ -89,19 +90,25 @@ def run_bench_export(
         f"after {warmup} warm-up"
     )
     with runtime_threads(threads) as counts:
-        timed = time_bundles(bundles, x, threads=threads, repeats=repeats, warmup=warmup)
-    results = _results(config, counts, bundles, timed, staged, plain, int8)
+        timed = time_bundles(
+            bundles, x, threads=threads, repeats=repeats, warmup=warmup, provider=provider
+        )
+    results = _results(config, counts, bundles, timed, staged, plain, int8, provider)
     echo_tables(results, echo)
     json_path, png_path = write_outputs(out, results)
     echo(f"wrote {json_path} and {png_path}")
     return results
 
 
-def _results(config, counts, bundles, timed, staged, plain, int8: bool) -> dict[str, Any]:
+def _results(
+    config, counts, bundles, timed, staged, plain, int8: bool, provider: str
+) -> dict[str, Any]:
+    chain = ", ".join(PROVIDER_CHAINS[provider])
+    io = "; stage outputs kept on the GPU (IOBinding)" if provider != "cpu" else ""
     info = {
         **machine(),
         "backend": "ExecuTorch runtime (XNNPACK delegate); ONNX Runtime "
-        "(CPUExecutionProvider, intra-op spinning off)",
+        f"({chain}{io}, intra-op spinning off)",
         "threads": counts,
     }
     flops = _flops(

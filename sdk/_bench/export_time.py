@@ -77,11 +77,22 @@ def _pte_stage(bundle: Path, stages: list[dict]) -> Callable[[int, dict], dict]:
     return _by_name(backend.run_stage, stages)
 
 
-def _onnx_stage(bundle: Path, stages: list[dict], threads: int) -> Callable[[int, dict], dict]:
+# `--provider` of the benches: ONNX Runtime providers asked for, best first (a GPU provider
+# keeps the CPU for the operators it lacks)
+PROVIDER_CHAINS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+def _onnx_stage(
+    bundle: Path, stages: list[dict], threads: int, provider: str
+) -> Callable[[int, dict], dict]:
     from ponder.runtime._backends.base import OnnxRuntimeBackend
 
     backend = OnnxRuntimeBackend.from_files(
-        [bundle / s["onnx"] for s in stages], threads=threads, providers=["CPUExecutionProvider"]
+        [bundle / s["onnx"] for s in stages], threads=threads, providers=PROVIDER_CHAINS[provider]
     )
     return _by_name(backend.run_stage, stages)
 
@@ -96,7 +107,13 @@ def _by_name(run_stage: Callable[[int, dict], dict], stages: list[dict]) -> Call
 
 
 def time_bundles(
-    bundles: dict[str, Path], x: torch.Tensor, *, threads: int, repeats: int, warmup: int
+    bundles: dict[str, Path],
+    x: torch.Tensor,
+    *,
+    threads: int,
+    repeats: int,
+    warmup: int,
+    provider: str = "cpu",
 ) -> dict[str, dict[str, np.ndarray]]:
     """Per backend and bundle (name -> folder with model.pte, onnx/ and a manifest; a folder
     without a manifest borrows the "staged" one's): the cumulative seconds to the end of each
@@ -112,7 +129,9 @@ def time_bundles(
         stages = json.loads((manifest if manifest.exists() else manifests["staged"]).read_text())
         stages = stages["stages"]
         chains[f"pte {name}"] = _Chain(_pte_stage(bundle, stages), stages, x)
-        chains[f"onnx {name}"] = _Chain(_onnx_stage(bundle, stages, threads), stages, x.numpy())
+        chains[f"onnx {name}"] = _Chain(
+            _onnx_stage(bundle, stages, threads, provider), stages, x.numpy()
+        )
     interleaved(chains, repeats=repeats, warmup=warmup)
     return {
         backend: {n: np.asarray(chains[f"{backend} {n}"].splits[warmup:]) for n in variants}

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ponder._bench.export_time import PROVIDER_CHAINS
 from ponder._bench.runtime_model import bench_bundle, held_out
 from ponder._bench.runtime_report import write_outputs
 from ponder._bench.vit import VIT_S
@@ -31,13 +32,16 @@ def run_bench_runtime(
     repeats: int = 20,
     vit: dict[str, int] | None = VIT_S,
     reuse: bool = False,
+    provider: str = "cpu",
     progress: bool = True,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train and export the bench bundle under `out` (or, with `reuse`, load it), profile it on
     ONNX Runtime, run every measurement, write runtime.json and runtime.png, print tables.
     vit: sizes of a ViT with random weights whose engine overhead is measured too (stages of
-    milliseconds, where the digits CNN's are fractions of one); None to skip it."""
+    milliseconds, where the digits CNN's are fractions of one); None to skip it. provider:
+    "cpu", "cuda" or "tensorrt" (ONNX Runtime's execution provider; the GPU ones keep stage
+    outputs on the GPU and store their own cost table)."""
     from ponder.models import DIGITS_RECIPE
     from ponder.models.recipes import load_recipe_data
     from ponder.runtime import Engine, cost_table_path
@@ -51,10 +55,11 @@ def run_bench_runtime(
     else:
         path, splits = bench_bundle(out, width=width, progress=progress, echo=echo)
     x, y = held_out(splits)
-    engine = Engine.load(path, "onnxruntime", costs=None)
+    on = {"providers": PROVIDER_CHAINS[provider]}
+    engine = Engine.load(path, "onnxruntime", costs=None, **on)
     table = profile(engine, repeats=100, warmup=10)
-    table.save(cost_table_path(path, "onnxruntime"))
-    engine = Engine.load(path, "onnxruntime")
+    table.save(cost_table_path(path, engine.backend.cost_key))
+    engine = Engine.load(path, "onnxruntime", **on)
     echo(
         f"profiled {engine.backend.description}: stage medians "
         f"{[round(s.latency_ms, 3) for s in table.stages]} ms at batch 1"
@@ -63,7 +68,7 @@ def run_bench_runtime(
         "config": {
             "model": f"digits CNN width {width}, 3 ZTW exits (trained)",
             "device": table.device,
-            "backend": "onnxruntime",
+            "backend": engine.backend.description,
             "threads": "default",
             "requests": int(len(x) * rounds),
             "batch": batch,
@@ -74,7 +79,7 @@ def run_bench_runtime(
         "throughput": throughput(engine, x, batch, repeats),
     }
     if vit is not None:
-        results["overhead_vit"] = vit_overhead(out / "vit-bundle", vit, repeats, echo)
+        results["overhead_vit"] = vit_overhead(out / "vit-bundle", vit, repeats, echo, on)
     write_outputs(out, results, echo)
     return results
 
@@ -200,9 +205,12 @@ def throughput(engine: Any, x: np.ndarray, batch: int, repeats: int) -> dict[str
     }
 
 
-def vit_overhead(path: Path, sizes: dict[str, int], repeats: int, echo) -> dict[str, Any]:
+def vit_overhead(
+    path: Path, sizes: dict[str, int], repeats: int, echo, options: dict | None = None
+) -> dict[str, Any]:
     """Engine against direct stage calls (batch 1, every stage) on a ViT bundle with random
-    weights (ONNX only), exported into `path` unless it is there already."""
+    weights (ONNX only), exported into `path` unless it is there already; options go to
+    Engine.load (the providers)."""
     import torch
 
     from ponder._bench.vit import vit_sequential
@@ -221,6 +229,6 @@ def vit_overhead(path: Path, sizes: dict[str, int], repeats: int, echo) -> dict[
         image = torch.randn(2, 3, sizes["image"], sizes["image"])
         echo(f"exporting a ViT ({sizes}, random weights, exits after blocks {exits}) to {path}")
         export_bundle(model, image, path, target="onnx", echo=lambda line: None)
-    engine = Engine.load(path, "onnxruntime")
+    engine = Engine.load(path, "onnxruntime", **(options or {}))
     x = np.random.default_rng(0).standard_normal((4, 3, sizes["image"], sizes["image"]))
     return {"sizes": sizes, **engine_overhead(engine, x.astype(np.float32), repeats)}

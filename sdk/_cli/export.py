@@ -136,7 +136,17 @@ def verify(bundle, require_all) -> None:
     is_flag=True,
     help="Keep bundles already in --out that were written with the same settings.",
 )
-def bench_export(out, blocks, width, heads, image, patch, exits, threads, repeats, int8, reuse):
+@click.option(
+    "--provider",
+    type=click.Choice(["cpu", "cuda", "tensorrt"]),
+    default="cpu",
+    show_default=True,
+    help="ONNX Runtime's execution provider (cuda and tensorrt need onnxruntime-gpu and a GPU; "
+    "the ExecuTorch side stays on the CPU).",
+)
+def bench_export(
+    out, blocks, width, heads, image, patch, exits, threads, repeats, int8, reuse, provider
+):
     """Staged bundle vs one monolithic method, ExecuTorch and ONNX Runtime, batch 1: time to
     reach each stage against its FLOPs fraction, file sizes (ViT-S/16-sized, random weights)."""
     from ponder._bench.export import run_bench_export
@@ -153,6 +163,7 @@ def bench_export(out, blocks, width, heads, image, patch, exits, threads, repeat
         repeats=repeats,
         int8=int8,
         reuse=reuse,
+        provider=provider,
         echo=click.echo,
     )
 

@@ -9,6 +9,16 @@ BACKENDS = ["onnxruntime", "executorch", "torch"]
 
 
 def _backend_options(f):
+    f = click.option(
+        "--device", help="torch backend: where the stages run (cpu, cuda, cuda:N; default cpu)."
+    )(f)
+    f = click.option(
+        "--provider",
+        "providers",
+        multiple=True,
+        help="onnxruntime backend: an execution provider, best first (repeat the flag); "
+        "ONNX Runtime's names or tensorrt, cuda, cpu (default: the best this build offers).",
+    )(f)
     f = click.option("--int8", is_flag=True, help="Run the bundle's int8 files.")(f)
     f = click.option("--threads", type=int, help="Intra-op threads (onnxruntime, torch).")(f)
     return click.option(
@@ -20,9 +30,27 @@ def _backend_options(f):
     )(f)
 
 
-def backend_options(backend: str, threads: int | None, int8: bool) -> dict:
+def backend_options(
+    backend: str,
+    threads: int | None = None,
+    int8: bool = False,
+    providers: tuple[str, ...] = (),
+    device: str | None = None,
+) -> dict:
     """Engine.load options from the CLI flags, only those the backend takes."""
     options = {}
+    if providers:
+        if backend != "onnxruntime":
+            raise click.UsageError(
+                f"--provider needs the onnxruntime backend (--backend onnxruntime), not {backend}"
+            )
+        options["providers"] = list(providers)
+    if device:
+        if backend != "torch":
+            raise click.UsageError(
+                f"--device needs the torch backend (--backend torch), not {backend}"
+            )
+        options["device"] = device
     if threads:
         if backend == "executorch":
             raise click.UsageError("--threads is not supported by the executorch backend")
@@ -34,12 +62,12 @@ def backend_options(backend: str, threads: int | None, int8: bool) -> dict:
     return options
 
 
-def energy_meter(echo) -> tuple[object | None, str | None]:
-    """The first probe here that counts joules (RAPL, NVML), or (None, None) with the reasons
-    printed."""
+def energy_meter(echo, gpu: bool = False) -> tuple[object | None, str | None]:
+    """The first probe here that counts joules (RAPL, NVML; NVML first when the stages run on
+    a GPU), or (None, None) with the reasons printed."""
     from ponder.runtime import detect_probes
 
-    found = detect_probes(names=["rapl", "nvml"])
+    found = detect_probes(names=["nvml", "rapl"] if gpu else ["rapl", "nvml"])
     for name, probe in found.items():
         if not isinstance(probe, str):
             echo(f"energy: measured with the {name} probe")
@@ -56,16 +84,21 @@ def energy_meter(echo) -> tuple[object | None, str | None]:
 @click.option("--warmup", default=5, show_default=True, help="Untimed rounds first.")
 @click.option("--repeats", default=30, show_default=True, help="Timed rounds (medians kept).")
 @click.option("--no-energy", is_flag=True, help="Do not look for an energy probe.")
-def profile(bundle, backend, threads, int8, batch, warmup, repeats, no_energy) -> None:
+def profile(
+    bundle, backend, threads, int8, providers, device, batch, warmup, repeats, no_energy
+) -> None:
     """Measure every stage's latency (and energy where a probe exists) on this device and store
-    the cost table beside the bundle (costs.<backend>.json), where `ponder run` finds it."""
+    the cost table beside the bundle (costs.<backend>.json; on a GPU costs.onnxruntime-cuda,
+    -tensorrt or torch-cuda), where `ponder run` finds it."""
     from ponder._core.report import format_table
     from ponder.runtime import Engine, cost_table_path
     from ponder.runtime._engine.profile import profile as measure
 
-    engine = Engine.load(bundle, backend, costs=None, **backend_options(backend, threads, int8))
+    options = backend_options(backend, threads, int8, providers, device)
+    engine = Engine.load(bundle, backend, costs=None, **options)
     click.echo(f"{bundle}: {engine.backend.description}")
-    meter, source = (None, None) if no_energy else energy_meter(click.echo)
+    gpu = engine.backend.cost_key != engine.backend.name  # a table of its own: a GPU
+    meter, source = (None, None) if no_energy else energy_meter(click.echo, gpu)
     table = measure(
         engine,
         batch=batch,
@@ -75,7 +108,7 @@ def profile(bundle, backend, threads, int8, batch, warmup, repeats, no_energy) -
         energy_source=source,
         echo=click.echo,
     )
-    path = table.save(cost_table_path(bundle, backend))
+    path = table.save(cost_table_path(bundle, engine.backend.cost_key))
     click.echo(format_table(*cost_rows(engine.bundle.manifest, table)))
     click.echo(f"wrote {path} ({table.device}; batch {batch}, {repeats} rounds after {warmup})")
 
@@ -121,9 +154,16 @@ def cost_rows(manifest, table) -> tuple[list[str], list[list]]:
     help="Also measure the engine's overhead on a ViT-S-sized bundle (random weights).",
 )
 @click.option("--reuse", is_flag=True, help="Reuse the bundles already under --out.")
+@click.option(
+    "--provider",
+    type=click.Choice(["cpu", "cuda", "tensorrt"]),
+    default="cpu",
+    show_default=True,
+    help="ONNX Runtime's execution provider (cuda and tensorrt need onnxruntime-gpu and a GPU).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def bench_runtime(out, width, budgets, rounds, repeats, vit, reuse, quiet) -> None:
-    """The engine and policy on an exported digits CNN (ONNX Runtime, CPU): SLO attainment and
+def bench_runtime(out, width, budgets, rounds, repeats, vit, reuse, provider, quiet) -> None:
+    """The engine and policy on an exported digits CNN (ONNX Runtime): SLO attainment and
     accuracy vs the best point with hindsight, overheads, batch-64 throughput."""
     from ponder._bench.runtime import VIT_S, run_bench_runtime
 
@@ -135,6 +175,7 @@ def bench_runtime(out, width, budgets, rounds, repeats, vit, reuse, quiet) -> No
         repeats=repeats,
         vit=VIT_S if vit else None,
         reuse=reuse,
+        provider=provider,
         progress=not quiet,
         echo=click.echo,
     )
@@ -194,6 +235,8 @@ def run(
     backend,
     threads,
     int8,
+    providers,
+    device,
     policy_file,
     latency_ms,
     energy_mj,
@@ -231,7 +274,7 @@ def run(
         bundle,
         input_path,
         backend,
-        backend_options(backend, threads, int8),
+        backend_options(backend, threads, int8, providers, device),
         policy_file,
         latency_ms,
         energy_mj,

@@ -5,6 +5,7 @@ on CUDA and TensorRT where this onnxruntime build has them, and are skipped else
 
 from __future__ import annotations
 
+import shutil
 import time
 
 import numpy as np
@@ -13,8 +14,13 @@ import torch
 from tiny_models import inputs
 
 from ponder import ConfigError
-from ponder.runtime import Engine, OperatingPoint
-from ponder.runtime._backends.base import choose_providers, provider_options, tensorrt_cache_dir
+from ponder.runtime import Engine, OperatingPoint, cost_table_path
+from ponder.runtime._backends.base import (
+    OnnxRuntimeBackend,
+    choose_providers,
+    provider_options,
+    tensorrt_cache_dir,
+)
 from ponder.runtime._engine.profile import profile
 
 ort = pytest.importorskip("onnxruntime")
@@ -125,6 +131,30 @@ def test_cuda_provider_keeps_stages_on_the_gpu_and_answers_as_the_cpu(ztw_bundle
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="this onnxruntime build has no CUDA provider")
+def test_gpu_stage_costs_and_energy_feed_the_policy(ztw_bundle, tmp_path):
+    from ponder.runtime import NvmlProbe, PolicySpec
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(ztw_bundle, copy)
+    engine = Engine.load(copy, backend="onnxruntime", providers=["cuda", "cpu"], costs=None)
+    try:
+        meter = NvmlProbe()
+    except Exception as e:  # the probe says why (no bindings, no driver)
+        pytest.skip(f"NVML: {e}")
+    with meter:
+        table = profile(engine, warmup=3, repeats=10, meter=meter, energy_source="nvml")
+    assert all(s.energy_mj is not None and s.energy_mj > 0 for s in table.stages)
+    table.save(cost_table_path(copy, engine.backend.cost_key))
+    again = Engine.load(copy, backend="onnxruntime", providers=["cuda", "cpu"])
+    assert again.costs is not None and again.costs.device == table.device
+    policy = again.policy(PolicySpec.simple(latency_ms=1e3))
+    decision = policy.decide(None)
+    assert decision.prediction.mean_latency_ms > 0
+    assert decision.prediction.mean_energy_mj is not None and decision.prediction.mean_energy_mj > 0
+
+
+@pytest.mark.gpu
 @pytest.mark.skipif(not HAS_TRT, reason="this onnxruntime build has no TensorRT provider")
 def test_tensorrt_reloads_its_engines_from_the_cache(ztw_bundle, tmp_path, monkeypatch):
     monkeypatch.setenv("PONDER_TRT_CACHE", str(tmp_path))
@@ -145,3 +175,20 @@ def test_tensorrt_reloads_its_engines_from_the_cache(ztw_bundle, tmp_path, monke
     assert {p: p.stat().st_mtime_ns for p in engines} == stamps  # read, not rebuilt
     np.testing.assert_allclose(second, first, atol=1e-5)
     print(f"TensorRT: first load + run {built:.2f} s, from the cache {reloaded:.2f} s")
+
+
+def test_cost_tables_are_kept_per_provider_device(ztw_bundle, tmp_path):
+    cpu = Engine.load(ztw_bundle, backend="onnxruntime", providers=["cpu"], io_binding=True)
+    assert cpu.backend.cost_key == "onnxruntime"  # bound or not, the CPU's own table
+    gpu = OnnxRuntimeBackend.__new__(OnnxRuntimeBackend)  # the key alone, as on a GPU machine
+    gpu.device, gpu.providers = ("cuda", 0), ["TensorrtExecutionProvider", "CPUExecutionProvider"]
+    assert gpu.cost_key == "onnxruntime-tensorrt"
+    gpu.providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert gpu.cost_key == "onnxruntime-cuda"
+    # a table profiled under one key is what Engine.load(costs="auto") reads for that key only
+    table = profile(cpu, warmup=1, repeats=2)
+    copy = tmp_path / "bundle"
+    shutil.copytree(ztw_bundle, copy)
+    table.save(cost_table_path(copy, "onnxruntime-cuda"))
+    assert Engine.load(copy, backend="onnxruntime").costs is None
+    assert (copy / "costs.onnxruntime-cuda.json").is_file()

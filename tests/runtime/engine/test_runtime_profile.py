@@ -16,6 +16,7 @@ from tiny_models import CLASSES, inputs
 import ponder
 from ponder import BundleError, ConfigError
 from ponder._cli import main
+from ponder._cli.runtime import backend_options
 from ponder.runtime import (
     CostTable,
     DeviceState,
@@ -178,3 +179,53 @@ def test_cli_run_errors(bundle, tmp_path):
         ],
     )
     assert got.exit_code == 2 and "not both" in got.output
+
+
+def test_backend_options_pass_providers_and_device_through():
+    providers = ("tensorrt", "CUDAExecutionProvider", "cpu")  # the backend resolves short names
+    assert backend_options("onnxruntime", providers=providers) == {"providers": list(providers)}
+    assert backend_options("torch", 2, device="cuda:1") == {"threads": 2, "device": "cuda:1"}
+
+
+def test_cli_provider_and_device_need_their_backends(bundle, tmp_path):
+    np.save(tmp_path / "in.npy", _x(2))
+    given = str(tmp_path / "in.npy")
+    wrong = {
+        ("--backend", "torch", "--provider", "cpu"): "--provider needs the onnxruntime backend",
+        ("--backend", "executorch", "--provider", "cpu"): "--provider needs the onnxruntime",
+        ("--device", "cpu"): "--device needs the torch backend (--backend torch), not onnxruntime",
+        ("--backend", "executorch", "--device", "cuda"): "--device needs the torch backend",
+    }
+    runner = CliRunner()
+    for flags, message in wrong.items():
+        for command in (["profile", str(bundle)], ["run", str(bundle), "--input", given]):
+            got = runner.invoke(main, [*command, *flags])
+            assert got.exit_code == 2 and message in got.output, (command, flags, got.output)
+
+
+def test_cli_runs_on_the_provider_given(bundle, tmp_path):
+    runner = CliRunner()
+    profile_args = ["--repeats", "2", "--warmup", "1", "--no-energy"]
+    got = runner.invoke(
+        main, ["profile", str(bundle), "--provider", "CPUExecutionProvider", *profile_args]
+    )
+    assert got.exit_code == 0, got.output
+    assert "providers ['CPU']" in got.output and "median ms" in got.output
+    np.save(tmp_path / "in.npy", _x(4))
+    got = runner.invoke(
+        main, ["run", str(bundle), "--input", str(tmp_path / "in.npy"), "--provider", "cpu"]
+    )
+    assert got.exit_code == 0 and "4 requests, 4 samples" in got.output, got.output
+
+
+def test_cli_passes_the_device_to_the_torch_backend(bundle, tmp_path):
+    # this bundle records no checkpoint, so the torch backend stops there: after taking --device
+    got = CliRunner().invoke(
+        main, ["profile", str(bundle), "--backend", "torch", "--device", "cpu"]
+    )
+    assert got.exit_code == 1 and "does not record the checkpoint" in got.output, got.output
+    if not torch.cuda.is_available():  # a device that is not here is refused before that
+        got = CliRunner().invoke(
+            main, ["profile", str(bundle), "--backend", "torch", "--device", "cuda"]
+        )
+        assert got.exit_code == 1 and "no CUDA device here" in got.output, got.output
