@@ -43,6 +43,22 @@ def ztw_bundle(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def ztw_onnx_bundle(tmp_path_factory) -> Path:
+    """The same tiny ZTW CNN as ONNX stages only: for the `gpu` tests, which run on machines
+    with onnxruntime and torch but without executorch."""
+    pytest.importorskip("onnxscript", reason="needs the onnx extra: pip install 'ponder[onnx]'")
+    from export_models import ztw_cnn
+    from tiny_models import inputs
+
+    from ponder.export import export_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "ztw-onnx"
+    x = inputs("conv2d", batch=6)
+    export_bundle(ztw_cnn(), x, out, model_id="ztw-cnn", target="onnx", echo=lambda s: None)
+    return out
+
+
+@pytest.fixture(scope="session")
 def moe_bundle(tmp_path_factory) -> Path:
     """An MoE MLP (dynamic-k, 4 experts per FFN) with one SDN exit."""
     from export_models import moe_mlp

@@ -234,14 +234,16 @@ def test_moving_a_traced_stage_moves_the_devices_written_in_its_graph():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_torch_backend_on_cuda_answers_as_onnxruntime_on_the_cpu(ztw_bundle, tmp_path, monkeypatch):
+def test_torch_backend_on_cuda_answers_as_onnxruntime_on_the_cpu(
+    ztw_onnx_bundle, tmp_path, monkeypatch
+):
     # TF32 convolutions (cuDNN's default) are off by ~1e-3, enough to move a sample near the
     # median threshold across it; in fp32 the two runtimes agree to the export tolerance
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    engine = _torch_engine(ztw_bundle, tmp_path, device="cuda")
+    engine = _torch_engine(ztw_onnx_bundle, tmp_path, device="cuda")
     assert "(cuda)" in engine.backend.description
-    onnx = Engine.load(ztw_bundle, backend="onnxruntime", providers=["CPUExecutionProvider"])
+    onnx = Engine.load(ztw_onnx_bundle, backend="onnxruntime", providers=["CPUExecutionProvider"])
     x = _x()
     t = _median_threshold(onnx, x)
     point = OperatingPoint("median", (t, t))

@@ -115,9 +115,9 @@ def test_io_binding_feeds_the_moe_tau_and_profiles(moe_bundle):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="this onnxruntime build has no CUDA provider")
-def test_cuda_provider_keeps_stages_on_the_gpu_and_answers_as_the_cpu(ztw_bundle):
-    cpu = Engine.load(ztw_bundle, backend="onnxruntime", providers=["cpu"])
-    gpu = Engine.load(ztw_bundle, backend="onnxruntime", providers=["cuda", "cpu"])
+def test_cuda_provider_keeps_stages_on_the_gpu_and_answers_as_the_cpu(ztw_onnx_bundle):
+    cpu = Engine.load(ztw_onnx_bundle, backend="onnxruntime", providers=["cpu"])
+    gpu = Engine.load(ztw_onnx_bundle, backend="onnxruntime", providers=["cuda", "cpu"])
     assert gpu.backend.providers[0] == "CUDAExecutionProvider"
     assert gpu.backend.io_binding  # on by default on a GPU provider
     got = gpu.backend.run_stage(0, {"x": gpu.backend.from_numpy(_x(4))})
@@ -132,11 +132,11 @@ def test_cuda_provider_keeps_stages_on_the_gpu_and_answers_as_the_cpu(ztw_bundle
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="this onnxruntime build has no CUDA provider")
-def test_gpu_stage_costs_and_energy_feed_the_policy(ztw_bundle, tmp_path):
+def test_gpu_stage_costs_and_energy_feed_the_policy(ztw_onnx_bundle, tmp_path):
     from ponder.runtime import NvmlProbe, PolicySpec
 
     copy = tmp_path / "bundle"
-    shutil.copytree(ztw_bundle, copy)
+    shutil.copytree(ztw_onnx_bundle, copy)
     engine = Engine.load(copy, backend="onnxruntime", providers=["cuda", "cpu"], costs=None)
     try:
         meter = NvmlProbe()
@@ -156,14 +156,14 @@ def test_gpu_stage_costs_and_energy_feed_the_policy(ztw_bundle, tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_TRT, reason="this onnxruntime build has no TensorRT provider")
-def test_tensorrt_reloads_its_engines_from_the_cache(ztw_bundle, tmp_path, monkeypatch):
+def test_tensorrt_reloads_its_engines_from_the_cache(ztw_onnx_bundle, tmp_path, monkeypatch):
     monkeypatch.setenv("PONDER_TRT_CACHE", str(tmp_path))
     providers = ["tensorrt", "cuda", "cpu"]
     x = _x(8)
 
     def load_and_run() -> tuple[float, np.ndarray]:
         t0 = time.perf_counter()
-        engine = Engine.load(ztw_bundle, backend="onnxruntime", providers=providers)
+        engine = Engine.load(ztw_onnx_bundle, backend="onnxruntime", providers=providers)
         result = engine.run(x, point=OperatingPoint.full(2))
         return time.perf_counter() - t0, result.output
 
