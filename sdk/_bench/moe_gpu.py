@@ -76,6 +76,19 @@ def versions() -> dict[str, object]:
         info["triton"] = triton.__version__
     except ImportError as e:
         info["triton_missing"] = str(e)
+    try:  # the GPU runtime tests need onnxruntime-gpu's providers; say what this machine has
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+        info["onnxruntime_providers"] = onnxruntime.get_available_providers()
+    except ImportError as e:
+        info["onnxruntime_missing"] = str(e)
+    info["pynvml"] = importlib.util.find_spec("pynvml") is not None
+    try:
+        smi = ["nvidia-smi", "--query-gpu=name,driver_version,power.draw", "--format=csv,noheader"]
+        info["nvidia_smi"] = subprocess.run(smi, capture_output=True, text=True).stdout.strip()
+    except OSError as e:
+        info["nvidia_smi"] = f"not run: {e}"
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         info.update(gpu=props.name, sms=props.multi_processor_count, gib=props.total_memory / 2**30)
