@@ -27,6 +27,11 @@ MERGES = ("ordered", "atomic")
 # them to reach the multi-tile loops with tiny shapes.
 MAX_BLOCK = {"M": 64, "H": 64, "D": 128, "K": 64, "T": 1024}
 
+# Cap on the per-call buffers h [E, T, H] and (ordered merge) partials [E, T, D], which grow with
+# every (token, expert) pair, selected or not: more tokens run in chunks of at most this many
+# bytes of buffers (tokens are independent, so chunks give the same bits as one call).
+BUFFER_BYTES = 256 * 2**20
+
 
 def triton_installed() -> bool:
     return importlib.util.find_spec("triton") is not None
@@ -67,6 +72,7 @@ def moe_triton(
     w_up: torch.Tensor | None = None,
     activation: str = "gelu",
     merge: str = "ordered",
+    chunk_tokens: int | None = None,
 ) -> torch.Tensor:
     """Same result as `moe_reference`, computed on the selected (token, expert) pairs only.
 
@@ -89,11 +95,17 @@ def moe_triton(
     torch.backends.cuda.matmul.allow_tf32 is set, as torch's own matmuls do). There is no
     backward: under autograd use the "reference" backend (the dispatcher does so itself).
     Memory: h [E, T, H] (T x the dense hidden width) plus, when ordered, partials [E, T, D]
-    (16,384 tokens, 48 experts, D=768 in float16: 1.2 GB).
+    (16,384 tokens, 48 experts, D=768 in float16: 1.2 GB in one call). Tokens therefore run in
+    chunks of `chunk_tokens` (default: as many as keep those buffers within BUFFER_BYTES,
+    3,360 tokens of that layer); each chunk's result is the same as in one call.
     """
     # T=tokens, D=width, H=expert hidden, E=experts
     T, D, _, E = check_moe_args(x, mask, w1, w2, b1, b2, w_up)
     _check(x, mask, (w1, w2, b1, b2, w_up), activation, merge)
+    if chunk_tokens is not None and chunk_tokens < 1:
+        raise ConfigError(
+            f"chunk_tokens must be >= 1 (or None for the default), got {chunk_tokens}"
+        )
     if T == 0 or E == 0:
         out = torch.zeros(T, D, dtype=torch.float32, device=x.device)
         return (out if b2 is None else out + b2.float()).to(x.dtype)
@@ -102,10 +114,26 @@ def moe_triton(
     b1, b2, w_up = (None if t is None else t.contiguous() for t in (b1, b2, w_up))
     dot_f32 = x.dtype == torch.bfloat16 and interpreting()  # see `_triton_kernels._dot`
     dot = {"PRECISION": "ieee" if dot_f32 else _precision(x.dtype), "DOT_F32": dot_f32}
+    act = _ACTIVATION_CODES[activation]
+    if chunk_tokens is None:
+        per_token = E * (w1.shape[2] + (D if merge == "ordered" else 0)) * x.element_size()
+        chunk_tokens = max(1, BUFFER_BYTES // per_token)
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
-        route = _route(k, mask)
-        h = _first_layer(k, x, route, w1, b1, w_up, _ACTIVATION_CODES[activation], dot)
-        return _second_layer(k, h, route, w2, b2, merge, dot)
+        if chunk_tokens >= T:
+            return _ffn(k, x, mask, w1, b1, w_up, w2, b2, act, merge, dot)
+        parts = [
+            _ffn(k, x[i : i + chunk_tokens], mask[i : i + chunk_tokens], w1, b1, w_up, w2, b2,
+                 act, merge, dot)
+            for i in range(0, T, chunk_tokens)
+        ]  # fmt: skip
+        return torch.cat(parts)
+
+
+def _ffn(k, x, mask, w1, b1, w_up, w2, b2, act: int, merge: str, dot: dict) -> torch.Tensor:
+    """One call's routing index, first and second layer (x and mask: a chunk of tokens)."""
+    route = _route(k, mask)
+    h = _first_layer(k, x, route, w1, b1, w_up, act, dot)
+    return _second_layer(k, h, route, w2, b2, merge, dot)
 
 
 class _Route(NamedTuple):

@@ -117,6 +117,27 @@ def test_ordered_merge_is_repeatable_and_atomic_agrees():
     torch.testing.assert_close(atomic, first, **TOL[torch.float16])
 
 
+@pytest.mark.parametrize("merge", ["ordered", "atomic"])
+def test_token_chunks_give_the_bits_of_one_call(merge, monkeypatch):
+    x, mask, w = _case(41, 20, 5, 4, density=0.5, dtype=torch.float16)
+    whole = moe_triton(x, mask, **w, merge=merge, chunk_tokens=41)
+
+    def same(got):  # atomics on a GPU add in a varying order, chunked or not
+        if merge == "atomic" and CUDA:
+            torch.testing.assert_close(got, whole, **TOL[torch.float16])
+        else:
+            assert torch.equal(got, whole)
+
+    for chunk in (1, 7, 40):
+        same(moe_triton(x, mask, **w, merge=merge, chunk_tokens=chunk))
+    # by default the chunk follows the buffer cap: here 2 tokens' buffers per chunk
+    per_token = 4 * (5 + (20 if merge == "ordered" else 0)) * 2  # E * (H [+ D]) * fp16
+    monkeypatch.setattr("ponder.kernels._triton.BUFFER_BYTES", 2 * per_token)
+    same(moe_triton(x, mask, **w, merge=merge))
+    with pytest.raises(ConfigError, match="chunk_tokens must be >= 1"):
+        moe_triton(x, mask, **w, chunk_tokens=0)
+
+
 @pytest.mark.slow
 def test_default_tiles_on_a_larger_layer(monkeypatch):
     """The tile sizes the GPU runs with (the fixture's 16-wide tiles undone): several 64-token
