@@ -1,5 +1,6 @@
 """One D2DMoE FFN layer on a CUDA GPU: dense FFN, masked reference and Triton kernel (both
-merges), fp16 and fp32, time fraction against FLOPs fraction; runs the `gpu` kernel tests first.
+merges), fp16 and fp32, time fraction against FLOPs fraction; then whole encoders, dense
+against D2DMoE on the kernel (sdk/_bench/moe_gpu_encoder.py); runs the `gpu` tests first.
 
 From the root of a checkout, with nothing installed but torch (and triton, for the kernel):
 
@@ -32,6 +33,7 @@ FULL = {
     "dtypes": {"fp16": torch.float16, "fp32": torch.float32},
     "sweep_tokens": (2048, 16384),
 }
+FULL["encoder_fractions"] = (0.1, 0.25, 0.5)  # end to end, fp16
 SMOKE = {**FULL, "ffns": {"tiny": (32, 256)}, "tokens": (16, 40), "sweep_tokens": (40,)}
 NOTE = (
     "medians of CUDA-event timings, variants interleaved after a warm-up (spread: the widest "
@@ -143,6 +145,18 @@ def write_report(out: Path, result: dict) -> None:
         cells += [row.get("triton_max_err", nan), _spread(row)]
         text = (f"{c:.3g}" if isinstance(c, float) else str(c) for c in cells)
         lines.append("| " + " | ".join(text) + " |")
+    lines += ["", "End to end (whole encoder, random weights; router counted):", ""]
+    head = "| encoder | dtype | tokens | experts/token | FLOPs | dense ms | D2DMoE ms | speed-up "
+    head += "| spread |"
+    lines += [head, "|" + "---|" * (head.count("|") - 1)]
+    for row in result.get("end_to_end", []):
+        ms = row["ms"]
+        cells = [row["encoder"], row["dtype"], row["tokens"]]
+        cells += [f"{row['experts_per_token']}/{row['E']}"]
+        cells += [row["flops_fraction"], ms["dense"]["median"], ms["moe"]["median"]]
+        cells += [row["speedup"], _spread(row)]
+        text = (f"{c:.3g}" if isinstance(c, float) else str(c) for c in cells)
+        lines.append("| " + " | ".join(text) + " |")
     lines += ["", "Tile sweep (fp16, 25% of the experts; MAX_BLOCK in kernels/_triton.py):", ""]
     for row in result["sweep"]:
         tiles = f"M={row['max_block']['M']} D={row['max_block']['D']}"
@@ -174,10 +188,33 @@ def measure(result: dict, sizes: dict, args, triton: bool, device: str, deadline
                     k = f"{row['experts_per_token']}/{row['E']}"
                     print(f"{ffn} {dtype_name} T={T} k={k}: {summary(row)}", flush=True)
             write_report(args.out, result)
+    if triton:
+        measure_encoders(result, args, device, deadline, smoke=sizes is SMOKE)
     for ffn, (D, hidden) in sizes["ffns"].items() if triton and not args.no_sweep else ():
         w = layer(D, hidden, args.expert_size, torch.float16, device)
         rows = tile_sweep(w, sizes["sweep_tokens"], args.rounds, deadline)
         result["sweep"] += [{"ffn": ffn, **row} for row in rows]
+
+
+def measure_encoders(result: dict, args, device: str, deadline: float, smoke: bool) -> None:
+    """Whole encoders, dense FFNs against D2DMoE layers on the Triton kernel (fp16)."""
+    from ponder._bench.moe_gpu_encoder import ENCODERS, SMOKE_ENCODERS, encoder_cell
+
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    for name, sizes in (SMOKE_ENCODERS if smoke else ENCODERS).items():
+        for fraction in FULL["encoder_fractions"]:
+            if time.perf_counter() > deadline:
+                result["stopped_early"] = True
+                return
+            row = encoder_cell(name, sizes, fraction, args.expert_size, dtype, device, args.rounds)
+            result["end_to_end"].append(row)
+            print(
+                f"{name} ({row['tokens']} tokens) FFN experts {fraction:.0%}: dense "
+                f"{row['ms']['dense']['median']:.3f} ms, D2DMoE {row['ms']['moe']['median']:.3f} "
+                f"ms, {row['speedup']:.2f}x at {row['flops_fraction']:.2f} of the FLOPs",
+                flush=True,
+            )
+    write_report(args.out, result)
 
 
 def run(args) -> int:
@@ -189,7 +226,8 @@ def run(args) -> int:
     if device == "cpu" and not args.smoke:
         print("no CUDA device (torch.cuda.is_available() is False): nothing to measure")
         return 2
-    result = {"versions": info, "tests": None, "cells": [], "sweep": [], "stopped_early": False}
+    result = {"versions": info, "tests": None, "cells": [], "end_to_end": [], "sweep": []}
+    result["stopped_early"] = False
     result["tests"] = (
         {"ran": False, "why": "--no-tests"} if args.no_tests else run_gpu_tests(args.out)
     )

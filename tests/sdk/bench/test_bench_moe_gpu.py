@@ -45,5 +45,12 @@ def test_gpu_script_smoke_run_from_a_bare_checkout(tmp_path):
         assert cell["flops_fraction"] == cell["experts_per_token"] / cell["E"]
         tolerance = 1e-5 if cell["dtype"] == "fp32" else 4e-3  # as the kernel tests
         assert cell["triton_max_err"] <= tolerance and cell["triton_atomic_max_err"] <= tolerance
+    # the whole tiny encoder, dense against D2DMoE on the kernel, at each FFN fraction
+    ends = result["end_to_end"]
+    assert [row["experts_per_token"] for row in ends] == [1, 1, 2]  # 10%, 25%, 50% of 4
+    for row in ends:
+        assert row["ms"]["dense"]["median"] > 0 and row["ms"]["moe"]["median"] > 0
+        assert 0 < row["flops_fraction"] < 1
     table = (tmp_path / "moe_gpu.md").read_text()
     assert "| FFN | dtype | T |" in table and "triton/FLOPs" in table
+    assert "| encoder | dtype | tokens |" in table
