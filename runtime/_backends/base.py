@@ -117,13 +117,46 @@ def tensorrt_cache_dir(path: Path, ort_version: str) -> Path:
     return Path(root) / f"{path.stem}-{digest}-ort{ort_version}"
 
 
+def tensorrt_profiles(
+    inputs: Sequence[Any], max_batch: int, max_tokens: int | None
+) -> dict[str, str] | None:
+    """TensorRT optimization profiles for one stage: every input from 1 row (and 1 token) to
+    the bundle's max_batch (max_tokens), optimised for 1 row (a device's request) and
+    max_tokens. Samples leaving at exits give each stage ever-changing batch sizes; without
+    explicit profiles TensorRT builds a new engine each time a shape leaves the ranges it has
+    seen. None where a dimension is neither fixed, batch nor tokens (TensorRT's own profiles)."""
+    ranges = {"batch": (1, 1, max_batch)}
+    if max_tokens:
+        ranges["tokens"] = (1, max_tokens, max_tokens)
+    shapes: list[list[str]] = [[], [], []]
+    for tensor in inputs:
+        dims = []
+        for dim in tensor.shape:
+            if isinstance(dim, int):
+                dims.append((dim, dim, dim))
+            elif dim in ranges:
+                dims.append(ranges[dim])
+            else:
+                return None
+        for i in range(3):
+            shapes[i].append(f"{tensor.name}:" + "x".join(str(d[i]) for d in dims))
+    keys = ("trt_profile_min_shapes", "trt_profile_opt_shapes", "trt_profile_max_shapes")
+    return {key: ",".join(s) for key, s in zip(keys, shapes, strict=True)}
+
+
 def provider_options(
-    providers: list[str], path: Path, ort_version: str, device_id: int, trt_fp16: bool
+    providers: list[str],
+    path: Path,
+    ort_version: str,
+    device_id: int,
+    trt_fp16: bool,
+    profiles: dict[str, str] | None = None,
 ) -> list[tuple[str, dict[str, Any]]]:
     """(provider, options) pairs for one stage session: the GPU providers on `device_id`;
     TensorRT with its engine and timing caches on disk (`tensorrt_cache_dir`), so a restart
-    loads the engines instead of building them again (minutes for a large model), and fp16
-    only when asked (the bundle's tolerances were set in fp32)."""
+    loads the engines instead of building them again (minutes for a large model), the stage's
+    shape `profiles` (`tensorrt_profiles`), and fp16 only when asked (the bundle's tolerances
+    were set in fp32)."""
     pairs: list[tuple[str, dict[str, Any]]] = []
     for name in providers:
         if name == "TensorrtExecutionProvider":
@@ -136,6 +169,7 @@ def provider_options(
                 "trt_timing_cache_enable": True,
                 "trt_timing_cache_path": str(cache),
                 "trt_fp16_enable": trt_fp16,
+                **(profiles or {}),
             }
             pairs.append((name, options))
         elif name == "CUDAExecutionProvider":
@@ -170,9 +204,15 @@ class OnnxRuntimeBackend(Backend):
         trt_fp16: bool = False,
     ):
         ort = _import_onnxruntime()
-        paths = [bundle.onnx_path(stage.index, int8=int8) for stage in bundle.manifest.stages]
+        m = bundle.manifest
+        paths = [bundle.onnx_path(stage.index, int8=int8) for stage in m.stages]
+        export = m.config.get("export", {})
+        max_batch, max_tokens = export.get("max_batch", 256), export.get("max_tokens")
+        profiles = [tensorrt_profiles(s.inputs, max_batch, max_tokens) for s in m.stages]
         gpu = {"io_binding": io_binding, "device_id": device_id, "trt_fp16": trt_fp16}
-        self._load(ort, paths, providers, threads, "int8" if int8 else "fp32", **gpu)
+        self._load(
+            ort, paths, providers, threads, "int8" if int8 else "fp32", **gpu, profiles=profiles
+        )
 
     @classmethod
     def from_files(
@@ -205,17 +245,19 @@ class OnnxRuntimeBackend(Backend):
         io_binding: bool | None = None,
         device_id: int = 0,
         trt_fp16: bool = False,
+        profiles: list[dict[str, str] | None] | None = None,
     ) -> None:
         chosen = choose_providers(ort.get_available_providers(), providers)
         self._ort, self.threads = ort, threads
+        profiles = profiles or [None] * len(paths)
         self.sessions = [
             _session(
                 ort,
                 path,
                 threads,
-                provider_options(chosen, path, ort.__version__, device_id, trt_fp16),
+                provider_options(chosen, path, ort.__version__, device_id, trt_fp16, profile),
             )
-            for path in paths
+            for path, profile in zip(paths, profiles, strict=True)
         ]
         self.outputs = [[o.name for o in session.get_outputs()] for session in self.sessions]
         used = self.sessions[0].get_providers()

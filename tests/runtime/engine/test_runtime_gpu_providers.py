@@ -20,6 +20,7 @@ from ponder.runtime._backends.base import (
     choose_providers,
     provider_options,
     tensorrt_cache_dir,
+    tensorrt_profiles,
 )
 from ponder.runtime._engine.profile import profile
 
@@ -192,3 +193,36 @@ def test_cost_tables_are_kept_per_provider_device(ztw_bundle, tmp_path):
     table.save(cost_table_path(copy, "onnxruntime-cuda"))
     assert Engine.load(copy, backend="onnxruntime").costs is None
     assert (copy / "costs.onnxruntime-cuda.json").is_file()
+
+
+def test_tensorrt_profiles_span_every_batch_the_exits_leave(ztw_bundle):
+    stages = Engine.load(ztw_bundle, backend="onnxruntime").bundle.manifest.stages
+    # stage 1 takes the hidden state and the ensemble's running logits, batch from 1 to 256
+    assert tensorrt_profiles(stages[1].inputs, max_batch=256, max_tokens=None) == {
+        "trt_profile_min_shapes": "hidden_0:1x8x8x8,head_logits_0:1x1x5",
+        "trt_profile_opt_shapes": "hidden_0:1x8x8x8,head_logits_0:1x1x5",
+        "trt_profile_max_shapes": "hidden_0:256x8x8x8,head_logits_0:256x1x5",
+    }
+
+    class Tensor:  # a text stage: token ids and mask, batch x tokens
+        def __init__(self, name, shape):
+            self.name, self.shape = name, shape
+
+    text = [Tensor("input_ids", ["batch", "tokens"]), Tensor("attention_mask", ["batch", "tokens"])]
+    got = tensorrt_profiles(text, max_batch=8, max_tokens=128)
+    assert got["trt_profile_min_shapes"] == "input_ids:1x1,attention_mask:1x1"
+    assert got["trt_profile_opt_shapes"] == "input_ids:1x128,attention_mask:1x128"
+    assert got["trt_profile_max_shapes"] == "input_ids:8x128,attention_mask:8x128"
+    # a dimension TensorRT cannot be given a range for: its own profiles
+    assert tensorrt_profiles([Tensor("x", ["batch", "frames"])], 8, None) is None
+    assert tensorrt_profiles(text, 8, None) is None  # tokens without a bound
+    # the options carry them, next to the caches
+    (_, options), _ = provider_options(
+        ["TensorrtExecutionProvider", "CPUExecutionProvider"],
+        next(ztw_bundle.glob("onnx/*.onnx")),
+        "1",
+        0,
+        False,
+        profiles=got,
+    )
+    assert options["trt_profile_max_shapes"] == "input_ids:8x128,attention_mask:8x128"
