@@ -16,7 +16,7 @@ INSTALL := $(BIN)/uv pip install --quiet --python $(BIN)/python --constraint $(L
 COMPILE := $(BIN)/uv pip compile pyproject.toml --all-extras --universal --python-version 3.10 \
 	--constraint $(BOOTSTRAP) --quiet $(LOCK_FLAGS)
 
-.PHONY: demo test bench lint lock check-lock clean
+.PHONY: demo test bench lint lock check-lock java-deps clean
 
 $(VENV)/.installed-bootstrap: $(BOOTSTRAP)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,7 +37,11 @@ demo: $(VENV)/.installed-train
 check-lock: $(VENV)/.installed-dev
 	$(BIN)/python requirements/check_lock.py pyproject.toml $(LOCK) $(BOOTSTRAP)
 
-test: check-lock
+# the Android demo's JVM core is built and tested by pytest (tests/android): Debian's JDK and JUnit 5
+java-deps:
+	android_demo/core/deps.sh
+
+test: check-lock java-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q
@@ -49,4 +53,4 @@ lock: $(VENV)/.installed-bootstrap
 	$(COMPILE) --output-file $(LOCK)
 
 clean:
-	rm -rf $(VENV) ponder-demo ponder-bench .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) ponder-demo ponder-bench .pytest_cache .ruff_cache *.egg-info android_demo/core/build
