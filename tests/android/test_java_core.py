@@ -13,20 +13,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from java_core import CORE, need_java, run_java_tests
 
 from ponder import OperatingPoint
 from ponder.runtime import Bundle, manifest_digest, operating_points
 
-CORE = Path(__file__).resolve().parents[2] / "android_demo" / "core"
-JUNIT = Path("/usr/share/java/junit-platform-console-standalone.jar")
-
 
 @pytest.fixture(scope="module")
 def built():
-    if shutil.which("javac") is None or not JUNIT.is_file():
-        pytest.fail(
-            "Java 17 and JUnit 5 are missing: run android_demo/core/deps.sh (make test does)"
-        )
+    need_java()
     return CORE / "build" / "main"
 
 
@@ -60,15 +55,10 @@ def _counts(output: str) -> dict[str, int]:
 
 @pytest.mark.slow
 def test_java_tests_pass_on_bundles_python_wrote(built, bundles):
-    env = {**os.environ, "PONDER_TEST_BUNDLES": os.pathsep.join(map(str, bundles))}
-    done = subprocess.run(
-        [str(CORE / "build.sh"), "test"], env=env, capture_output=True, text=True, timeout=600
-    )
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output
-    counts = _counts(output)
-    assert counts["failed"] == 0 and counts["skipped"] == 0 and counts["aborted"] == 0, output
-    assert counts["successful"] == 3 + 5 * len(bundles), output  # Json + 5 per bundle
+    env = {"PONDER_TEST_BUNDLES": os.pathsep.join(map(str, bundles))}
+    selectors = ["--select-class", "dev.ponder.core.JsonTest", "--select-class",
+                 "dev.ponder.core.ManifestTest"]  # fmt: skip
+    run_java_tests(selectors, env, expected=3 + 5 * len(bundles))  # Json + 5 per bundle
 
 
 @pytest.mark.slow
