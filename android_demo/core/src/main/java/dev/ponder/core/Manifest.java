@@ -23,15 +23,83 @@ public final class Manifest {
   public static final String FILE = "manifest.json";
   public static final int SCHEMA_MAJOR = 1;
 
-  /** One stage: its ExecuTorch method, whether an exit ends it, its FLOPs per sample. */
-  public record Stage(int index, String method, boolean exit, long flops, long cumulativeFlops) {}
+  /**
+   * One stage: its ExecuTorch method, whether an exit ends it, its FLOPs per sample, and the
+   * names of the tensors it reads (model inputs, earlier stages' outputs, controls such as the MoE
+   * tau) and writes.
+   */
+  public record Stage(
+      int index,
+      String method,
+      boolean exit,
+      long flops,
+      long cumulativeFlops,
+      List<String> inputs,
+      List<String> outputs) {
+    /** The output the exit rule reads (log-probabilities, {@code exit_logp_*}), or null. */
+    public String exitOutput() {
+      for (String name : outputs) {
+        if (name.startsWith("exit_logp_")) {
+          return name;
+        }
+      }
+      return null;
+    }
+  }
 
   /**
    * An operating point: one threshold per early exit ({@code Double.POSITIVE_INFINITY}: nobody
-   * leaves there), the expected accuracy and FLOPs fraction where the export measured them.
+   * leaves there), the stage where every sample still running leaves (null: the last), the MoE
+   * tau, the expected accuracy and FLOPs fraction, and the share of calibration samples that left
+   * at each stage (empty where not measured), as calibration measured them.
    */
   public record OperatingPoint(
-      String name, List<Double> thresholds, Double accuracy, Double flopsFraction, Double moeTau) {}
+      String name,
+      List<Double> thresholds,
+      Integer maxStage,
+      Double moeTau,
+      Double accuracy,
+      Double flopsFraction,
+      List<Double> exitFractions) {
+    /** The stage where every sample still running leaves. */
+    public int lastStage(int numStages) {
+      return maxStage == null ? numStages - 1 : Math.min(maxStage, numStages - 1);
+    }
+
+    /** A point as a manifest (or Python's OperatingPoint.to_dict()) writes it. */
+    public static OperatingPoint fromMap(Map<String, Object> p) throws BundleException {
+      List<Double> thresholds = new ArrayList<>();
+      for (Object t : list(p, "thresholds")) {
+        thresholds.add(t == null ? Double.POSITIVE_INFINITY : ((Json.Number) t).value());
+      }
+      List<Double> fractions = new ArrayList<>();
+      if (p.get("exit_fractions") instanceof List<?> items) {
+        for (Object f : items) {
+          fractions.add(((Json.Number) f).value());
+        }
+      }
+      return new OperatingPoint(
+          string(p, "name"),
+          Collections.unmodifiableList(thresholds),
+          p.get("max_stage") instanceof Json.Number n ? (int) n.longValue() : null,
+          optionalDouble(p, "moe_tau"),
+          optionalDouble(p, "accuracy"),
+          optionalDouble(p, "flops_fraction"),
+          Collections.unmodifiableList(fractions));
+    }
+
+    /** Every sample runs the whole model. */
+    public static OperatingPoint full(int numExits) {
+      return new OperatingPoint(
+          "always full",
+          Collections.nCopies(numExits, Double.POSITIVE_INFINITY),
+          null,
+          null,
+          null,
+          null,
+          List.of());
+    }
+  }
 
   public final Path root;
   public final String modelId;
@@ -41,6 +109,8 @@ public final class Manifest {
   public final List<Stage> stages;
   public final List<OperatingPoint> operatingPoints;
   public final String sha256;
+  private final List<String> inputNames;
+  private final String moeTauInput;
   private final Map<String, Object> raw;
 
   private Manifest(Path root, Map<String, Object> d) throws BundleException {
@@ -60,26 +130,50 @@ public final class Manifest {
               string(s, "method"),
               Boolean.TRUE.equals(s.get("exit")),
               number(s, "flops").longValue(),
-              number(s, "cumulative_flops").longValue()));
+              number(s, "cumulative_flops").longValue(),
+              names(s, "inputs"),
+              names(s, "outputs")));
     }
     this.stages = Collections.unmodifiableList(stages);
     List<OperatingPoint> points = new ArrayList<>();
     for (Object item : list(d, "operating_points")) {
       Map<String, Object> p = asObject(item, "operating_points[]");
-      List<Double> thresholds = new ArrayList<>();
-      for (Object t : list(p, "thresholds")) {
-        thresholds.add(t == null ? Double.POSITIVE_INFINITY : ((Json.Number) t).value());
+      if (p.get("thresholds") == null) {
+        continue; // a row without thresholds cannot be run (ponder.runtime skips it too)
       }
-      points.add(
-          new OperatingPoint(
-              string(p, "name"),
-              Collections.unmodifiableList(thresholds),
-              optionalDouble(p, "accuracy"),
-              optionalDouble(p, "flops_fraction"),
-              optionalDouble(p, "moe_tau")));
+      OperatingPoint point = OperatingPoint.fromMap(p);
+      if (point.thresholds().size() != stages.size() - 1) {
+        throw new BundleException(
+            FILE + ": operating point '" + point.name() + "' has " + point.thresholds().size()
+                + " thresholds for " + (stages.size() - 1) + " early exits; re-export the bundle");
+      }
+      points.add(point);
     }
     this.operatingPoints = Collections.unmodifiableList(points);
     this.sha256 = string(d, "manifest_sha256");
+    List<String> inputs = names(d, "inputs");
+    this.inputNames = inputs;
+    Object moe = d.get("moe");
+    Object tau = moe instanceof Map<?, ?> m ? m.get("tau_input") : null;
+    this.moeTauInput = tau instanceof String t ? t : null;
+  }
+
+  /** The model's input tensor names, in order (what stage 0 and later stages read). */
+  public List<String> inputNames() {
+    return inputNames;
+  }
+
+  /** The stage input that carries a dynamic-k MoE's tau (an operating point's moeTau), or null. */
+  public String moeTauInput() {
+    return moeTauInput;
+  }
+
+  private static List<String> names(Map<String, Object> d, String key) throws BundleException {
+    List<String> out = new ArrayList<>();
+    for (Object item : list(d, key)) {
+      out.add(string(asObject(item, key + "[]"), "name"));
+    }
+    return Collections.unmodifiableList(out);
   }
 
   /** Reads and verifies {@code root/manifest.json}; with {@code verifyFiles}, every file too. */
