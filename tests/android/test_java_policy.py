@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 from pathlib import Path
 
@@ -313,5 +312,8 @@ def test_java_policy_and_exit_rules_decide_as_python(traces, ztw_bundle, tmp_pat
         "PONDER_JAVA_BUILD": str(tmp_path / "java"),
     }
     out = run_java_tests(["--select-package", "dev.ponder.core.policy",
-                          "--select-package", "dev.ponder.core.engine"], env, expected=5)  # fmt: skip
-    assert "decisions replayed" in out and os.sep in str(traces)
+                          "--select-package", "dev.ponder.core.engine"], env, expected=4)  # fmt: skip
+    said = [line for line in out.splitlines() if "replayed" in line or "Python" in line
+            or "samples per exit" in line]  # fmt: skip
+    print("\n".join(said))
+    assert any("2000 decisions replayed" in line for line in said), out
