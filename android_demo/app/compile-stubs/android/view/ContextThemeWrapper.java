@@ -1,0 +1,11 @@
+// Signature-only stand-in for compiling the demo app with javac on a machine without the Android
+// SDK (android_demo/app/check.sh); never packaged: the app gets the real class from android.jar.
+// Copies the signatures (only the members the app uses, same names, types and modifiers) of
+// android.view.ContextThemeWrapper (API 34).
+package android.view;
+
+public class ContextThemeWrapper extends android.content.ContextWrapper {
+  public ContextThemeWrapper() {
+    super(null);
+  }
+}
