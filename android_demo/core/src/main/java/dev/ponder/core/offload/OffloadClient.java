@@ -230,7 +230,9 @@ public final class OffloadClient {
 
   /**
    * One request, with one reconnect as Python's client does: a kept-alive connection the server
-   * has closed fails once; a refused connection or a timeout is not tried again.
+   * has closed fails once; a refused connection or a timeout is not tried again. (The JDK may
+   * itself resend a request once on a stale kept-alive connection, before this reconnect: an
+   * inference may reach the server twice, which is harmless as it changes nothing there.)
    */
   private Answer request(String method, String path, byte[] body, Protocol.Body binary)
       throws OffloadException {
@@ -265,7 +267,8 @@ public final class OffloadClient {
         conn.setDoOutput(true);
         conn.setRequestProperty("Content-Type", "application/octet-stream");
         conn.setRequestProperty(Protocol.HEADER_LENGTH, Integer.toString(binary.headerLength()));
-        conn.setFixedLengthStreamingMode(body.length); // no buffering, no silent POST retry
+        // not setFixedLengthStreamingMode: in streaming mode the JDK drops the body of a 401
+        // (the server's message); buffered, it sets Content-Length itself
         try (OutputStream out = conn.getOutputStream()) {
           out.write(body);
         }

@@ -155,7 +155,8 @@ public final class Offloader<I> {
 
   /** Milliseconds until the cloud is tried again (0: the next request tries it). */
   public synchronized long backoffLeftMs() {
-    return Math.max(0, retryAtMs - clockMs.getAsLong());
+    long now = clockMs.getAsLong();
+    return now >= retryAtMs ? 0 : retryAtMs - now;
   }
 
   /** The last failure, while backing off after it; null after a success. */
