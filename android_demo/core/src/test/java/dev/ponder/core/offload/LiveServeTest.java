@@ -200,7 +200,8 @@ class LiveServeTest {
     assertEquals(local, down.logits());
     assertTrue(down.bytesSent() > 0);
     int target = new URL(url).getPort();
-    try (Relay back = new Relay(port, target)) { // the service is back at the same address
+    Relay back = new Relay(port, target);
+    try { // the service is back at the same address
       Offloader.Result waiting = offloader.offload(payloads(), params("payload_params"));
       assertEquals("local", waiting.source()); // still backing off
       assertTrue(waiting.backingOff());
@@ -212,7 +213,11 @@ class LiveServeTest {
       assertEquals(0, offloader.failures());
       assertEquals(0, offloader.backoffLeftMs());
       assertFalse(offloader.offload(payloads(), params("payload_params")).backingOff());
+    } finally {
+      back.close();
     }
-    assertEquals("fallback", offloader.offload(payloads(), params("payload_params")).source());
+    Offloader.Result gone = offloader.offload(payloads(), params("payload_params"));
+    assertEquals("fallback", gone.source(), "the relay accepted " + back.accepted()
+        + " connections; " + gone.millis() + " ms");
   }
 }

@@ -17,6 +17,8 @@ final class Relay implements AutoCloseable {
   private final ServerSocket listener;
   private final int target;
   private final List<Socket> sockets = new ArrayList<>();
+  private boolean closed;
+  private int accepted;
 
   Relay(int port, int target) throws IOException {
     this.target = target;
@@ -34,8 +36,14 @@ final class Relay implements AutoCloseable {
         Socket in = listener.accept();
         Socket out = new Socket(InetAddress.getLoopbackAddress(), target);
         synchronized (sockets) {
+          accepted++;
           sockets.add(in);
           sockets.add(out);
+          if (closed) { // accepted while closing: end it too
+            in.close();
+            out.close();
+            return;
+          }
         }
         pump(in, out);
         pump(out, in);
@@ -64,10 +72,18 @@ final class Relay implements AutoCloseable {
     t.start();
   }
 
+  /** Connections accepted so far. */
+  int accepted() {
+    synchronized (sockets) {
+      return accepted;
+    }
+  }
+
   @Override
   public void close() throws IOException {
-    listener.close();
     synchronized (sockets) {
+      closed = true;
+      listener.close();
       for (Socket s : sockets) {
         s.close();
       }
