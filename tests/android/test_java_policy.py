@@ -22,6 +22,9 @@ from ponder.runtime import (
     CostTable,
     DeviceState,
     Engine,
+    LinkEstimate,
+    OffloadPoint,
+    OffloadPolicy,
     Policy,
     PolicySpec,
     StageCost,
@@ -232,6 +235,8 @@ def traces(tmp_path_factory) -> Path:
     for i, name in enumerate(SPECS):
         trace = _trace(name, seed=i, steps=500)
         (out / f"{name}.json").write_text(json.dumps(trace, allow_nan=False))
+    offload = _offload_trace(seed=7, steps=400)
+    (out / "offload.trace").write_text(json.dumps(offload, allow_nan=False))
     return out
 
 
@@ -253,6 +258,78 @@ def test_the_traces_cover_every_kind_of_decision(traces):
     paced = json.loads((traces / "paced.json").read_text())["events"]
     caps = {e["expect"]["limits"][1] for e in paced if "decide" in e}
     assert len(caps) > 20  # the pacing allowance moves the energy limit
+
+
+def _offload_trace(seed: int, steps: int) -> dict:
+    """The Python OffloadPolicy over a local policy and three offload points, on a link it
+    learns from transfers (a change of network halfway), with failures and back-off on a
+    recorded clock: every choice (local or which point, probes) is recorded."""
+    rng = random.Random(seed)
+    now = [0.0]
+    spec = PolicySpec.from_dict({
+        "hysteresis": {"accuracy_margin": 0.005, "cost_margin": 0.1},
+        "default": {"latency_ms": 30},
+        "rule": [
+            {"name": "saver", "when": {"battery_below": 40}, "min_accuracy": 0.9},
+            {"name": "hot", "when": {"temperature_above": 45}, "latency_ms": 10},
+        ],
+    })  # fmt: skip
+    table, points = _table(energy=True), _points()
+    local = Policy(points, CostModel(STAGES, table, stage_flops=[1.0] * STAGES), spec)
+    cloud = [
+        OffloadPoint(1.0, "int8", 0.95, 7400.0),
+        OffloadPoint(0.5, "int8", 0.93, 3700.0),
+        OffloadPoint(0.25, "int4-g32", 0.905, 1500.0),
+    ]
+    policy = OffloadPolicy(local, cloud, LinkEstimate(), power_w=2.5, radio_power_w=0.6,
+                           probe_every=25, backoff_s=1.0, max_backoff_s=8.0,
+                           clock=lambda: now[0])  # fmt: skip
+    rtt, bw = 0.004, 2.5e6
+    events = []
+    for step in range(steps):
+        now[0] += rng.uniform(0.05, 1.5)
+        if step == steps // 2:
+            rtt, bw = 0.040, 1.5e5  # another network
+        battery = 70 + 35 * math.sin(step / 40)
+        temp = 35 + 15 * math.sin(step / 23)
+        state = DeviceState(battery_percent=round(battery, 2), charging=False,
+                            temperature_c=round(temp, 1), speed=1.0 if temp < 45 else 0.7,
+                            time_s=round(now[0], 3))  # fmt: skip
+        d = policy.decide(state)
+        events.append({"clock": now[0], "decide": _state(state),
+                       "expect": {"offload": d.offload, "point": d.point.name,
+                                  "probe": d.probe}})  # fmt: skip
+        if d.offload:
+            edge_ms = rng.uniform(0.8, 1.6) / state.speed
+            policy.observe_edge(edge_ms, 1)
+            events.append({"edge": [edge_ms, 1]})
+            if rng.random() < 0.08:
+                policy.failed("refused: connection refused")
+                events.append({"failed": "refused: connection refused"})
+                continue
+            sent = d.point.payload_bytes + 300
+            seconds = rtt + sent / bw * rng.lognormvariate(0, 0.2)
+            policy.link.add(seconds, int(sent))
+            server = rng.uniform(1, 3)
+            policy.observe_offload(server, 260, 1, seconds + server / 1e3)
+            events.append({"link": [seconds, int(sent)],
+                           "offloaded": [server, 260, 1, seconds + server / 1e3]})  # fmt: skip
+        else:
+            for k in range(d.local.point.last_stage(STAGES) + 1):
+                ms = table.stages[k].latency_ms / 4 * rng.lognormvariate(0, 0.2) / state.speed
+                local.observe(k, ms)
+                events.append({"observe": [k, ms, None, 1]})
+    return {"points": [p.to_dict() for p in points], "table": table.to_dict(),
+            "spec": spec.to_dict(), "cloud": [c.to_dict() for c in cloud], "events": events}  # fmt: skip
+
+
+def test_the_offload_trace_covers_every_choice():
+    events = _offload_trace(seed=7, steps=400)["events"]
+    chosen = [e["expect"] for e in events if "expect" in e]
+    names = {c["point"] for c in chosen if c["offload"] and not c["probe"]}
+    assert len(names) >= 2 and any(c["probe"] for c in chosen)
+    assert sum(c["offload"] for c in chosen) > 40 and sum(not c["offload"] for c in chosen) > 40
+    assert sum("failed" in e for e in events) >= 3
 
 
 def _exit_trace(bundle: Path, out: Path) -> Path:
@@ -312,8 +389,9 @@ def test_java_policy_and_exit_rules_decide_as_python(traces, ztw_bundle, tmp_pat
         "PONDER_JAVA_BUILD": str(tmp_path / "java"),
     }
     out = run_java_tests(["--select-package", "dev.ponder.core.policy",
-                          "--select-package", "dev.ponder.core.engine"], env, expected=4)  # fmt: skip
+                          "--select-package", "dev.ponder.core.engine"], env, expected=5)  # fmt: skip
     said = [line for line in out.splitlines() if "replayed" in line or "Python" in line
             or "samples per exit" in line]  # fmt: skip
     print("\n".join(said))
     assert any("2000 decisions replayed" in line for line in said), out
+    assert any("400 offload choices replayed" in line for line in said), out

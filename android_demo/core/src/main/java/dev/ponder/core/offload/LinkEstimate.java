@@ -81,6 +81,11 @@ public final class LinkEstimate {
     return rttSeconds + (bandwidth != null && bandwidth > 0 ? bytes / bandwidth : 0.0);
   }
 
+  /** EW mean absolute error of the prediction made before each transfer, in seconds. */
+  public synchronized double deviationSeconds() {
+    return deviationSeconds;
+  }
+
   /** EW mean absolute error of the prediction made before each transfer, in milliseconds. */
   public synchronized double deviationMillis() {
     return deviationSeconds * 1e3;

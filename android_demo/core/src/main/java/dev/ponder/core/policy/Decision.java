@@ -9,7 +9,8 @@ import dev.ponder.core.Manifest;
  * "floor" when the floor cannot be met, "cheapest" when no point meets the budgets, "unknown"
  * while no cost is known) and {@code kept} ("margin", "dwell" or null) when hysteresis kept the
  * previous point instead of {@code best}. {@code limits}: worst latency at full clock (ms), mean
- * energy (mJ, paced), accuracy floor.
+ * energy (mJ, paced), accuracy floor. {@code rule}: the rule that applied; {@code costs}: what
+ * the policy predicted for the chosen point (what offloading is weighed against).
  */
 public record Decision(
     Manifest.OperatingPoint point,
@@ -21,10 +22,18 @@ public record Decision(
     String kept,
     int best,
     double[] limits,
-    Prediction prediction) {
+    Prediction prediction,
+    PolicyRule rule,
+    Costs costs) {
+
+  /**
+   * The chosen point in the policy's snapshot: whether costs were known, whether they include
+   * energy, its cost (mean energy, else mean latency) and mean latency at full clock.
+   */
+  public record Costs(boolean known, boolean hasEnergy, double cost, double meanLatencyMs) {}
 
   Decision unchanged() {
     return new Decision(
-        point, index, ruleName, feasible, false, how, kept, best, limits, prediction);
+        point, index, ruleName, feasible, false, how, kept, best, limits, prediction, rule, costs);
   }
 }

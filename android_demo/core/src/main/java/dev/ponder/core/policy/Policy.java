@@ -210,7 +210,9 @@ public final class Policy {
     Decision d =
         new Decision(
             points.get(chosen), chosen, rule.name(), feasible, changed, how, kept, best, limits,
-            predict(s, chosen, state.speed()));
+            predict(s, chosen, state.speed()),
+            rule,
+            new Decision.Costs(s.known, s.hasEnergy, s.cost[chosen], s.meanLat[chosen]));
     boolean dwell = since >= spec.minRequests;
     key = new Key(state, s.version, chosen, ri, dwell, cap);
     cached = changed ? d.unchanged() : d;
