@@ -62,15 +62,17 @@ def _selections(rng):
 
 def _encodes(rng, folder):
     """encode_payload with zstd off: odd and multi-group widths, zero rows, values past fp16's
-    range, uint8 and uint16 positions, params that need Python's float repr and ASCII escapes."""
+    range, codes that are ties (x.5), uint8 and uint16 positions, params that need Python's float repr and ASCII escapes."""
     out = []
     for width in (5, 16, 40):
         for codec in CODECS:
-            count = int(rng.integers(1, 6))
+            count = int(rng.integers(4, 7))
             x = (rng.standard_normal((count, width)) * 3).astype(np.float32)
             x[0] = 0
-            if count > 1:
-                x[1, 0] = 7e4
+            x[1, 0] = 7e4
+            ties = np.resize([0.5, 1.5, 2.5, -2.5, -0.5, 3.5, -3.5], width)  # x.5: to even
+            x[2], x[2, 0] = ties, 127  # int8 scale 1
+            x[3], x[3, 0] = ties, 7  # int4 scale 1
             index = None
             if width != 16:
                 top = 300 if width == 40 else 200

@@ -72,7 +72,7 @@ class PayloadTest {
 
   @Test
   void aPayloadHasThePrefixHeaderAndBodyItDeclares() {
-    float[] tokens = {127f, -2.5f, 3.5f, 0f, 0f, 0f};
+    float[] tokens = {127f, 2.5f, -3.5f, 0f, 0f, 0f};
     byte[] p = Payloads.encode(tokens, 2, 3, "int8", new int[] {0, 7}, Map.of("keep", 0.5));
     ByteBuffer b = ByteBuffer.wrap(p).order(ByteOrder.LITTLE_ENDIAN);
     assertEquals("PNDP", new String(p, 0, 4, StandardCharsets.US_ASCII));
@@ -85,7 +85,7 @@ class PayloadTest {
     String json = new String(p, 20, head, StandardCharsets.US_ASCII);
     assertTrue(json.startsWith("{\"params\":{\"keep\":0.5},\"body_nbytes\":16,\"zstd_level\":null,"),
         json);
-    assertArrayEquals(new byte[] {127, -2, 4, 0, 0, 0}, java.util.Arrays.copyOfRange(p,
+    assertArrayEquals(new byte[] {127, 2, -4, 0, 0, 0}, java.util.Arrays.copyOfRange(p,
         20 + head, 20 + head + 6)); // scale 1, rounded half to even; a zero row: codes 0
     assertThrows(IllegalArgumentException.class,
         () -> Payloads.encode(new float[] {Float.NaN}, 1, 1, "fp32", null, Map.of()));
