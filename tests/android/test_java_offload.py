@@ -130,5 +130,8 @@ def test_the_java_client_gets_what_the_python_client_gets(split_bundle, tmp_path
             "PONDER_TEST_OFFLOAD_DIR": str(tmp_path),
             "PONDER_TEST_SILENT_URL": f"http://127.0.0.1:{silent.port}",
         }
-        output = run_java_tests(["--select-package", "dev.ponder.core.offload"], env, JAVA_TESTS)
+        # by class: PayloadTest, in the same package, is test_java_payload.py's
+        classes = ["ProtocolTest", "LocalServerTest", "LiveServeTest"]
+        selectors = [a for c in classes for a in ("--select-class", f"dev.ponder.core.offload.{c}")]
+        output = run_java_tests(selectors, env, JAVA_TESTS)
     assert "theOffloaderFallsBackWhileTheServerIsAwayAndResumesWhenItIsBack() ✔" in output
