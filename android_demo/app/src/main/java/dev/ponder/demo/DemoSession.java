@@ -15,15 +15,17 @@ import org.pytorch.executorch.EValue;
  * (manifest.json, model.pte, samples.npz) or a split bundle (split.json, edge.pte, and the
  * device bundle under local/), which can also offload.
  *
- * <p>Per request: read the device state, ask the policy for an operating point, then
+ * <p>Per request: read the device state, then
  *
  * <ul>
- *   <li>the demo's offload rule: when the policy says no point is feasible on the device (its
- *       decision's {@code feasible} is false), a server URL is set, the bundle is a split bundle
- *       and the server answers /v2/health/live, the request goes to the server ("cloud"); if
- *       that call fails, the device answers at the chosen point ("fallback", with the reason);
- *   <li>otherwise the device answers at the chosen point, leaving at the first exit whose
- *       threshold the sample clears ("device exit k", or the last stage).
+ *   <li>with a split bundle that has offload points and a server URL: the core's OffloadPolicy
+ *       (Python's, replayed in the parity tests) weighs the local policy's point against
+ *       offloading at each keep × codec with its link model, and probes the link now and then;
+ *       an offload runs the device half here and the rest on the server ("cloud"); when it
+ *       fails, the device answers at the local point ("fallback", with the reason) and the
+ *       policy backs off;
+ *   <li>otherwise the core's Policy picks the operating point and the device answers, leaving at
+ *       the first exit whose threshold the sample clears ("device exit k", or the last stage).
  * </ul>
  */
 final class DemoSession implements AutoCloseable {
@@ -38,6 +40,7 @@ final class DemoSession implements AutoCloseable {
   private final Policy policy;
   private final List<Manifest.OperatingPoint> points;
   private SplitOffload offload;
+  private dev.ponder.core.policy.OffloadPolicy offloadPolicy; // null: offloading is off
   private int next;
 
   /** One request's outcome, as the UI shows it. */
@@ -72,6 +75,7 @@ final class DemoSession implements AutoCloseable {
     if (offload != null) {
       offload.close();
       offload = null;
+      offloadPolicy = null;
     }
     if (url == null || url.isBlank()) {
       return;
@@ -81,6 +85,15 @@ final class DemoSession implements AutoCloseable {
           "offloading needs a split bundle (ponder export --split); this is a device bundle");
     }
     offload = new SplitOffload(root, url.trim(), token);
+    offloadPolicy = Ponder.offloadPolicy(policy, offload.points, offload.client);
+    if (offloadPolicy == null) {
+      String why = policy == null ? "the local bundle has no operating points" : "split.json has no offload points";
+      offload.close();
+      offload = null;
+      throw new IllegalStateException(
+          "offloading needs a policy to weigh it: " + why + " (export the split bundle from a"
+              + " checkpoint with labelled data: ponder export CHECKPOINT --split K)");
+    }
   }
 
   String describe() {
@@ -102,6 +115,9 @@ final class DemoSession implements AutoCloseable {
 
   Report request(Device.Snapshot device) throws Exception {
     int i = next++ % samples.size();
+    if (offloadPolicy != null) {
+      return offloadOrNot(i, device);
+    }
     Manifest.OperatingPoint point;
     String rule;
     boolean feasible;
@@ -115,26 +131,36 @@ final class DemoSession implements AutoCloseable {
       rule = choice.rule();
       feasible = choice.feasible();
     }
+    Ponder.Answer a = local(i, point);
+    return new Report(i, where(a.exitStage()), a.label(), a.totalMs(), device, Ponder.name(point),
+        rule, feasible, null);
+  }
+
+  private Report offloadOrNot(int i, Device.Snapshot device) throws Exception {
+    Ponder.OffloadChoice c = Ponder.decide(offloadPolicy, device);
+    Ponder.Choice l = c.local();
     String note = null;
-    if (!feasible && offload != null) {
+    if (c.offload()) {
       long start = System.nanoTime();
-      if (offload.live()) {
-        try {
-          float[] logits = offload.logits(samples, i);
-          double ms = (System.nanoTime() - start) / 1e6;
-          return new Report(i, "cloud", argmax(logits), ms, device, Ponder.name(point), rule,
-              false, null);
-        } catch (OffloadException e) {
-          note = "fallback: " + Ponder.describe(e);
+      try {
+        float[] logits = offload.logits(samples, i, c.keep(), c.codec());
+        double ms = (System.nanoTime() - start) / 1e6;
+        Ponder.observeEdge(offloadPolicy, offload.edgeMs);
+        Ponder.observeOffload(offloadPolicy, offload.client, (ms - offload.edgeMs) / 1e3);
+        return new Report(i, c.probe() ? "cloud (probing the link)" : "cloud", argmax(logits), ms,
+            device, c.name(), l.rule(), l.feasible(), null);
+      } catch (OffloadException e) {
+        if (offload.edgeMs >= 0) { // the device half ran: its time counts, as in Python
+          Ponder.observeEdge(offloadPolicy, offload.edgeMs);
         }
-      } else {
-        note = "fallback: the server is not live";
+        Ponder.failed(offloadPolicy, e);
+        note = "fallback: " + Ponder.describe(e);
       }
     }
-    Ponder.Answer a = local(i, point);
-    String source = note != null ? "fallback, device exit " + a.exitStage() : where(a.exitStage());
-    return new Report(i, source, a.label(), a.totalMs(), device, Ponder.name(point), rule,
-        feasible, note);
+    Ponder.Answer a = local(i, l.point());
+    String source = note != null ? "fallback, " + where(a.exitStage()) : where(a.exitStage());
+    return new Report(i, source, a.label(), a.totalMs(), device, Ponder.name(l.point()), l.rule(),
+        l.feasible(), note);
   }
 
   private Ponder.Answer local(int i, Manifest.OperatingPoint point) throws Exception {

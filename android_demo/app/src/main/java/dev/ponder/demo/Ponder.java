@@ -8,10 +8,14 @@ import dev.ponder.core.engine.Engine;
 import dev.ponder.core.engine.StageRunner;
 import dev.ponder.core.offload.OffloadClient;
 import dev.ponder.core.offload.OffloadException;
+import dev.ponder.core.offload.Payloads;
 import dev.ponder.core.policy.CostModel;
 import dev.ponder.core.policy.CostTable;
 import dev.ponder.core.policy.Decision;
 import dev.ponder.core.policy.DeviceState;
+import dev.ponder.core.policy.OffloadDecision;
+import dev.ponder.core.policy.OffloadPoint;
+import dev.ponder.core.policy.OffloadPolicy;
 import dev.ponder.core.policy.Policy;
 import dev.ponder.core.policy.PolicySpec;
 import java.io.IOException;
@@ -94,7 +98,7 @@ final class Ponder {
     List<Double> never =
         Collections.nCopies(Math.max(0, m.stages.size() - 1), Double.POSITIVE_INFINITY);
     return new Manifest.OperatingPoint(
-        "full model", never, null, null, null, 1.0, null);
+        "full model", never, null, null, null, 1.0, List.of());
   }
 
   static String name(Manifest.OperatingPoint p) {
@@ -145,10 +149,12 @@ final class Ponder {
   /** What the policy chose, in the app's terms. */
   record Choice(Manifest.OperatingPoint point, String rule, boolean feasible, String how) {}
 
+  static DeviceState state(Device.Snapshot s) {
+    return new DeviceState(s.batteryPercent(), s.charging(), s.temperatureC(), s.speed(), s.timeS());
+  }
+
   static Choice decide(Policy policy, Device.Snapshot s) {
-    DeviceState state =
-        new DeviceState(s.batteryPercent(), s.charging(), s.temperatureC(), s.speed(), s.timeS());
-    Decision d = policy.decide(state);
+    Decision d = policy.decide(state(s));
     return new Choice(d.point(), d.ruleName(), d.feasible(), d.how());
   }
 
@@ -177,11 +183,67 @@ final class Ponder {
     return client.live();
   }
 
-  /** Logits [B][C] for tokens [B, K, D] (mask null: every token real). */
-  static float[][] inferTokens(
-      OffloadClient client, float[] tokens, long[] shape, long[] mask, Map<String, Object> params)
-      throws OffloadException {
-    return client.inferTokens(tokens, shape, mask, params);
+  /** The split bundle's offload points (split.json's offload_points), empty when it has none. */
+  static List<OffloadPoint> offloadPoints(Object listed) {
+    List<OffloadPoint> out = new ArrayList<>();
+    if (listed instanceof List<?> items) {
+      for (Object item : items) {
+        if (item instanceof Map<?, ?> m) {
+          Map<String, Object> d = new java.util.LinkedHashMap<>();
+          m.forEach((k, v) -> d.put(String.valueOf(k), v));
+          out.add(OffloadPoint.fromMap(d));
+        }
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Python's OffloadPolicy over the local policy and the split's offload points, on the
+   * client's own link estimate; null when there is nothing to weigh (no local policy or no
+   * offload points: then offloading is off).
+   */
+  static OffloadPolicy offloadPolicy(Policy local, List<OffloadPoint> points, OffloadClient client) {
+    if (local == null || points.isEmpty()) {
+      return null;
+    }
+    return new OffloadPolicy(local, points, client.link());
+  }
+
+  /** Where the offload policy sends the next request, in the app's terms. */
+  record OffloadChoice(boolean offload, boolean probe, double keep, String codec, String name,
+      Choice local, String reason) {}
+
+  static OffloadChoice decide(OffloadPolicy policy, Device.Snapshot s) {
+    OffloadDecision d = policy.decide(state(s));
+    Decision l = d.local();
+    Choice local = new Choice(l.point(), l.ruleName(), l.feasible(), l.how());
+    OffloadPoint p = d.cloudPoint();
+    return new OffloadChoice(d.offload(), d.probe(), p == null ? 1.0 : p.keep(),
+        p == null ? null : p.codec(), d.pointName(), local, d.reason());
+  }
+
+  /** One payload per sample from the device half's outputs, as SplitBundle.send makes them. */
+  static List<byte[]> payloads(float[] hidden, float[] scores, long[] mask, int tokens, int width,
+      double keep, String codec, String anchor, Map<String, Object> splitParams) {
+    return Payloads.send(hidden, scores, mask, 1, tokens, width, keep, codec, anchor, splitParams);
+  }
+
+  static float[] inferPayloads(OffloadClient client, List<byte[]> payloads,
+      Map<String, Object> splitParams, double keep, String codec) throws OffloadException {
+    return client.inferPayloads(payloads, Payloads.params(splitParams, keep, codec))[0];
+  }
+
+  static void observeEdge(OffloadPolicy policy, double ms) {
+    policy.observeEdge(ms, 1, null);
+  }
+
+  static void observeOffload(OffloadPolicy policy, OffloadClient client, double seconds) {
+    policy.observeOffload(client.lastServerMillis(), client.lastAnswerBytes(), 1, seconds);
+  }
+
+  static void failed(OffloadPolicy policy, OffloadException e) {
+    policy.failed(describe(e));
   }
 
   static String describe(OffloadException e) {

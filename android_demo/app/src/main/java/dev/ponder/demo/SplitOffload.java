@@ -17,9 +17,10 @@ import org.pytorch.executorch.Module;
 /**
  * Offloading a request to {@code ponder serve}, which serves the cloud half of a split bundle
  * (ponder export --split). The phone runs the split's device half (edge.pte, method "edge":
- * the model up to the split block, returning hidden [1, T, D] and token scores), sends every
- * real token (keep 1.0, in position order) as decoded tokens [1, K, D] with the split's
- * parameters, and gets the logits back.
+ * the model up to the split block, returning hidden [1, T, D] and token scores), keeps the
+ * tokens and encodes the payload at the keep ratio and codec the offload policy chose (the
+ * core's Payloads: byte for byte what Python's SplitBundle.send writes, uncompressed), sends it
+ * with the split's parameters, and gets the logits back.
  */
 final class SplitOffload implements AutoCloseable {
   static final String SPLIT_FILE = "split.json";
@@ -31,7 +32,11 @@ final class SplitOffload implements AutoCloseable {
   private final List<String> edgeInputs = new ArrayList<>();
   private final Map<String, Object> params = new LinkedHashMap<>();
   private final String modelId;
-  private final OffloadClient client;
+  private final String anchor;
+  final OffloadClient client;
+  final List<dev.ponder.core.policy.OffloadPoint> points;
+  /** The device half's time of the last call (edge and payload), ms; -1 when it did not run. */
+  double edgeMs;
 
   /** The split bundle at {@code root} (with split.json and edge.pte), offloading to {@code url}. */
   SplitOffload(Path root, String url, String token) throws IOException {
@@ -41,9 +46,10 @@ final class SplitOffload implements AutoCloseable {
     modelId = String.valueOf(split.get("model_id"));
     Map<?, ?> splitSection = object(split.get("split"), "split");
     for (Map.Entry<?, ?> e : object(splitSection.get("params"), "split.params").entrySet()) {
-      params.put(String.valueOf(e.getKey()), Ponder.plain(e.getValue()));
+      params.put(String.valueOf(e.getKey()), e.getValue()); // numbers written back as read
     }
-    params.put("keep", 1.0);
+    anchor = String.valueOf(splitSection.get("anchor"));
+    points = Ponder.offloadPoints(split.get("offload_points"));
     Object inputs = object(split.get("edge"), "edge").get("inputs");
     if (!(inputs instanceof List<?> list)) {
       throw new IOException(SPLIT_FILE + ": edge.inputs must be a list; re-export the split bundle");
@@ -64,8 +70,13 @@ final class SplitOffload implements AutoCloseable {
     return Ponder.live(client);
   }
 
-  /** Logits [C] for sample {@code i}: the device half here, the cloud half on the server. */
-  float[] logits(Samples samples, int i) throws OffloadException {
+  /**
+   * Logits [C] for sample {@code i} at {@code keep} and {@code codec}: the device half here
+   * (its time in {@link #edgeMs}), the cloud half on the server.
+   */
+  float[] logits(Samples samples, int i, double keep, String codec) throws OffloadException {
+    edgeMs = -1; // until the device half has run
+    long start = System.nanoTime();
     Map<String, EValue> sample = samples.get(i);
     EValue[] feeds = new EValue[edgeInputs.size()];
     for (int k = 0; k < feeds.length; k++) {
@@ -75,35 +86,23 @@ final class SplitOffload implements AutoCloseable {
             + "', which the local bundle's samples lack");
       }
     }
-    EValue[] out = edge.execute(EDGE_METHOD, feeds);
+    EValue[] out = edge.execute(EDGE_METHOD, feeds); // hidden [1, T, D], token scores [1, T]
     float[] hidden = Tensors.floats(out[0]);
-    long[] shape = Tensors.shape(out[0]); // [1, T, D]
+    long[] shape = Tensors.shape(out[0]);
+    float[] scores = Tensors.floats(out[1]);
     int t = (int) shape[1];
-    int d = (int) shape[2];
-    boolean[] real = new boolean[t];
-    java.util.Arrays.fill(real, true);
-    Npz.Array mask = edgeInputs.contains(MASK) ? samples.raw(MASK, i) : null;
-    if (mask != null) {
+    long[] mask = null;
+    Npz.Array m = edgeInputs.contains(MASK) ? samples.raw(MASK, i) : null;
+    if (m != null) {
+      mask = new long[t];
       for (int p = 0; p < t; p++) {
-        real[p] = "int64".equals(mask.dtype()) ? mask.longs()[p] != 0 : mask.ints()[p] != 0;
+        mask[p] = "int64".equals(m.dtype()) ? m.longs()[p] : m.ints()[p];
       }
     }
-    int k = 0;
-    for (boolean r : real) {
-      k += r ? 1 : 0;
-    }
-    if (k == 0) {
-      real[0] = true; // as ponder's selection: at least the pooling token
-      k = 1;
-    }
-    float[] tokens = new float[k * d];
-    int row = 0;
-    for (int p = 0; p < t; p++) {
-      if (real[p]) {
-        System.arraycopy(hidden, p * d, tokens, row++ * d, d);
-      }
-    }
-    return Ponder.inferTokens(client, tokens, new long[] {1, k, d}, null, params)[0];
+    List<byte[]> payloads =
+        Ponder.payloads(hidden, scores, mask, t, (int) shape[2], keep, codec, anchor, params);
+    edgeMs = (System.nanoTime() - start) / 1e6;
+    return Ponder.inferPayloads(client, payloads, params, keep, codec);
   }
 
   @Override

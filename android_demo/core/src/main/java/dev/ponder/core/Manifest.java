@@ -61,6 +61,11 @@ public final class Manifest {
       Double accuracy,
       Double flopsFraction,
       List<Double> exitFractions) {
+    public OperatingPoint {
+      thresholds = List.copyOf(thresholds);
+      exitFractions = exitFractions == null ? List.of() : List.copyOf(exitFractions);
+    }
+
     /** The stage where every sample still running leaves. */
     public int lastStage(int numStages) {
       return maxStage == null ? numStages - 1 : Math.min(maxStage, numStages - 1);
