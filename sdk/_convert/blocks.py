@@ -35,6 +35,9 @@ def find_blocks(model: nn.Module, blocks: str | tuple[str, ...] | None = None) -
             get_module(model, path)
         return Blocks(tuple(blocks), "user", "avg")
     if isinstance(blocks, str):
+        for suffix, family, pooling in _CONTAINERS:  # a container we know: its pooling
+            if blocks == suffix or blocks.endswith("." + suffix):
+                return Blocks(_children(model, blocks), family, pooling)
         return Blocks(_children(model, blocks), "user", "avg")
     for suffix, family, pooling in _CONTAINERS:
         for path, module in model.named_modules():

@@ -32,7 +32,9 @@ class EarlyExitConfig(Config):
     blocks: a container path ("features") or explicit block paths; None finds them.
     head: "linear" or "mlp" (hidden width `head_hidden`, 0 = the feature width).
     style: "sdn" (independent heads) or "ztw" (cascading heads plus a learned ensemble).
-    pooling: "auto" (by model family), "avg" (feature maps), "cls", "mean", "last" (tokens).
+    pooling: "auto" (by model family; for blocks named in `blocks` outside a known family, by
+    what they return when example_inputs are given: "mean" for tokens [B, T, D], else "avg"),
+    "avg" (feature maps), "cls", "mean", "last" (tokens).
     """
 
     kind = "early_exit"
@@ -99,7 +101,9 @@ def resolve_spec(model: nn.Module, config: EarlyExitConfig, example_inputs: Any)
     pooling = blocks.pooling if config.pooling == "auto" else config.pooling
     paths = [blocks.paths[b] for b in exits]
     if example_inputs is not None:
-        widths, classes = _dry_run(model, paths, Pool(pooling), example_inputs)
+        # blocks the user named: "avg" suits feature maps; tokens [B, T, D] are averaged over T
+        by_shape = config.pooling == "auto" and blocks.family == "user"
+        widths, classes, pooling = _dry_run(model, paths, pooling, example_inputs, by_shape)
     else:
         widths = [head_width(model, p, pooling) for p in paths]
         classes = class_count(
@@ -131,13 +135,18 @@ def _exit_positions(config: EarlyExitConfig, n_blocks: int) -> tuple[int, ...]:
 
 
 @torch.no_grad()
-def _dry_run(model: nn.Module, paths: list[str], pool: Pool, example_inputs: Any):
-    widths: dict[str, int] = {}
+def _dry_run(
+    model: nn.Module, paths: list[str], pooling: str, example_inputs: Any, by_shape: bool = False
+) -> tuple[list[int], int, str]:
+    """(head input widths, class count, pooling): one forward pass of `example_inputs`; with
+    `by_shape`, the pooling follows what the first exit block returns ("mean" for tokens
+    [B, T, D], else `pooling`)."""
+    hiddens: dict[str, torch.Tensor] = {}
 
     def grab(path: str):
         def hook(module, args, output):
             hidden = output[0] if isinstance(output, tuple | list) else output
-            widths[path] = int(pool(hidden).shape[-1])
+            hiddens[path] = hidden.detach()
 
         return hook
 
@@ -148,4 +157,7 @@ def _dry_run(model: nn.Module, paths: list[str], pool: Pool, example_inputs: Any
     finally:
         for h in handles:
             h.remove()
-    return [widths[p] for p in paths], classes
+    if by_shape and paths and hiddens[paths[0]].dim() == 3:
+        pooling = "mean"
+    pool = Pool(pooling)
+    return [int(pool(hiddens[p]).shape[-1]) for p in paths], classes, pooling

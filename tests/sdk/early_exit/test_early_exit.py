@@ -6,7 +6,7 @@ import warnings
 import pytest
 import tiny_models
 import torch
-from tiny_models import CLASSES, inputs, make
+from tiny_models import CLASSES, TinyViT, inputs, make
 from torch import nn
 
 import ponder
@@ -60,6 +60,34 @@ def test_dry_run_widths_match_attribute_widths():
         make("vit"), ponder.EarlyExitConfig(num_exits=2), example_inputs=inputs("vit")
     )
     assert a.ponder_exits.spec == b.ponder_exits.spec
+
+
+def test_named_blocks_of_a_token_model_pool_tokens():
+    """Blocks named by the user on a ViT: a known container keeps its family's pooling, an
+    unknown one is pooled by what its blocks return (tokens: mean), not as feature maps."""
+    known = ponder.convert_(make("vit"), ponder.EarlyExitConfig(blocks="blocks", num_exits=2))
+    assert known.ponder_exits.spec["pooling"] == "cls"
+    model = _TrunkViT()
+    x = inputs("vit")
+    ponder.convert_(model, ponder.EarlyExitConfig(blocks="trunk", num_exits=2), example_inputs=x)
+    assert model.ponder_exits.spec["pooling"] == "mean"
+    assert model.ponder_exits.spec["widths"] == [16, 16]
+    logits = model(x)  # the exits run: [B, T, D] pooled over tokens into the heads
+    assert torch.isfinite(logits).all()
+
+
+class _TrunkViT(TinyViT):
+    """TinyViT with its blocks under a name no convention knows."""
+
+    def __init__(self):
+        super().__init__()
+        self.trunk = self.blocks
+        del self.blocks
+
+    def forward(self, x):
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return self.head(self.norm(self.trunk(x))[:, 0])
 
 
 def test_converting_twice_changes_nothing_and_warns():
