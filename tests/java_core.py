@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 CORE = Path(__file__).resolve().parents[1] / "android_demo" / "core"
@@ -40,3 +41,24 @@ def run_java_tests(selectors: list[str], env: dict[str, str], expected: int) -> 
     assert counts["failed"] == 0 and counts["skipped"] == 0 and counts["aborted"] == 0, output
     assert counts["successful"] == expected, output
     return output
+
+
+def tiny_vit_split(root: Path, codecs: list[str]) -> tuple[Path, np.ndarray]:
+    """The tiny ViT split after block 1 (keep 0.5, int8 by default) exported as ONNX with
+    `codecs` and no local bundle, into root/"b"; returns the bundle folder and the inputs."""
+    from tiny_models import inputs, make
+
+    import ponder
+    from ponder.export import export_split
+
+    need_java()
+    model, x = make("vit"), inputs("vit")
+    ponder.convert_(model, ponder.SplitConfig(block=1, keep=0.5, codec="int8"))
+    export_split(model, x, root / "b", target="onnx", codecs=codecs, local=False,
+                 echo=lambda line: None)  # fmt: skip
+    return root / "b", x.numpy()
+
+
+def write_le(path: Path, array: np.ndarray, dtype: str) -> None:
+    """`array` as raw little-endian `dtype` bytes, C order (what the Java tests read)."""
+    path.write_bytes(np.ascontiguousarray(array, dtype=np.dtype(dtype).newbyteorder("<")).tobytes())

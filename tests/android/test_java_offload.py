@@ -12,12 +12,9 @@ import threading
 
 import numpy as np
 import pytest
-from java_core import need_java, run_java_tests
-from tiny_models import inputs, make
+from java_core import run_java_tests, tiny_vit_split, write_le
 
-import ponder
 from ponder._bench.serve_process import ServeProcess
-from ponder.export import export_split
 from ponder.runtime import SplitBundle
 from ponder.runtime._offload.payload import decode_payload
 from ponder.runtime._serve.client import OffloadClient
@@ -30,13 +27,8 @@ JAVA_TESTS = 16  # 10 without a server (ProtocolTest, LocalServerTest) + 6 in Li
 def split_bundle(tmp_path_factory):
     """The tiny ViT split after block 1 (int8 and fp32 payloads), as tests/runtime/serve's."""
     pytest.importorskip("uvicorn", reason="needs the serve extra: pip install 'ponder[serve]'")
-    need_java()
-    root = tmp_path_factory.mktemp("java-offload")
-    model, x = make("vit"), inputs("vit")
-    ponder.convert_(model, ponder.SplitConfig(block=1, keep=0.5, codec="int8"))
-    export_split(model, x, root / "b", target="onnx", codecs=["int8", "fp32"], local=False,
-                 echo=lambda line: None)  # fmt: skip
-    return SplitBundle.load(root / "b"), x.numpy()
+    root, x = tiny_vit_split(tmp_path_factory.mktemp("java-offload"), ["int8", "fp32"])
+    return SplitBundle.load(root), x
 
 
 class SilentServer:
@@ -79,11 +71,6 @@ class SilentServer:
         self.listener.close()
 
 
-def _write(path, array, dtype):
-    path.write_bytes(np.ascontiguousarray(array, dtype=np.dtype(dtype).newbyteorder("<")).tobytes())
-
-
-@pytest.mark.slow
 def test_the_java_client_gets_what_the_python_client_gets(split_bundle, tmp_path):
     bundle, x = split_bundle
     payload_params = bundle.params(0.5, "int8")
@@ -106,10 +93,10 @@ def test_the_java_client_gets_what_the_python_client_gets(split_bundle, tmp_path
         np.testing.assert_allclose(payload_logits, bundle.receive(payloads), rtol=1e-6, atol=1e-6)
         for i, p in enumerate(payloads):
             (tmp_path / f"payload_{i}.bin").write_bytes(p)
-        _write(tmp_path / "payload_logits.f32", payload_logits, np.float32)
-        _write(tmp_path / "tokens.f32", tokens, np.float32)
-        _write(tmp_path / "mask.i64", mask, np.int64)
-        _write(tmp_path / "token_logits.f32", token_logits, np.float32)
+        write_le(tmp_path / "payload_logits.f32", payload_logits, np.float32)
+        write_le(tmp_path / "tokens.f32", tokens, np.float32)
+        write_le(tmp_path / "mask.i64", mask, np.int64)
+        write_le(tmp_path / "token_logits.f32", token_logits, np.float32)
         cases = {
             "payloads": [f"payload_{i}.bin" for i in range(len(payloads))],
             "payload_params": payload_params,

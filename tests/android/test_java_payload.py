@@ -10,12 +10,9 @@ import json
 
 import numpy as np
 import pytest
-from java_core import need_java, run_java_tests
-from tiny_models import inputs, make
+from java_core import run_java_tests, tiny_vit_split, write_le
 
-import ponder
 from ponder._bench.serve_process import ServeProcess
-from ponder.export import export_split
 from ponder.runtime import SplitBundle
 from ponder.runtime._offload.payload import decode_payload, encode_payload
 from ponder.runtime._offload.split import select_tokens
@@ -30,17 +27,7 @@ JAVA_TESTS = 8  # 4 self-checks + 4 against Python's files and the server
 def split_bundle(tmp_path_factory):
     """The tiny ViT split after block 1, with every codec."""
     pytest.importorskip("uvicorn", reason="needs the serve extra: pip install 'ponder[serve]'")
-    need_java()
-    root = tmp_path_factory.mktemp("java-payload")
-    model, x = make("vit"), inputs("vit")
-    ponder.convert_(model, ponder.SplitConfig(block=1, keep=0.5, codec="int8"))
-    export_split(model, x, root / "b", target="onnx", codecs=CODECS, local=False,
-                 echo=lambda line: None)  # fmt: skip
-    return root / "b", x.numpy()
-
-
-def _write(path, array, dtype):
-    path.write_bytes(np.ascontiguousarray(array, dtype=np.dtype(dtype).newbyteorder("<")).tobytes())
+    return tiny_vit_split(tmp_path_factory.mktemp("java-payload"), CODECS)
 
 
 def _selections(rng):
@@ -86,7 +73,7 @@ def _encodes(rng, folder):
             )
             name = f"encode_{width}_{codec}"
             (folder / f"{name}.bin").write_bytes(payload)
-            _write(folder / f"{name}.f32", x, np.float32)
+            write_le(folder / f"{name}.f32", x, np.float32)
             out.append({"tokens": f"{name}.f32", "shape": [count, width], "codec": codec,
                         "index": None if index is None else index.tolist(), "params": params,
                         "payload": f"{name}.bin"})  # fmt: skip
@@ -136,10 +123,10 @@ def test_java_payloads_are_pythons_byte_for_byte_and_get_the_same_logits(split_b
         client = OffloadClient(server.url, "model", token=TOKEN, timeout_s=30)
         try:
             for name, runner, feeds, h, s, m, keeps in edges:
-                _write(tmp_path / f"{name}_hidden.f32", h, np.float32)
-                _write(tmp_path / f"{name}_scores.f32", s, np.float32)
+                write_le(tmp_path / f"{name}_hidden.f32", h, np.float32)
+                write_le(tmp_path / f"{name}_scores.f32", s, np.float32)
                 if m is not None:
-                    _write(tmp_path / f"{name}_mask.i64", m, np.int64)
+                    write_le(tmp_path / f"{name}_mask.i64", m, np.int64)
                 edge = {"name": name, "hidden": f"{name}_hidden.f32",
                         "scores": f"{name}_scores.f32", "shape": list(h.shape),
                         "mask": None if m is None else f"{name}_mask.i64",
@@ -157,7 +144,7 @@ def test_java_payloads_are_pythons_byte_for_byte_and_get_the_same_logits(split_b
                         for i, p in enumerate(payloads):
                             files.append(f"{name}_{keep}_{codec}_{i}.bin")
                             (tmp_path / files[-1]).write_bytes(p)
-                        _write(tmp_path / f"{name}_{keep}_{codec}.f32", logits, np.float32)
+                        write_le(tmp_path / f"{name}_{keep}_{codec}.f32", logits, np.float32)
                         edge["cases"].append({"keep": keep, "codec": codec, "payloads": files,
                                               "logits": f"{name}_{keep}_{codec}.f32"})  # fmt: skip
                         sent += 1

@@ -350,7 +350,7 @@ def _exit_trace(bundle: Path, out: Path) -> Path:
         values.append(known[exit_out or stage.outputs[0].name].astype(np.float32))
     scores = {}
     for name in ("max_prob", "entropy", "margin", "patience", "ztw"):
-        rule, state = exit_rule(name, ensembled=False), None
+        rule = exit_rule(name, ensembled=False)
         state, per_stage = rule.start(len(x)), []
         for k in range(len(m.stages) - 1):
             s, _ = rule.step(values[k], state)

@@ -119,15 +119,6 @@ final class Ponder {
     return Json.parse(text);
   }
 
-  /** A JSON number as the core's reader returns it, as a Long or Double (anything else as is). */
-  static Object plain(Object value) {
-    if (value instanceof Json.Number n) {
-      String t = n.text;
-      return t.contains(".") || t.contains("e") || t.contains("E") ? n.value() : n.longValue();
-    }
-    return value;
-  }
-
   // ---- the policy
 
   /**
@@ -177,10 +168,6 @@ final class Ponder {
 
   static OffloadClient offloadClient(String url, String model, String token) {
     return new OffloadClient(url, model, token, 1000, 5000);
-  }
-
-  static boolean live(OffloadClient client) {
-    return client.live();
   }
 
   /** The split bundle's offload points (split.json's offload_points), empty when it has none. */

@@ -66,10 +66,6 @@ final class SplitOffload implements AutoCloseable {
     client = Ponder.offloadClient(url, modelId, token);
   }
 
-  boolean live() {
-    return Ponder.live(client);
-  }
-
   /**
    * Logits [C] for sample {@code i} at {@code keep} and {@code codec}: the device half here
    * (its time in {@link #edgeMs}), the cloud half on the server.

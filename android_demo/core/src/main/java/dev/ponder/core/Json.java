@@ -1,5 +1,9 @@
 package dev.ponder.core;
 
+import java.math.BigDecimal;
+import java.math.BigInteger;
+import java.math.MathContext;
+import java.math.RoundingMode;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -70,7 +74,7 @@ public final class Json {
     } else if (value instanceof Boolean || value instanceof Number) {
       out.append(value);
     } else if (value instanceof String) {
-      writeString((String) value, out);
+      writeString((String) value, out, false);
     } else if (value instanceof Map) {
       Map<String, Object> sorted = new TreeMap<>();
       for (Map.Entry<?, ?> e : ((Map<?, ?>) value).entrySet()) {
@@ -83,7 +87,7 @@ public final class Json {
           out.append(',');
         }
         first = false;
-        writeString(e.getKey(), out);
+        writeString(e.getKey(), out, false);
         out.append(':');
         write(e.getValue(), out);
       }
@@ -104,8 +108,9 @@ public final class Json {
     }
   }
 
-  /** As Python's json module escapes with ensure_ascii=False. */
-  private static void writeString(String s, StringBuilder out) {
+  /** As Python's json module escapes a string: with {@code ascii} (its default,
+   * ensure_ascii=True) every character past 0x7e as \\uXXXX, else only control characters. */
+  private static void writeString(String s, StringBuilder out, boolean ascii) {
     out.append('"');
     for (int i = 0; i < s.length(); i++) {
       char c = s.charAt(i);
@@ -118,7 +123,7 @@ public final class Json {
         case '\b' -> out.append("\\b");
         case '\f' -> out.append("\\f");
         default -> {
-          if (c < 0x20) {
+          if (c < 0x20 || (ascii && c > 0x7e)) {
             out.append(String.format("\\u%04x", (int) c));
           } else {
             out.append(c);
@@ -299,5 +304,97 @@ public final class Json {
 
   private IllegalArgumentException error(String what) {
     return new IllegalArgumentException("JSON: " + what + " at character " + pos);
+  }
+
+  /**
+   * JSON text as Python's {@code json.dumps(value, separators=(",", ":"))} writes it: keys in
+   * the map's order, non-ASCII escaped, floats as Python's repr (shortest round-trip), integers
+   * as they are, {@link Number}s as their text. Maps, lists, strings, booleans, null and
+   * numbers only; NaN and infinity are refused.
+   */
+  public static String python(Object value) {
+    StringBuilder out = new StringBuilder();
+    writePython(value, out);
+    return out.toString();
+  }
+
+  private static void writePython(Object value, StringBuilder out) {
+    if (value == null) {
+      out.append("null");
+    } else if (value instanceof Boolean || value instanceof Number) {
+      out.append(value);
+    } else if (value instanceof String s) {
+      writeString(s, out, true);
+    } else if (value instanceof Double || value instanceof Float) {
+      out.append(pythonFloat(((java.lang.Number) value).doubleValue()));
+    } else if (value instanceof Integer || value instanceof Long || value instanceof Short
+        || value instanceof Byte || value instanceof BigInteger) {
+      out.append(value);
+    } else if (value instanceof Map<?, ?> map) {
+      out.append('{');
+      String sep = "";
+      for (Map.Entry<?, ?> e : map.entrySet()) {
+        if (!(e.getKey() instanceof String key)) {
+          throw new IllegalArgumentException("a JSON object's keys are strings: " + e.getKey());
+        }
+        out.append(sep);
+        writeString(key, out, true);
+        out.append(':');
+        writePython(e.getValue(), out);
+        sep = ",";
+      }
+      out.append('}');
+    } else if (value instanceof List<?> list) {
+      out.append('[');
+      String sep = "";
+      for (Object item : list) {
+        out.append(sep);
+        writePython(item, out);
+        sep = ",";
+      }
+      out.append(']');
+    } else {
+      throw new IllegalArgumentException("cannot write a " + value.getClass().getName()
+          + " as JSON; use a Map, List, String, Boolean or Number");
+    }
+  }
+
+  /** Python's {@code repr} of a finite float: the shortest digits that read back the same. */
+  public static String pythonFloat(double d) {
+    if (Double.isNaN(d) || Double.isInfinite(d)) {
+      throw new IllegalArgumentException("JSON has no " + d + "; params must be finite");
+    }
+    if (d == 0) {
+      return 1 / d < 0 ? "-0.0" : "0.0";
+    }
+    BigDecimal exact = new BigDecimal(d);
+    BigDecimal shortest = exact;
+    for (int p = 1; p <= 17; p++) {
+      BigDecimal r = exact.round(new MathContext(p, RoundingMode.HALF_EVEN));
+      if (r.doubleValue() == d) {
+        shortest = r;
+        break;
+      }
+    }
+    shortest = shortest.stripTrailingZeros();
+    String digits = shortest.unscaledValue().abs().toString();
+    int point = digits.length() - shortest.scale(); // value = 0.digits x 10^point
+    StringBuilder out = new StringBuilder(d < 0 ? "-" : "");
+    if (point <= -4 || point > 16) {
+      out.append(digits.charAt(0));
+      if (digits.length() > 1) {
+        out.append('.').append(digits, 1, digits.length());
+      }
+      int e = point - 1;
+      out.append('e').append(e < 0 ? '-' : '+');
+      out.append(Math.abs(e) < 10 ? "0" : "").append(Math.abs(e));
+    } else if (point <= 0) {
+      out.append("0.").append("0".repeat(-point)).append(digits);
+    } else if (point < digits.length()) {
+      out.append(digits, 0, point).append('.').append(digits, point, digits.length());
+    } else {
+      out.append(digits).append("0".repeat(point - digits.length())).append(".0");
+    }
+    return out.toString();
   }
 }

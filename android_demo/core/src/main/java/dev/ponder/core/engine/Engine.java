@@ -12,6 +12,7 @@ import dev.ponder.core.policy.Policy;
  */
 public final class Engine {
   public final Manifest manifest;
+  private final boolean[] exitOutput; // per stage: it outputs exit log-probs (else logits)
 
   /** What one request did: where it left, the class it answers, its score there, the times. */
   public record Result(int exitStage, int label, double score, double[] stageMs, double totalMs) {}
@@ -19,6 +20,10 @@ public final class Engine {
   public Engine(Manifest manifest) {
     this.manifest = manifest;
     ExitRule.of(manifest.exitRule, manifest.ensembled); // refuses an unknown rule now, not later
+    exitOutput = new boolean[manifest.stages.size()];
+    for (Manifest.Stage s : manifest.stages) {
+      exitOutput[s.index()] = s.exitOutput() != null;
+    }
   }
 
   /** Runs {@code runner} at {@code point}; {@code policy} (nullable) observes every stage time. */
@@ -40,8 +45,7 @@ public final class Engine {
         observe(policy, k, ms[k]);
         continue; // nobody may leave here and the rule keeps no state: no score needed
       }
-      boolean exitOutput = stage.exitOutput() != null;
-      float[] logp = exitOutput ? out : logSoftmax32(out);
+      float[] logp = exitOutput[k] ? out : logSoftmax32(out);
       double score = fin && rule.stateless() ? Double.NaN : rule.step(logp);
       double[] answer = fin && rule.stateless() ? ExitRule.widen(logp) : rule.predicted();
       observe(policy, k, ms[k]);

@@ -163,14 +163,7 @@ public abstract class ExitRule {
 
   /** Softmax in double (max subtracted first). */
   static double[] probs(double[] logp) {
-    double top = Double.NEGATIVE_INFINITY;
-    for (double v : logp) {
-      top = Math.max(top, v);
-    }
-    double[] e = new double[logp.length];
-    for (int c = 0; c < logp.length; c++) {
-      e[c] = Math.exp(logp[c] - top);
-    }
+    double[] e = expShifted(logp, max(logp));
     double sum = sum(e, 0, e.length);
     for (int c = 0; c < e.length; c++) {
       e[c] /= sum;
@@ -179,14 +172,8 @@ public abstract class ExitRule {
   }
 
   static double[] logSoftmax(double[] x) {
-    double top = Double.NEGATIVE_INFINITY;
-    for (double v : x) {
-      top = Math.max(top, v);
-    }
-    double[] e = new double[x.length];
-    for (int c = 0; c < x.length; c++) {
-      e[c] = Math.exp(x[c] - top);
-    }
+    double top = max(x);
+    double[] e = expShifted(x, top);
     double log = Math.log(sum(e, 0, e.length));
     double[] out = new double[x.length];
     for (int c = 0; c < x.length; c++) {
@@ -225,6 +212,15 @@ public abstract class ExitRule {
     int half = n / 2;
     half -= half % 8;
     return sum(a, off, half) + sum(a, off + half, n - half);
+  }
+
+  /** exp(x - top) per element (top: the max, so that nothing overflows). */
+  private static double[] expShifted(double[] x, double top) {
+    double[] e = new double[x.length];
+    for (int c = 0; c < x.length; c++) {
+      e[c] = Math.exp(x[c] - top);
+    }
+    return e;
   }
 
   static double max(double[] x) {

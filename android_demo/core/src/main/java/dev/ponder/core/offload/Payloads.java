@@ -2,10 +2,6 @@ package dev.ponder.core.offload;
 
 import dev.ponder.core.Json;
 import java.io.ByteArrayOutputStream;
-import java.math.BigDecimal;
-import java.math.BigInteger;
-import java.math.MathContext;
-import java.math.RoundingMode;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.charset.StandardCharsets;
@@ -266,7 +262,7 @@ public final class Payloads {
     header.put("body_nbytes", bodyBytes.length);
     header.put("zstd_level", null);
     header.put("tensors", tensors);
-    byte[] head = pythonJson(header).getBytes(StandardCharsets.US_ASCII);
+    byte[] head = Json.python(header).getBytes(StandardCharsets.US_ASCII);
     CRC32 crc = new CRC32();
     crc.update(head);
     crc.update(bodyBytes);
@@ -412,122 +408,5 @@ public final class Payloads {
     ByteBuffer b = ByteBuffer.allocate(values.length * 2).order(ByteOrder.LITTLE_ENDIAN);
     b.asShortBuffer().put(values);
     return b.array();
-  }
-
-  /**
-   * JSON text as Python's {@code json.dumps(value, separators=(",", ":"))} writes it: keys in
-   * the map's order, non-ASCII escaped, floats as Python's repr (shortest round-trip), integers
-   * as they are, {@link Json.Number}s as their text. Maps, lists, strings, booleans, null and
-   * numbers only; NaN and infinity are refused.
-   */
-  public static String pythonJson(Object value) {
-    StringBuilder out = new StringBuilder();
-    writeJson(value, out);
-    return out.toString();
-  }
-
-  private static void writeJson(Object value, StringBuilder out) {
-    if (value == null) {
-      out.append("null");
-    } else if (value instanceof Boolean || value instanceof Json.Number) {
-      out.append(value);
-    } else if (value instanceof String s) {
-      writeString(s, out);
-    } else if (value instanceof Double || value instanceof Float) {
-      out.append(pythonFloat(((java.lang.Number) value).doubleValue()));
-    } else if (value instanceof Integer || value instanceof Long || value instanceof Short
-        || value instanceof Byte || value instanceof BigInteger) {
-      out.append(value);
-    } else if (value instanceof Map<?, ?> map) {
-      out.append('{');
-      String sep = "";
-      for (Map.Entry<?, ?> e : map.entrySet()) {
-        if (!(e.getKey() instanceof String key)) {
-          throw new IllegalArgumentException("a JSON object's keys are strings: " + e.getKey());
-        }
-        out.append(sep);
-        writeString(key, out);
-        out.append(':');
-        writeJson(e.getValue(), out);
-        sep = ",";
-      }
-      out.append('}');
-    } else if (value instanceof List<?> list) {
-      out.append('[');
-      String sep = "";
-      for (Object item : list) {
-        out.append(sep);
-        writeJson(item, out);
-        sep = ",";
-      }
-      out.append(']');
-    } else {
-      throw new IllegalArgumentException("cannot write a " + value.getClass().getName()
-          + " as JSON; use a Map, List, String, Boolean or Number");
-    }
-  }
-
-  /** As Python's json module escapes a string by default (ensure_ascii=True). */
-  private static void writeString(String s, StringBuilder out) {
-    out.append('"');
-    for (int i = 0; i < s.length(); i++) {
-      char c = s.charAt(i);
-      switch (c) {
-        case '"' -> out.append("\\\"");
-        case '\\' -> out.append("\\\\");
-        case '\n' -> out.append("\\n");
-        case '\r' -> out.append("\\r");
-        case '\t' -> out.append("\\t");
-        case '\b' -> out.append("\\b");
-        case '\f' -> out.append("\\f");
-        default -> {
-          if (c < 0x20 || c > 0x7e) {
-            out.append(String.format("\\u%04x", (int) c));
-          } else {
-            out.append(c);
-          }
-        }
-      }
-    }
-    out.append('"');
-  }
-
-  /** Python's {@code repr} of a finite float: the shortest digits that read back the same. */
-  public static String pythonFloat(double d) {
-    if (Double.isNaN(d) || Double.isInfinite(d)) {
-      throw new IllegalArgumentException("JSON has no " + d + "; params must be finite");
-    }
-    if (d == 0) {
-      return 1 / d < 0 ? "-0.0" : "0.0";
-    }
-    BigDecimal exact = new BigDecimal(d);
-    BigDecimal shortest = exact;
-    for (int p = 1; p <= 17; p++) {
-      BigDecimal r = exact.round(new MathContext(p, RoundingMode.HALF_EVEN));
-      if (r.doubleValue() == d) {
-        shortest = r;
-        break;
-      }
-    }
-    shortest = shortest.stripTrailingZeros();
-    String digits = shortest.unscaledValue().abs().toString();
-    int point = digits.length() - shortest.scale(); // value = 0.digits x 10^point
-    StringBuilder out = new StringBuilder(d < 0 ? "-" : "");
-    if (point <= -4 || point > 16) {
-      out.append(digits.charAt(0));
-      if (digits.length() > 1) {
-        out.append('.').append(digits, 1, digits.length());
-      }
-      int e = point - 1;
-      out.append('e').append(e < 0 ? '-' : '+');
-      out.append(Math.abs(e) < 10 ? "0" : "").append(Math.abs(e));
-    } else if (point <= 0) {
-      out.append("0.").append("0".repeat(-point)).append(digits);
-    } else if (point < digits.length()) {
-      out.append(digits, 0, point).append('.').append(digits, point, digits.length());
-    } else {
-      out.append(digits).append("0".repeat(point - digits.length())).append(".0");
-    }
-    return out.toString();
   }
 }

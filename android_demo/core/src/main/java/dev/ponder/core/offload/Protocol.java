@@ -71,7 +71,7 @@ final class Protocol {
     Map<String, Object> head = new LinkedHashMap<>();
     head.put("parameters", params);
     head.put("inputs", entries);
-    byte[] json = toJson(head).getBytes(StandardCharsets.UTF_8);
+    byte[] json = Json.python(head).getBytes(StandardCharsets.UTF_8);
     ByteArrayOutputStream out = new ByteArrayOutputStream(json.length + total);
     out.writeBytes(json);
     for (Tensor t : inputs) {
@@ -149,51 +149,6 @@ final class Protocol {
     @SuppressWarnings("unchecked")
     Map<String, Object> parameters = (Map<String, Object>) object(head, "parameters");
     return new Response(modelName, parameters, outputs);
-  }
-
-  /** JSON text of maps, lists, strings, booleans, null, Java numbers and {@link Json.Number}s. */
-  static String toJson(Object value) {
-    StringBuilder out = new StringBuilder();
-    write(value, out);
-    return out.toString();
-  }
-
-  private static void write(Object value, StringBuilder out) {
-    if (value == null || value instanceof Boolean || value instanceof Json.Number) {
-      out.append(value);
-    } else if (value instanceof String s) {
-      out.append(Json.canonical(s));
-    } else if (value instanceof Double || value instanceof Float) {
-      double d = ((java.lang.Number) value).doubleValue();
-      if (Double.isNaN(d) || Double.isInfinite(d)) {
-        throw new IllegalArgumentException("JSON has no " + d + "; send a finite number");
-      }
-      out.append(value instanceof Float f ? Float.toString(f) : Double.toString(d));
-    } else if (value instanceof java.lang.Number) {
-      out.append(value); // Integer, Long, Short, Byte, BigInteger, BigDecimal
-    } else if (value instanceof Map<?, ?> map) {
-      out.append('{');
-      String sep = "";
-      for (Map.Entry<?, ?> e : map.entrySet()) {
-        out.append(sep).append(Json.canonical(String.valueOf(e.getKey()))).append(':');
-        write(e.getValue(), out);
-        sep = ",";
-      }
-      out.append('}');
-    } else if (value instanceof List<?> list) {
-      out.append('[');
-      String sep = "";
-      for (Object item : list) {
-        out.append(sep);
-        write(item, out);
-        sep = ",";
-      }
-      out.append(']');
-    } else {
-      throw new IllegalArgumentException(
-          "cannot write a " + value.getClass().getName() + " as JSON; use a Map, List, String, "
-              + "Boolean or Number");
-    }
   }
 
   private static int headerSize(String headerLength, int body) throws OffloadException {

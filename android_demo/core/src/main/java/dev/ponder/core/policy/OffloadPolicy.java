@@ -133,8 +133,9 @@ public final class OffloadPolicy {
     if (sinceOffload > probeEvery) {
       return probe(d, "the link has not been used for " + (sinceOffload - 1) + " requests");
     }
-    double edgeMs = edge.stageLatencyMs()[0];
-    double tailMs = edge.stageTailMs(edge.stageLatencyMs())[0];
+    double[] lat = edge.stageLatencyMs();
+    double edgeMs = lat[0];
+    double tailMs = edge.stageTailMs(lat)[0];
     List<OffloadDecision.CloudPrediction> cloud = new ArrayList<>();
     for (OffloadPoint p : points) {
       cloud.add(predict(p, d, speed, edgeMs, tailMs));

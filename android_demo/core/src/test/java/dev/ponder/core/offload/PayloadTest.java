@@ -58,16 +58,16 @@ class PayloadTest {
         {"5e-324", "4.9E-324"}, {"1.7976931348623157e+308", "1.7976931348623157E308"},
         {"0.30000000000000004", "0.30000000000000004"}, {"2e+22", "2e22"}};
     for (String[] c : cases) {
-      assertEquals(c[0], Payloads.pythonFloat(Double.parseDouble(c[1])), c[1]);
+      assertEquals(c[0], Json.pythonFloat(Double.parseDouble(c[1])), c[1]);
     }
-    assertEquals("-0.0", Payloads.pythonFloat(-0.0));
+    assertEquals("-0.0", Json.pythonFloat(-0.0));
     Map<String, Object> value = new LinkedHashMap<>();
     value.put("z", "\u00e9\"\\\n\u007f");
     value.put("a", List.of(1, 2L, 0.25, true, Map.of()));
     value.put("n", null);
     assertEquals("{\"z\":\"\\u00e9\\\"\\\\\\n\\u007f\",\"a\":[1,2,0.25,true,{}],\"n\":null}",
-        Payloads.pythonJson(value));
-    assertThrows(IllegalArgumentException.class, () -> Payloads.pythonFloat(Double.NaN));
+        Json.python(value));
+    assertThrows(IllegalArgumentException.class, () -> Json.pythonFloat(Double.NaN));
   }
 
   @Test
@@ -151,7 +151,7 @@ class PayloadTest {
     assertTrue(reprs.size() > 100);
     for (Object r : reprs) {
       String text = ((Json.Number) r).text;
-      assertEquals(text, Payloads.pythonFloat(Double.parseDouble(text)));
+      assertEquals(text, Json.pythonFloat(Double.parseDouble(text)));
     }
   }
 
